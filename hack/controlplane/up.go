@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+const (
+	apiserverReadyTimeout = 180 * time.Second
+	kcmReadyTimeout       = 120 * time.Second
+	stopTimeout           = 20 * time.Second
+)
+
+func up(args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	dir := fs.String("dir", "", "state folder (certificates, etcd data, logs); a temporary one, removed on exit, when empty")
+	kubeconfigOut := fs.String("kubeconfig", "", "also write the admin kubeconfig here")
+	readyFile := fs.String("ready-file", "", "write this file once ready (holds the kubeconfig path), remove it on exit")
+	pidFile := fs.String("pid-file", "", "write this process's pid here, remove it on exit")
+	lifeline := fs.Bool("lifeline", false, "stop when standard input reaches end of file (the parent process exited)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	// Children get PR_SET_PDEATHSIG, which fires when the creating OS thread exits:
+	// keep this goroutine on one thread for the whole run.
+	runtime.LockOSThread()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if *lifeline {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			logf("standard input closed: stopping")
+			stop()
+		}()
+	}
+
+	removeDir := false
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "tenantry-controlplane-")
+		if err != nil {
+			return err
+		}
+		*dir, removeDir = d, true
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	*dir = abs
+	// Every run starts from an empty cluster.
+	for _, sub := range []string{"pki", "etcd", "logs"} {
+		if err := os.RemoveAll(filepath.Join(*dir, sub)); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(*dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	defer func() {
+		if removeDir {
+			_ = os.RemoveAll(*dir)
+		}
+	}()
+	if *readyFile != "" {
+		_ = os.Remove(*readyFile)
+		defer os.Remove(*readyFile)
+	}
+	if *pidFile != "" {
+		if err := os.WriteFile(*pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return err
+		}
+		defer os.Remove(*pidFile)
+	}
+
+	start := time.Now()
+	p, err := newPKI(filepath.Join(*dir, "pki"))
+	if err != nil {
+		return fmt.Errorf("generating certificates: %w", err)
+	}
+
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	etcdClientURL := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[0])}
+	etcdPeerURL := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[1])}
+	apiPort := ports[2]
+
+	etcd, err := startEtcd(filepath.Join(*dir, "etcd"), filepath.Join(*dir, "logs", "etcd.log"), etcdClientURL, etcdPeerURL)
+	if err != nil {
+		return fmt.Errorf("starting etcd: %w", err)
+	}
+	defer func() {
+		etcd.Close()
+		logf("etcd stopped")
+	}()
+	logf("etcd ready on %s", etcdClientURL.String())
+
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	apiArgs := []string{
+		"--etcd-servers=" + etcdClientURL.String(),
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--endpoint-reconciler-type=none",
+		"--tls-cert-file=" + p.ServingCert,
+		"--tls-private-key-file=" + p.ServingKey,
+		"--client-ca-file=" + p.CACert,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + p.SAPub,
+		"--service-account-signing-key-file=" + p.SAKey,
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--authorization-mode=Node,RBAC",
+		"--allow-privileged=true",
+		"--profiling=false",
+	}
+	apiserverProc, err := startChild(self, "kube-apiserver", apiArgs, filepath.Join(*dir, "logs", "kube-apiserver.log"))
+	if err != nil {
+		return err
+	}
+	defer apiserverProc.stop()
+
+	server := "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	kubeconfig := filepath.Join(*dir, "admin.kubeconfig")
+	if err := writeKubeconfig(kubeconfig, server, p.CACert, p.AdminCert, p.AdminKey); err != nil {
+		return err
+	}
+	kcmKubeconfig := filepath.Join(*dir, "kcm.kubeconfig")
+	if err := writeKubeconfig(kcmKubeconfig, server, p.CACert, p.KCMCert, p.KCMKey); err != nil {
+		return err
+	}
+	client, err := adminHTTPClient(p)
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, apiserverProc, apiserverReadyTimeout, "kube-apiserver /readyz", func() bool {
+		return get(client, server+"/readyz") == http.StatusOK
+	}); err != nil {
+		return err
+	}
+	logf("kube-apiserver ready on %s (%.1fs)", server, time.Since(start).Seconds())
+
+	kcmArgs := []string{
+		"--kubeconfig=" + kcmKubeconfig,
+		// Only what an operator's tests need: namespaces finish terminating, owner
+		// references cascade, namespaces get their default ServiceAccount and
+		// kube-root-ca.crt, ServiceAccount token Secrets work, and aggregated
+		// ClusterRoles (Tenantry's workspace roles aggregate the rules of the built-in
+		// admin, edit and view roles, as those do themselves) get their rules.
+		"--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,root-ca-cert-publisher,clusterrole-aggregation",
+		"--service-account-private-key-file=" + p.SAKey,
+		"--root-ca-file=" + p.CACert,
+		"--use-service-account-credentials=false",
+		"--leader-elect=false",
+		"--secure-port=0",
+	}
+	kcmProc, err := startChild(self, "kube-controller-manager", kcmArgs, filepath.Join(*dir, "logs", "kube-controller-manager.log"))
+	if err != nil {
+		return err
+	}
+	defer kcmProc.stop()
+	if err := waitFor(ctx, kcmProc, kcmReadyTimeout, "kube-controller-manager (ServiceAccount default/default and ConfigMap default/kube-root-ca.crt)", func() bool {
+		return get(client, server+"/api/v1/namespaces/default/serviceaccounts/default") == http.StatusOK &&
+			get(client, server+"/api/v1/namespaces/default/configmaps/kube-root-ca.crt") == http.StatusOK
+	}); err != nil {
+		return err
+	}
+
+	if *kubeconfigOut != "" {
+		if err := copyFile(kubeconfig, *kubeconfigOut); err != nil {
+			return err
+		}
+		kubeconfig, _ = filepath.Abs(*kubeconfigOut)
+	}
+	if *readyFile != "" {
+		if err := os.WriteFile(*readyFile, []byte(kubeconfig+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	logf("ready in %.1fs; logs in %s", time.Since(start).Seconds(), filepath.Join(*dir, "logs"))
+	fmt.Printf("READY %s\n", kubeconfig)
+
+	select {
+	case <-ctx.Done():
+		logf("stopping")
+		return nil
+	case <-apiserverProc.done:
+		return fmt.Errorf("kube-apiserver exited unexpectedly: %v\n%s", apiserverProc.err, tail(apiserverProc.log, 30))
+	case <-kcmProc.done:
+		return fmt.Errorf("kube-controller-manager exited unexpectedly: %v\n%s", kcmProc.err, tail(kcmProc.log, 30))
+	}
+}
+
+func startEtcd(dataDir, logFile string, client, peer url.URL) (*embed.Etcd, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	cfg := embed.NewConfig()
+	cfg.Dir = dataDir
+	cfg.UnsafeNoFsync = true
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{logFile}
+	cfg.ListenClientUrls = []url.URL{client}
+	cfg.AdvertiseClientUrls = []url.URL{client}
+	cfg.ListenPeerUrls = []url.URL{peer}
+	cfg.AdvertisePeerUrls = []url.URL{peer}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, err
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, errors.New("etcd did not become ready within 60s")
+	}
+}
+
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func startChild(self, name string, args []string, logFile string) (*child, error) {
+	f, err := os.Create(logFile)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, append([]string{name}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// If this process dies without cleaning up (kill -9), the kernel kills the child.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		f.Close()
+		close(c.done)
+	}()
+	logf("%s started (pid %d, log %s)", name, cmd.Process.Pid, logFile)
+	return c, nil
+}
+
+// stop sends SIGTERM and waits; after stopTimeout it kills.
+func (c *child) stop() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		logf("%s stopped", c.name)
+	case <-time.After(stopTimeout):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		logf("%s killed after %s", c.name, stopTimeout)
+	}
+}
+
+func waitFor(ctx context.Context, c *child, timeout time.Duration, what string, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ok() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("interrupted while waiting for %s", what)
+		case <-c.done:
+			return fmt.Errorf("%s exited while waiting for %s: %v\nlast lines of %s:\n%s", c.name, what, c.err, c.log, tail(c.log, 40))
+		case <-time.After(250 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s\nlast lines of %s:\n%s", timeout, what, c.log, tail(c.log, 40))
+		}
+	}
+}
+
+func adminHTTPClient(p *pki) (*http.Client, error) {
+	ca, err := os.ReadFile(p.CACert)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	cert, err := tls.LoadX509KeyPair(p.AdminCert, p.AdminKey)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		}},
+	}, nil
+}
+
+func get(c *http.Client, u string) int {
+	resp, err := c.Get(u)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func writeKubeconfig(file, server, caFile, certFile, keyFile string) error {
+	b64 := func(f string) (string, error) {
+		data, err := os.ReadFile(f)
+		return base64.StdEncoding.EncodeToString(data), err
+	}
+	ca, err := b64(caFile)
+	if err != nil {
+		return err
+	}
+	cert, err := b64(certFile)
+	if err != nil {
+		return err
+	}
+	key, err := b64(keyFile)
+	if err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: tenantry-local
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: admin
+  user:
+    client-certificate-data: %s
+    client-key-data: %s
+contexts:
+- name: tenantry-local
+  context:
+    cluster: tenantry-local
+    user: admin
+current-context: tenantry-local
+`, server, ca, cert, key)
+	return os.WriteFile(file, []byte(cfg), 0o600)
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	tmp := to + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, to)
+}
+
+// freePorts asks the kernel for n distinct free ports on 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func tail(file string, n int) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s controlplane: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,154 @@
+//! Types shared by the three kinds.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Who a grant is for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum SubjectKind {
+    /// A user as the API server authenticates it (OIDC, client certificate, ...).
+    User,
+    /// A group as the API server authenticates it.
+    Group,
+    /// A Kubernetes ServiceAccount (needs `namespace`).
+    ServiceAccount,
+    /// A machine client of the organization: Tenantry creates its ServiceAccount and a
+    /// client id and secret. Only valid in a Membership.
+    Client,
+}
+
+/// A subject: a user, group, ServiceAccount, or (in a Membership) a machine client.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, KubeSchema)]
+#[x_kube(validation = kube::core::Rule::new("self.kind != 'ServiceAccount' || (has(self.__namespace__) && self.__namespace__ != '')").message("a ServiceAccount subject needs a namespace"))]
+#[x_kube(validation = kube::core::Rule::new("self.kind == 'ServiceAccount' || !has(self.__namespace__)").message("only a ServiceAccount subject has a namespace"))]
+pub struct Subject {
+    /// User, Group, ServiceAccount or Client.
+    pub kind: SubjectKind,
+    /// The user or group name as the API server sees it, the ServiceAccount's name, or
+    /// the client's name (a DNS-1123 label).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The ServiceAccount's namespace (ServiceAccount only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl Subject {
+    pub fn user(name: &str) -> Self {
+        Self { kind: SubjectKind::User, name: name.into(), namespace: None }
+    }
+    pub fn group(name: &str) -> Self {
+        Self { kind: SubjectKind::Group, name: name.into(), namespace: None }
+    }
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        Self {
+            kind: SubjectKind::ServiceAccount,
+            name: name.into(),
+            namespace: Some(namespace.into()),
+        }
+    }
+    pub fn client(name: &str) -> Self {
+        Self { kind: SubjectKind::Client, name: name.into(), namespace: None }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{:?}:{ns}/{}", self.kind, self.name),
+            None => write!(f, "{:?}:{}", self.kind, self.name),
+        }
+    }
+}
+
+/// Pod Security Standard level enforced in a workspace namespace.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Privileged => "privileged",
+            Self::Baseline => "baseline",
+            Self::Restricted => "restricted",
+        }
+    }
+}
+
+/// Container defaults for a workspace namespace's LimitRange.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitDefaults {
+    /// Default limits for containers that set none (e.g. `cpu: 500m`, `memory: 512Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<BTreeMap<String, Quantity>>,
+    /// Default requests for containers that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_request: Option<BTreeMap<String, Quantity>>,
+    /// Largest limits a container may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<BTreeMap<String, Quantity>>,
+}
+
+/// How a workspace namespace is provisioned. On a Workspace every field overrides the
+/// organization's `workspaceDefaults`; unset fields inherit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspacePolicy {
+    /// ResourceQuota hard limits (e.g. `requests.cpu: "4"`, `pods: "50"`). No quota when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<BTreeMap<String, Quantity>>,
+    /// LimitRange container defaults. No LimitRange when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_range: Option<LimitDefaults>,
+    /// Pod Security Standard enforced on the namespace (default: the operator's, `baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityLevel>,
+    /// A default NetworkPolicy that allows traffic within the workspace and denies traffic
+    /// from other namespaces (default: the operator's, on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_isolation: Option<bool>,
+}
+
+impl WorkspacePolicy {
+    /// This policy, with unset fields taken from `fallback`.
+    pub fn or(&self, fallback: &WorkspacePolicy) -> WorkspacePolicy {
+        WorkspacePolicy {
+            quota: self.quota.clone().or_else(|| fallback.quota.clone()),
+            limit_range: self.limit_range.clone().or_else(|| fallback.limit_range.clone()),
+            pod_security: self.pod_security.or(fallback.pod_security),
+            network_isolation: self.network_isolation.or(fallback.network_isolation),
+        }
+    }
+}
+
+/// Condition types and reasons Tenantry reports. Reasons are CamelCase, as the API
+/// conventions ask, and stable: tooling may match on them.
+pub mod reason {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
+    pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
+    pub const INVALID_NAME: &str = "InvalidName";
+    pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
+    pub const WORKSPACE_LIMIT_REACHED: &str = "WorkspaceLimitReached";
+    pub const MEMBER_LIMIT_REACHED: &str = "MemberLimitReached";
+    pub const DUPLICATE_SUBJECT: &str = "DuplicateSubject";
+    pub const WORKSPACE_PENDING: &str = "WorkspacePending";
+    pub const GRANTED: &str = "Granted";
+    pub const DELETING: &str = "Deleting";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+}

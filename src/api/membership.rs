@@ -1,0 +1,155 @@
+//! Membership: one subject's place in one organization.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Subject;
+
+/// A subject's membership of an organization: its organization role and the workspaces
+/// it reaches. Lives in the organization's namespace `org-<org>`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "tenantry.dev",
+    version = "v1alpha1",
+    kind = "Membership",
+    plural = "memberships",
+    shortname = "mbr",
+    category = "tenantry",
+    namespaced,
+    status = "MembershipStatus",
+    doc = "A subject's membership of an organization: its organization role and its workspace roles.",
+    printcolumn(name = "Subject Kind", type_ = "string", json_path = ".spec.subject.kind"),
+    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject.name"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::Rule::new("self.spec.subject.kind != 'Client' || (size(self.metadata.name) <= 50 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("a Client membership's name is a DNS-1123 label of at most 50 characters (it names the client's ServiceAccount and Secret)")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.role != 'Viewer' || self.workspaces.all(w, w.role == 'Viewer')").message("a Viewer may only hold the Viewer workspace role"))]
+pub struct MembershipSpec {
+    /// Who: a User, Group, ServiceAccount, or a machine Client. Immutable.
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("subject is immutable: create a new Membership"))]
+    pub subject: Subject,
+    /// The organization role.
+    pub role: OrgRole,
+    /// Workspaces the subject reaches, with a role in each. Owner, Admin and Manager reach
+    /// every workspace as Admin without being listed.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub workspaces: Vec<WorkspaceGrant>,
+}
+
+/// An organization role.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum OrgRole {
+    Owner,
+    Admin,
+    Manager,
+    UserAdmin,
+    BillingAdmin,
+    Member,
+    Viewer,
+}
+
+impl OrgRole {
+    pub const ALL: [OrgRole; 7] = [
+        OrgRole::Owner,
+        OrgRole::Admin,
+        OrgRole::Manager,
+        OrgRole::UserAdmin,
+        OrgRole::BillingAdmin,
+        OrgRole::Member,
+        OrgRole::Viewer,
+    ];
+
+    /// Owner, Admin and Manager reach every workspace as workspace Admin.
+    pub fn reaches_all_workspaces(self) -> bool {
+        matches!(self, OrgRole::Owner | OrgRole::Admin | OrgRole::Manager)
+    }
+
+    /// The kebab-case form used in object names (`user-admin`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            OrgRole::Owner => "owner",
+            OrgRole::Admin => "admin",
+            OrgRole::Manager => "manager",
+            OrgRole::UserAdmin => "user-admin",
+            OrgRole::BillingAdmin => "billing-admin",
+            OrgRole::Member => "member",
+            OrgRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// A workspace role.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum WorkspaceRole {
+    Admin,
+    Editor,
+    Viewer,
+}
+
+impl WorkspaceRole {
+    pub const ALL: [WorkspaceRole; 3] = [WorkspaceRole::Admin, WorkspaceRole::Editor, WorkspaceRole::Viewer];
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            WorkspaceRole::Admin => "admin",
+            WorkspaceRole::Editor => "editor",
+            WorkspaceRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// One workspace a member reaches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceGrant {
+    /// The Workspace's name in the same organization.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Admin, Editor or Viewer.
+    pub role: WorkspaceRole,
+}
+
+/// Observed state of a Membership.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipStatus {
+    /// The workspaces the subject reaches now, and those it waits for.
+    #[serde(default)]
+    pub workspaces: Vec<WorkspaceAccess>,
+    /// A Client's id (its secret is only in the `<membership>-credentials` Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// A Client's ServiceAccount in the organization namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`.
+    #[serde(default)]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// A workspace in a Membership's status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceAccess {
+    pub name: String,
+    pub role: WorkspaceRole,
+    /// `Granted`, or `Pending` while the workspace does not exist or is not provisioned.
+    pub state: AccessState,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AccessState {
+    Granted,
+    Pending,
+}

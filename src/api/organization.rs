@@ -1,0 +1,149 @@
+//! Organization: the tenant (cluster-scoped).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Subject, WorkspacePolicy};
+
+/// An organization: the tenant. It owns its namespace `org-<name>`, where its Workspaces
+/// and Memberships live, and every workspace namespace; deleting it removes all of them.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "tenantry.dev",
+    version = "v1alpha1",
+    kind = "Organization",
+    plural = "organizations",
+    shortname = "org",
+    category = "tenantry",
+    status = "OrganizationStatus",
+    doc = "An organization: the tenant. Owns its namespace org-<name>, its workspaces and its memberships.",
+    printcolumn(name = "Display Name", type_ = "string", json_path = ".spec.displayName"),
+    printcolumn(name = "Code", type_ = "string", json_path = ".status.code"),
+    printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace"),
+    printcolumn(name = "Workspaces", type_ = "integer", json_path = ".status.workspaces"),
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 40 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("an organization name is a DNS-1123 label of at most 40 characters (lowercase letters, digits, '-')")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationSpec {
+    /// Human-readable name; may change at any time.
+    #[schemars(length(min = 1, max = 256))]
+    pub display_name: String,
+
+    /// The organization's owners (User, Group or ServiceAccount). They hold the Owner role.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(s, s.kind != 'Client')").message("an owner is a User, Group or ServiceAccount"))]
+    pub owners: Vec<Subject>,
+
+    /// Limits on the organization's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+
+    /// Defaults for every workspace of the organization; a Workspace may override each field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_defaults: Option<WorkspacePolicy>,
+
+    /// The workspace created with the organization (on by default, named `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_workspace: Option<DefaultWorkspace>,
+
+    /// What deleting the organization does to its workspace namespaces: `Delete` (the
+    /// default) removes them and everything in them, irrecoverably; `Orphan` keeps each
+    /// workspace namespace with its content but removes Tenantry's bindings and labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// Limits on an organization's size. Unset means unlimited.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Workspaces beyond this number (newest first) are not provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_workspaces: Option<i32>,
+    /// Memberships beyond this number (newest first) are not granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_members: Option<i32>,
+}
+
+/// The workspace created together with the organization.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultWorkspace {
+    /// Create the default workspace (default true). Turning it off stops creating it; an
+    /// existing default workspace is kept until you delete it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Its name (default `default`).
+    #[serde(default = "default_workspace_name")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+impl Default for DefaultWorkspace {
+    fn default() -> Self {
+        Self { enabled: true, name: default_workspace_name() }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_workspace_name() -> String {
+    "default".into()
+}
+
+/// What happens to workspace namespaces when the organization is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Orphan,
+}
+
+/// Observed state of an Organization.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationStatus {
+    /// Stable organization code, derived from the object's UID: it never changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The organization's own namespace, where its Workspaces and Memberships live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Number of Workspaces in the organization.
+    #[serde(default)]
+    pub workspaces: i32,
+    /// Number of Memberships in the organization.
+    #[serde(default)]
+    pub members: i32,
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`.
+    #[serde(default)]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl OrganizationSpec {
+    pub fn default_workspace(&self) -> DefaultWorkspace {
+        self.default_workspace.clone().unwrap_or_default()
+    }
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.deletion_policy.unwrap_or_default()
+    }
+    pub fn max_workspaces(&self) -> Option<usize> {
+        self.limits.as_ref()?.max_workspaces.map(|n| n.max(0) as usize)
+    }
+    pub fn max_members(&self) -> Option<usize> {
+        self.limits.as_ref()?.max_members.map(|n| n.max(0) as usize)
+    }
+}

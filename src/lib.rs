@@ -1,0 +1,4 @@
+#![forbid(unsafe_code)]
+//! Tenantry: SaaS-style tenancy for Kubernetes, as YAML.
+
+pub mod api;

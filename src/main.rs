@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", tenantry::api::crds_yaml().expect("CRDs serialize"));
+}
