@@ -2,3 +2,5 @@
 //! Tenantry: SaaS-style tenancy for Kubernetes, as YAML.
 
 pub mod api;
+pub mod labels;
+pub mod rbac;

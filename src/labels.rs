@@ -1,0 +1,30 @@
+//! Labels, annotations and names that mark what Tenantry manages.
+
+/// The one field manager of every server-side apply Tenantry makes.
+pub const FIELD_MANAGER: &str = "tenantry";
+
+/// On everything Tenantry creates: the organization it belongs to.
+pub const ORGANIZATION: &str = "tenantry.dev/organization";
+/// On what belongs to one workspace.
+pub const WORKSPACE: &str = "tenantry.dev/workspace";
+/// On what belongs to one membership (a Client's ServiceAccount and Secret).
+pub const MEMBERSHIP: &str = "tenantry.dev/membership";
+/// What the object is to Tenantry: `organization-namespace`, `workspace-namespace`,
+/// `workspace-binding`, `organization-binding`, `client-credentials`, ...
+pub const COMPONENT: &str = "tenantry.dev/component";
+/// `app.kubernetes.io/managed-by=tenantry` on everything Tenantry creates.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "tenantry";
+
+/// The UID of the Tenantry object a namespace was created for. A namespace whose
+/// annotation names another object is never adopted.
+pub const OWNER_UID: &str = "tenantry.dev/owner-uid";
+
+/// Finalizer on Workspaces: their namespace is cluster-scoped, so an owner reference
+/// cannot cascade from the Workspace to it.
+pub const WORKSPACE_FINALIZER: &str = "tenantry.dev/workspace-cleanup";
+
+/// The label selector that finds everything Tenantry manages.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
+}

@@ -1,0 +1,215 @@
+//! Test harness: one real control plane per test run, shared by every test.
+//!
+//! - With `TENANTRY_TEST_KUBECONFIG` set, the tests use that cluster (e.g. kind, or the
+//!   one `make up` started).
+//! - Otherwise the harness starts `target/controlplane/bin/controlplane up --lifeline`
+//!   once (building it with `make controlplane` when it is missing). The control plane
+//!   stops when this test process exits: its standard input is a pipe we hold open.
+//!
+//! If the control plane cannot be built or started, every test fails with the reason.
+//! Nothing is skipped. Tests get their own objects through [`unique`] names, so they run
+//! in parallel.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::{Client, Config, Resource};
+
+/// How long a test waits for the cluster or the controller to converge.
+pub const TIMEOUT: Duration = Duration::from_secs(90);
+
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    /// Kept so the pipe (the control plane's lifeline) stays open until the process exits.
+    _lifeline: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// The cluster every test talks to; started on first use.
+pub fn cluster() -> &'static Cluster {
+    match CLUSTER.get_or_init(start) {
+        Ok(c) => c,
+        Err(why) => panic!("no Kubernetes control plane for the integration tests: {why}"),
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn start() -> Result<Cluster, String> {
+    let cluster = match std::env::var_os("TENANTRY_TEST_KUBECONFIG") {
+        Some(path) if !path.is_empty() => {
+            let kubeconfig = PathBuf::from(path);
+            if !kubeconfig.exists() {
+                return Err(format!(
+                    "TENANTRY_TEST_KUBECONFIG names {}, which does not exist",
+                    kubeconfig.display()
+                ));
+            }
+            Cluster { kubeconfig, _lifeline: None }
+        }
+        _ => start_local()?,
+    };
+    // Install the CRDs and the shipped ClusterRoles once, on a runtime of our own (the
+    // tests' runtimes come and go with each test).
+    let kubeconfig = cluster.kubeconfig.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .map_err(|e| e.to_string())?
+            .block_on(install(&kubeconfig))
+    })
+    .join()
+    .map_err(|_| "installing the CRDs panicked".to_string())??;
+    Ok(cluster)
+}
+
+fn start_local() -> Result<Cluster, String> {
+    let root = repo_root();
+    let bin = root.join("target/controlplane/bin/controlplane");
+    if !bin.exists() {
+        eprintln!("harness: {} is missing, running `make controlplane`", bin.display());
+        let status = Command::new("make")
+            .arg("-C")
+            .arg(&root)
+            .arg("controlplane")
+            .status()
+            .map_err(|e| format!("could not run `make controlplane` (is make installed?): {e}"))?;
+        if !status.success() || !bin.exists() {
+            return Err(format!(
+                "`make controlplane` failed ({status}); it needs Go and the Go module proxy"
+            ));
+        }
+    }
+    // The control plane keeps its state in a temporary folder it removes on exit; its own
+    // progress lines (and the reason, if it fails) go to this log.
+    let log = root.join("target/controlplane/test-run.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = Command::new(&bin)
+        .arg("up")
+        .arg("--lifeline")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", bin.display()))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // The control plane prints `READY <kubeconfig>` once etcd, the API server and the
+    // controller manager are up; it exits with the reason on stderr otherwise.
+    let mut kubeconfig = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if let Some(path) = line.strip_prefix("READY ") {
+            kubeconfig = Some(PathBuf::from(path));
+            break;
+        }
+    }
+    let Some(kubeconfig) = kubeconfig else {
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        return Err(format!("the control plane exited before it was ready:\n{log}"));
+    };
+    eprintln!("harness: control plane ready, kubeconfig {}", kubeconfig.display());
+    Ok(Cluster { kubeconfig, _lifeline: Some(Mutex::new((child, stdin))) })
+}
+
+async fn install(kubeconfig: &Path) -> Result<(), String> {
+    let client = client_for(kubeconfig, None, &[]).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply("tenantry-tests").force();
+    for crd in tenantry::api::crds() {
+        let name = crd.meta().name.clone().unwrap_or_default();
+        crds.patch(&name, &pp, &Patch::Apply(&crd))
+            .await
+            .map_err(|e| format!("installing CRD {name}: {e}"))?;
+        tokio::time::timeout(TIMEOUT, await_condition(crds.clone(), &name, conditions::is_crd_established()))
+            .await
+            .map_err(|_| format!("CRD {name} was not established within {TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+    }
+    tenantry::rbac::install_cluster_roles(&client)
+        .await
+        .map_err(|e| format!("installing the shipped ClusterRoles: {e}"))?;
+    Ok(())
+}
+
+async fn client_for(kubeconfig: &Path, user: Option<&str>, groups: &[&str]) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", kubeconfig.display()));
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("a usable kubeconfig");
+    if let Some(user) = user {
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups =
+            (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
+    }
+    Client::try_from(config).expect("a client")
+}
+
+/// A cluster-admin client. Create one per test: a client belongs to the test's runtime.
+pub async fn admin() -> Client {
+    client_for(&cluster().kubeconfig, None, &[]).await
+}
+
+/// A client acting as `user` in `groups` (impersonation by the admin).
+pub async fn as_user(user: &str, groups: &[&str]) -> Client {
+    client_for(&cluster().kubeconfig, Some(user), groups).await
+}
+
+/// A name no other test (or earlier run against the same cluster) uses: `prefix-<pid><n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut seed = [0u8; 3];
+    getrandom::fill(&mut seed).expect("OS randomness");
+    format!(
+        "{prefix}-{:02x}{:02x}{:02x}{}",
+        seed[0],
+        seed[1],
+        seed[2],
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Waits (by watching, not polling) until `cond` holds for the named object.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, cond: impl Condition<K>) -> Option<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(TIMEOUT, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(obj)) => obj,
+        Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+        Err(_) => {
+            let now = api.get_opt(name).await.ok().flatten();
+            panic!("timed out after {TIMEOUT:?} waiting for {name}: {what}\nlast seen: {now:#?}")
+        }
+    }
+}
+
+/// Waits until the named object is gone (404).
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let Some(obj) = api.get_opt(name).await.expect("get") else { return };
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    wait_for(api, name, "deleted", conditions::is_deleted(&uid)).await;
+}
+
+/// The HTTP status of a failed API call, or 0 when it succeeded or failed otherwise.
+pub fn status_of<T>(r: &Result<T, kube::Error>) -> u16 {
+    match r {
+        Err(kube::Error::Api(s)) => s.code,
+        _ => 0,
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one test binary, one real control plane for the whole run (see
+//! `harness`). Run with `make test`; against another cluster with `make test-kind`.
+
+mod harness;
+
+mod controlplane;
