@@ -1,3 +1,89 @@
-fn main() {
-    print!("{}", tenantry::api::crds_yaml().expect("CRDs serialize"));
+#![forbid(unsafe_code)]
+//! The `tenantry` binary: the controller and its helper commands.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tenantry::settings::Settings;
+use tokio::sync::watch;
+use tracing::info;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+#[derive(Parser)]
+#[command(
+    name = "tenantry",
+    version,
+    about = "SaaS-style tenancy for Kubernetes, as YAML"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (in a cluster, or with KUBECONFIG).
+    Run {
+        #[command(flatten)]
+        settings: Settings,
+        /// Log format.
+        #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Print the ClusterRoles Tenantry binds (workspace and organization roles) as YAML.
+    ClusterRoles,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(fmt::layer()).init(),
+        LogFormat::Json => registry.with(fmt::layer().json()).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
+        Command::ClusterRoles => print!("{}", tenantry::cluster_roles_yaml()?),
+        Command::Run {
+            settings,
+            log_format,
+        } => {
+            init_tracing(log_format);
+            let client = kube::Client::try_default().await?;
+            let (stop_tx, stop_rx) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                info!("shutting down");
+                let _ = stop_tx.send(true);
+            });
+            tenantry::controller::run(client, settings, stop_rx).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

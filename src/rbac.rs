@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::rbac::v1::{AggregationRule, ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
 use crate::api::{OrgRole, WorkspaceRole};
 use crate::labels;
@@ -39,12 +39,20 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
+const WRITE: &[&str] = &[
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
 
 fn shipped_labels() -> BTreeMap<String, String> {
     [
-        (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
-        ("app.kubernetes.io/part-of".to_string(), "tenantry".to_string()),
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "tenantry".to_string(),
+        ),
     ]
     .into()
 }
@@ -94,7 +102,10 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             aggregation_rule: Some(AggregationRule {
                 cluster_role_selectors: Some(vec![
                     selector(format!("rbac.authorization.k8s.io/aggregate-to-{builtin}")),
-                    selector(format!("tenantry.dev/aggregate-to-workspace-{}", role.slug())),
+                    selector(format!(
+                        "tenantry.dev/aggregate-to-workspace-{}",
+                        role.slug()
+                    )),
                 ]),
             }),
             rules: None,

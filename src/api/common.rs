@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Who a grant is for.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum SubjectKind {
     /// A user as the API server authenticates it (OIDC, client certificate, ...).
     User,
@@ -22,7 +24,9 @@ pub enum SubjectKind {
 }
 
 /// A subject: a user, group, ServiceAccount, or (in a Membership) a machine client.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, KubeSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, KubeSchema,
+)]
 #[x_kube(validation = kube::core::Rule::new("self.kind != 'ServiceAccount' || (has(self.__namespace__) && self.__namespace__ != '')").message("a ServiceAccount subject needs a namespace"))]
 #[x_kube(validation = kube::core::Rule::new("self.kind == 'ServiceAccount' || !has(self.__namespace__)").message("only a ServiceAccount subject has a namespace"))]
 pub struct Subject {
@@ -39,10 +43,18 @@ pub struct Subject {
 
 impl Subject {
     pub fn user(name: &str) -> Self {
-        Self { kind: SubjectKind::User, name: name.into(), namespace: None }
+        Self {
+            kind: SubjectKind::User,
+            name: name.into(),
+            namespace: None,
+        }
     }
     pub fn group(name: &str) -> Self {
-        Self { kind: SubjectKind::Group, name: name.into(), namespace: None }
+        Self {
+            kind: SubjectKind::Group,
+            name: name.into(),
+            namespace: None,
+        }
     }
     pub fn service_account(namespace: &str, name: &str) -> Self {
         Self {
@@ -52,7 +64,11 @@ impl Subject {
         }
     }
     pub fn client(name: &str) -> Self {
-        Self { kind: SubjectKind::Client, name: name.into(), namespace: None }
+        Self {
+            kind: SubjectKind::Client,
+            name: name.into(),
+            namespace: None,
+        }
     }
 }
 
@@ -124,7 +140,10 @@ impl WorkspacePolicy {
     pub fn or(&self, fallback: &WorkspacePolicy) -> WorkspacePolicy {
         WorkspacePolicy {
             quota: self.quota.clone().or_else(|| fallback.quota.clone()),
-            limit_range: self.limit_range.clone().or_else(|| fallback.limit_range.clone()),
+            limit_range: self
+                .limit_range
+                .clone()
+                .or_else(|| fallback.limit_range.clone()),
             pod_security: self.pod_security.or(fallback.pod_security),
             network_isolation: self.network_isolation.or(fallback.network_isolation),
         }

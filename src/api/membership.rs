@@ -45,7 +45,9 @@ pub struct MembershipSpec {
 }
 
 /// An organization role.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum OrgRole {
     Owner,
     Admin,
@@ -87,7 +89,9 @@ impl OrgRole {
 }
 
 /// A workspace role.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum WorkspaceRole {
     Admin,
     Editor,
@@ -95,7 +99,11 @@ pub enum WorkspaceRole {
 }
 
 impl WorkspaceRole {
-    pub const ALL: [WorkspaceRole; 3] = [WorkspaceRole::Admin, WorkspaceRole::Editor, WorkspaceRole::Viewer];
+    pub const ALL: [WorkspaceRole; 3] = [
+        WorkspaceRole::Admin,
+        WorkspaceRole::Editor,
+        WorkspaceRole::Viewer,
+    ];
 
     pub fn slug(self) -> &'static str {
         match self {

@@ -13,8 +13,8 @@ pub use membership::*;
 pub use organization::*;
 pub use workspace::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// API group of every Tenantry kind.
 pub const GROUP: &str = "tenantry.dev";

@@ -82,13 +82,19 @@ pub struct DefaultWorkspace {
     pub enabled: bool,
     /// Its name (default `default`).
     #[serde(default = "default_workspace_name")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 }
 
 impl Default for DefaultWorkspace {
     fn default() -> Self {
-        Self { enabled: true, name: default_workspace_name() }
+        Self {
+            enabled: true,
+            name: default_workspace_name(),
+        }
     }
 }
 
@@ -141,7 +147,10 @@ impl OrganizationSpec {
         self.deletion_policy.unwrap_or_default()
     }
     pub fn max_workspaces(&self) -> Option<usize> {
-        self.limits.as_ref()?.max_workspaces.map(|n| n.max(0) as usize)
+        self.limits
+            .as_ref()?
+            .max_workspaces
+            .map(|n| n.max(0) as usize)
     }
     pub fn max_members(&self) -> Option<usize> {
         self.limits.as_ref()?.max_members.map(|n| n.max(0) as usize)

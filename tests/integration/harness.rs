@@ -56,7 +56,10 @@ fn start() -> Result<Cluster, String> {
                     kubeconfig.display()
                 ));
             }
-            Cluster { kubeconfig, _lifeline: None }
+            Cluster {
+                kubeconfig,
+                _lifeline: None,
+            }
         }
         _ => start_local()?,
     };
@@ -77,7 +80,10 @@ fn start_local() -> Result<Cluster, String> {
     let root = repo_root();
     let bin = root.join("target/controlplane/bin/controlplane");
     if !bin.exists() {
-        eprintln!("harness: {} is missing, running `make controlplane`", bin.display());
+        eprintln!(
+            "harness: {} is missing, running `make controlplane`",
+            bin.display()
+        );
         let status = Command::new("make")
             .arg("-C")
             .arg(&root)
@@ -117,10 +123,18 @@ fn start_local() -> Result<Cluster, String> {
     let Some(kubeconfig) = kubeconfig else {
         let _ = child.wait();
         let log = std::fs::read_to_string(&log).unwrap_or_default();
-        return Err(format!("the control plane exited before it was ready:\n{log}"));
+        return Err(format!(
+            "the control plane exited before it was ready:\n{log}"
+        ));
     };
-    eprintln!("harness: control plane ready, kubeconfig {}", kubeconfig.display());
-    Ok(Cluster { kubeconfig, _lifeline: Some(Mutex::new((child, stdin))) })
+    eprintln!(
+        "harness: control plane ready, kubeconfig {}",
+        kubeconfig.display()
+    );
+    Ok(Cluster {
+        kubeconfig,
+        _lifeline: Some(Mutex::new((child, stdin))),
+    })
 }
 
 async fn install(kubeconfig: &Path) -> Result<(), String> {
@@ -132,10 +146,13 @@ async fn install(kubeconfig: &Path) -> Result<(), String> {
         crds.patch(&name, &pp, &Patch::Apply(&crd))
             .await
             .map_err(|e| format!("installing CRD {name}: {e}"))?;
-        tokio::time::timeout(TIMEOUT, await_condition(crds.clone(), &name, conditions::is_crd_established()))
-            .await
-            .map_err(|_| format!("CRD {name} was not established within {TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(
+            TIMEOUT,
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .map_err(|_| format!("CRD {name} was not established within {TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
     }
     tenantry::rbac::install_cluster_roles(&client)
         .await
@@ -201,7 +218,9 @@ pub async fn wait_gone<K>(api: &Api<K>, name: &str)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let Some(obj) = api.get_opt(name).await.expect("get") else { return };
+    let Some(obj) = api.get_opt(name).await.expect("get") else {
+        return;
+    };
     let uid = obj.meta().uid.clone().unwrap_or_default();
     wait_for(api, name, "deleted", conditions::is_deleted(&uid)).await;
 }

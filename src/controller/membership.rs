@@ -1,0 +1,314 @@
+//! What happens to a Membership: whether it grants (duplicates and `maxMembers` are
+//! decided here, oldest first), a Client's ServiceAccount and credentials Secret, and the
+//! status listing the workspaces it reaches.
+//!
+//! The bindings themselves are written by the Organization (organization roles) and
+//! Workspace (workspace roles) reconcilers, which watch Memberships; so removing a
+//! Membership removes every binding without a finalizer. A Client's ServiceAccount and
+//! Secret carry an owner reference to the Membership and go with it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument};
+
+use super::{Context, log_result, managed, memberships_of, requeue_on_error};
+use crate::api::{
+    AccessState, Membership, MembershipStatus, Organization, SubjectKind, Workspace,
+    WorkspaceAccess, WorkspaceRole, reason,
+};
+use crate::error::{Context as _, Error, Result};
+use crate::grants::{self, MemberState};
+use crate::provision;
+use crate::status::{self, Outcome};
+use crate::{labels, names};
+
+/// Runs the Membership reconciler until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (s1, s2, s3) = (ctx.stores.clone(), ctx.stores.clone(), ctx.stores.clone());
+    Controller::new(
+        Api::<Membership>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(Api::<ServiceAccount>::all(client.clone()), managed())
+    .owns(Api::<Secret>::all(client.clone()), managed())
+    // Siblings decide duplicates and limits; workspaces decide what is granted.
+    .watches(
+        Api::<Membership>::all(client.clone()),
+        watcher::Config::default(),
+        move |m| memberships_of(&s1, &m.namespace().unwrap_or_default()),
+    )
+    .watches(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default(),
+        move |w| memberships_of(&s2, &w.namespace().unwrap_or_default()),
+    )
+    .watches(
+        Api::<Organization>::all(client.clone()),
+        watcher::Config::default(),
+        move |o| memberships_of(&s3, &names::org_namespace(&o.name_any())),
+    )
+    .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, |_, e, _| requeue_on_error(e), ctx)
+    .for_each(|r| {
+        log_result("Membership", r);
+        futures::future::ready(())
+    })
+    .await;
+}
+
+/// What a reconcile found out.
+#[derive(Default)]
+struct Found {
+    workspaces: Vec<WorkspaceAccess>,
+    client_id: Option<String>,
+    service_account: Option<String>,
+}
+
+#[instrument(skip_all, fields(membership = %m.name_any(), namespace = ?m.namespace()))]
+async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
+    if m.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = m
+        .namespace()
+        .ok_or_else(|| Error::MissingKey(format!("Membership {}", m.name_any())))?;
+    let mut found = Found::default();
+    let outcome = match ctx.stores.organization_of_namespace(&ns) {
+        None => Outcome::progressing(
+            reason::ORGANIZATION_NOT_FOUND,
+            format!(
+                "no Organization owns namespace {ns}; Memberships live in their organization's namespace"
+            ),
+        ),
+        Some(org) => {
+            let all = ctx.stores.memberships_in(&ns);
+            let refs: Vec<&Membership> = all.iter().map(|m| m.as_ref()).collect();
+            let states = grants::member_states(&org, &refs);
+            match states.get(&m.name_any()) {
+                Some(MemberState::Duplicate { of }) => Outcome::stalled(
+                    reason::DUPLICATE_SUBJECT,
+                    format!(
+                        "{} is already a member through Membership {of}; this one grants nothing",
+                        m.spec.subject
+                    ),
+                ),
+                Some(MemberState::LimitReached { max }) => Outcome::stalled(
+                    reason::MEMBER_LIMIT_REACHED,
+                    format!(
+                        "the organization allows {max} members (limits.maxMembers); older memberships come first"
+                    ),
+                ),
+                Some(MemberState::Granted) => granted(&org, &m, &ns, &ctx, &mut found).await?,
+                None => Outcome::progressing(reason::PROGRESSING, "waiting for the cache"),
+            }
+        }
+    };
+
+    let old = m.status.clone().unwrap_or_default();
+    let new = MembershipStatus {
+        workspaces: found.workspaces,
+        client_id: found.client_id,
+        service_account: found.service_account,
+        observed_generation: m.meta().generation,
+        conditions: status::conditions(&old.conditions, &outcome, m.meta().generation),
+    };
+    if old.workspaces != new.workspaces
+        || old.client_id != new.client_id
+        || old.service_account != new.service_account
+        || old.observed_generation != new.observed_generation
+        || !status::same_conditions(&old.conditions, &new.conditions)
+    {
+        provision::apply_status(
+            &Api::<Membership>::namespaced(ctx.client.clone(), &ns),
+            m.as_ref(),
+            &new,
+        )
+        .await?;
+    }
+    let previous = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| c.reason.as_str());
+    ctx.report(m.as_ref(), previous, &outcome).await;
+    Ok(match outcome {
+        Outcome::Ready { .. } => Action::requeue(Duration::from_secs(ctx.settings.resync_seconds)),
+        Outcome::Progressing { .. } => Action::requeue(Duration::from_secs(10)),
+        Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(120)),
+    })
+}
+
+async fn granted(
+    org: &Organization,
+    m: &Membership,
+    ns: &str,
+    ctx: &Context,
+    found: &mut Found,
+) -> Result<Outcome> {
+    if m.spec.subject.kind == SubjectKind::Client {
+        let (sa, id) = ensure_client(org, m, ns, ctx).await?;
+        found.service_account = Some(sa);
+        found.client_id = Some(id);
+    }
+    let provisioned = |name: &str| {
+        ctx.stores
+            .workspaces
+            .get(&ObjectRef::new(name).within(ns))
+            .is_some_and(|w| {
+                w.meta().deletion_timestamp.is_none()
+                    && w.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == status::READY && c.status == "True")
+                    })
+            })
+    };
+    if m.spec.role.reaches_all_workspaces() {
+        let mut names: Vec<String> = ctx
+            .stores
+            .workspaces_in(ns)
+            .iter()
+            .map(|w| w.name_any())
+            .filter(|n| provisioned(n))
+            .collect();
+        names.sort();
+        found.workspaces = names
+            .into_iter()
+            .map(|name| WorkspaceAccess {
+                name,
+                role: WorkspaceRole::Admin,
+                state: AccessState::Granted,
+            })
+            .collect();
+    } else {
+        found.workspaces = m
+            .spec
+            .workspaces
+            .iter()
+            .map(|g| WorkspaceAccess {
+                name: g.name.clone(),
+                role: g.role,
+                state: if provisioned(&g.name) {
+                    AccessState::Granted
+                } else {
+                    AccessState::Pending
+                },
+            })
+            .collect();
+    }
+    let pending: Vec<&str> = found
+        .workspaces
+        .iter()
+        .filter(|w| w.state == AccessState::Pending)
+        .map(|w| w.name.as_str())
+        .collect();
+    Ok(if pending.is_empty() {
+        Outcome::ready(
+            reason::GRANTED,
+            format!(
+                "{:?} of the organization, in {} workspaces",
+                m.spec.role,
+                found.workspaces.len()
+            ),
+        )
+    } else {
+        Outcome::progressing(
+            reason::WORKSPACE_PENDING,
+            format!(
+                "granted as soon as these workspaces exist and are provisioned: {}",
+                pending.join(", ")
+            ),
+        )
+    })
+}
+
+/// A Client's ServiceAccount and its credentials Secret. The secret is generated once,
+/// when the Secret is first created, and never rewritten. Returns the ServiceAccount's
+/// name and the client id.
+async fn ensure_client(
+    org: &Organization,
+    m: &Membership,
+    ns: &str,
+    ctx: &Context,
+) -> Result<(String, String)> {
+    let name = m.name_any();
+    let uid = m
+        .uid()
+        .ok_or_else(|| Error::MissingKey(format!("Membership {name}")))?;
+    let client_id = names::client_id(&org.name_any(), &name, &uid);
+    let mut labels = provision::org_labels(&org.name_any(), "client");
+    labels.insert(labels::MEMBERSHIP.to_string(), name.clone());
+    let meta = |object: String, component: &str| {
+        let mut l = labels.clone();
+        l.insert(labels::COMPONENT.to_string(), component.to_string());
+        ObjectMeta {
+            name: Some(object),
+            namespace: Some(ns.to_string()),
+            labels: Some(l),
+            owner_references: provision::owner_ref(m, true).map(|r| vec![r]),
+            ..Default::default()
+        }
+    };
+    let sa_name = names::client_service_account(&name);
+    let sa = ServiceAccount {
+        metadata: meta(sa_name.clone(), "client-service-account"),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
+
+    let secret_name = names::client_secret_name(&name);
+    if ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&secret_name).within(ns))
+        .is_none()
+    {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| Error::Random(e.to_string()))?;
+        let secret_value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let secret = Secret {
+            metadata: meta(secret_name.clone(), "client-credentials"),
+            type_: Some("tenantry.dev/client-credentials".into()),
+            data: Some(
+                [
+                    (
+                        "client-id".to_string(),
+                        ByteString(client_id.clone().into_bytes()),
+                    ),
+                    (
+                        "client-secret".to_string(),
+                        ByteString(secret_value.into_bytes()),
+                    ),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        match Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+        {
+            Ok(_) => {
+                info!(secret = %secret_name, client_id = %client_id, "issued client credentials")
+            }
+            // Already there (the cache lagged): never overwrite a secret.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e).context(|| format!("creating Secret {ns}/{secret_name}")),
+        }
+    }
+    Ok((sa_name, client_id))
+}

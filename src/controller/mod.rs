@@ -1,0 +1,288 @@
+//! The controller: shared caches, one reconciler per kind, and their wiring.
+
+pub mod membership;
+pub mod organization;
+pub mod workspace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, controller::Action};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::{Membership, Organization, Workspace};
+use crate::error::Error;
+use crate::labels;
+use crate::provision::Object;
+use crate::settings::Settings;
+use crate::status::Outcome;
+
+/// Caches of everything the reconcilers read. Child kinds are label-selected: the caches
+/// hold only what Tenantry manages.
+#[derive(Clone)]
+pub struct Stores {
+    pub organizations: Store<Organization>,
+    pub workspaces: Store<Workspace>,
+    pub memberships: Store<Membership>,
+    pub namespaces: Store<Namespace>,
+    pub role_bindings: Store<RoleBinding>,
+    pub cluster_roles: Store<ClusterRole>,
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    pub quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<LimitRange>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub secrets: Store<Secret>,
+}
+
+impl Stores {
+    /// The organization whose namespace is `ns`.
+    pub fn organization_of_namespace(&self, ns: &str) -> Option<Arc<Organization>> {
+        self.organizations
+            .find(|o| crate::names::org_namespace(&o.name_any()) == ns)
+    }
+
+    pub fn workspaces_in(&self, ns: &str) -> Vec<Arc<Workspace>> {
+        self.workspaces
+            .state_filter(|w| w.namespace().as_deref() == Some(ns))
+    }
+
+    pub fn memberships_in(&self, ns: &str) -> Vec<Arc<Membership>> {
+        self.memberships
+            .state_filter(|m| m.namespace().as_deref() == Some(ns))
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub stores: Stores,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// Publishes an Event about `obj` when its outcome changed from `previous_reason`.
+    pub async fn report<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        previous_reason: Option<&str>,
+        outcome: &Outcome,
+    ) {
+        if previous_reason == Some(outcome.reason()) {
+            return;
+        }
+        let type_ = if outcome.is_stalled() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let event = Event {
+            type_,
+            reason: outcome.reason().to_string(),
+            note: Some(outcome.message().chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, "publishing an event failed");
+        }
+    }
+}
+
+fn reflect<K: Object>(api: Api<K>, config: watcher::Config) -> (Store<K>, BoxFuture<'static, ()>)
+where
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&Default::default()).to_string();
+    let task = reflector::reflector(writer, watcher(api, config).default_backoff())
+        .for_each(move |event| {
+            if let Err(e) = event {
+                warn!(kind, error = %e, "watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .boxed();
+    (reader, task)
+}
+
+fn managed() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&labels::managed_selector())
+        .any_semantic()
+}
+
+/// Starts the caches; returns them with the tasks that feed them.
+pub fn stores(client: &Client) -> (Stores, Vec<BoxFuture<'static, ()>>) {
+    let mut tasks = Vec::new();
+    macro_rules! cache {
+        ($api:expr, $cfg:expr) => {{
+            let (store, task) = reflect($api, $cfg);
+            tasks.push(task);
+            store
+        }};
+    }
+    let c = client;
+    let stores = Stores {
+        organizations: cache!(
+            Api::all(c.clone()),
+            watcher::Config::default().any_semantic()
+        ),
+        workspaces: cache!(
+            Api::all(c.clone()),
+            watcher::Config::default().any_semantic()
+        ),
+        memberships: cache!(
+            Api::all(c.clone()),
+            watcher::Config::default().any_semantic()
+        ),
+        namespaces: cache!(Api::all(c.clone()), managed()),
+        role_bindings: cache!(Api::all(c.clone()), managed()),
+        cluster_roles: cache!(Api::all(c.clone()), managed()),
+        cluster_role_bindings: cache!(Api::all(c.clone()), managed()),
+        quotas: cache!(Api::all(c.clone()), managed()),
+        limit_ranges: cache!(Api::all(c.clone()), managed()),
+        network_policies: cache!(Api::all(c.clone()), managed()),
+        service_accounts: cache!(Api::all(c.clone()), managed()),
+        secrets: cache!(Api::all(c.clone()), managed()),
+    };
+    (stores, tasks)
+}
+
+impl Stores {
+    /// Waits until every cache has its first full list.
+    pub async fn ready(&self) {
+        let _ = futures::join!(
+            self.organizations.wait_until_ready(),
+            self.workspaces.wait_until_ready(),
+            self.memberships.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.role_bindings.wait_until_ready(),
+            self.cluster_roles.wait_until_ready(),
+            self.cluster_role_bindings.wait_until_ready(),
+            self.quotas.wait_until_ready(),
+            self.limit_ranges.wait_until_ready(),
+            self.network_policies.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+}
+
+/// Waits until the CRDs are served; says so every 10 s while they are not.
+pub async fn wait_for_crds(client: &Client) {
+    loop {
+        let lp = kube::api::ListParams::default().limit(1);
+        let (orgs, wss, mbrs) = (
+            Api::<Organization>::all(client.clone()),
+            Api::<Workspace>::all(client.clone()),
+            Api::<Membership>::all(client.clone()),
+        );
+        let probes = futures::join!(
+            orgs.list_metadata(&lp),
+            wss.list_metadata(&lp),
+            mbrs.list_metadata(&lp)
+        );
+        match (probes.0, probes.1, probes.2) {
+            (Ok(_), Ok(_), Ok(_)) => return,
+            (a, b, c) => {
+                let err = [a.err(), b.err(), c.err()].into_iter().flatten().next();
+                warn!(
+                    error = ?err.map(|e| e.to_string()),
+                    "the tenantry.dev CRDs are not served yet (install them: `tenantry crd | kubectl apply --server-side -f -`); retrying in 10s"
+                );
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    }
+}
+
+/// The error policy of every controller: retry soon; conflicts sooner.
+pub fn requeue_on_error(err: &Error) -> Action {
+    let delay = match err {
+        Error::Kube {
+            source: kube::Error::Api(s),
+            ..
+        } if s.code == 409 => Duration::from_secs(1),
+        _ => Duration::from_secs(10),
+    };
+    Action::requeue(delay)
+}
+
+/// A reference to every Workspace of the organization namespace `ns`.
+pub fn workspaces_of(stores: &Stores, ns: &str) -> Vec<ObjectRef<Workspace>> {
+    stores
+        .workspaces_in(ns)
+        .iter()
+        .map(|w| ObjectRef::from_obj(w.as_ref()))
+        .collect()
+}
+
+/// A reference to every Membership of the organization namespace `ns`.
+pub fn memberships_of(stores: &Stores, ns: &str) -> Vec<ObjectRef<Membership>> {
+    stores
+        .memberships_in(ns)
+        .iter()
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` fires: waits for the CRDs, fills the caches, then
+/// runs the three reconcilers.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    wait_for_crds(&client).await;
+    let (stores, tasks) = stores(&client);
+    let caches = tokio::spawn(futures::future::join_all(tasks));
+    stores.ready().await;
+    info!("caches synced; starting reconcilers");
+    let reporter = Reporter {
+        controller: "tenantry".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        settings,
+        stores,
+    });
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    futures::join!(
+        organization::run(ctx.clone(), stop(shutdown.clone())),
+        workspace::run(ctx.clone(), stop(shutdown.clone())),
+        membership::run(ctx.clone(), stop(shutdown.clone())),
+    );
+    caches.abort();
+    info!("controller stopped");
+    Ok(())
+}
+
+/// Logs one reconcile result.
+pub fn log_result<K, E: std::fmt::Display>(
+    kind: &'static str,
+    result: Result<(ObjectRef<K>, Action), E>,
+) where
+    K: Resource,
+    K::DynamicType: std::fmt::Debug,
+{
+    match result {
+        Ok((obj, _)) => tracing::debug!(kind, object = %obj, "reconciled"),
+        Err(e) => warn!(kind, error = %e, "reconcile failed"),
+    }
+}

@@ -1,0 +1,333 @@
+//! What happens to an Organization: its namespace `org-<name>`, its default workspace,
+//! the bindings of its organization roles, its per-organization ClusterRoles, its status.
+//!
+//! Deletion needs no finalizer: the organization namespace, the per-organization
+//! ClusterRoles and (with `deletionPolicy: Delete`) every workspace namespace carry an
+//! owner reference to the Organization, so Kubernetes' garbage collector removes them,
+//! and the Workspaces and Memberships go with the organization namespace.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef,
+};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument};
+
+use super::{Context, log_result, managed, requeue_on_error};
+use crate::api::{OrgRole, Organization, OrganizationStatus, Workspace, WorkspaceSpec, reason};
+use crate::error::{Context as _, Error, Result};
+use crate::grants::{self, MemberState};
+use crate::provision::{self, NamespaceClaim};
+use crate::status::{self, Outcome};
+use crate::{labels, names, rbac};
+
+/// Runs the Organization reconciler until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let by_ns = ctx.stores.clone();
+    let by_ns2 = ctx.stores.clone();
+    let org_of_label = |labels: &BTreeMap<String, String>| {
+        labels
+            .get(labels::ORGANIZATION)
+            .map(|org| ObjectRef::<Organization>::new(org))
+    };
+    Controller::new(
+        Api::<Organization>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(Api::<Namespace>::all(client.clone()), managed())
+    .owns(Api::<ClusterRole>::all(client.clone()), managed())
+    .owns(Api::<ClusterRoleBinding>::all(client.clone()), managed())
+    .watches(
+        Api::<RoleBinding>::all(client.clone()),
+        managed(),
+        move |rb| org_of_label(rb.labels()),
+    )
+    .watches(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default(),
+        move |w| {
+            by_ns
+                .organization_of_namespace(&w.namespace().unwrap_or_default())
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+        },
+    )
+    .watches(
+        Api::<crate::api::Membership>::all(client.clone()),
+        watcher::Config::default(),
+        move |m| {
+            by_ns2
+                .organization_of_namespace(&m.namespace().unwrap_or_default())
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+        },
+    )
+    .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, |_, e, _| requeue_on_error(e), ctx)
+    .for_each(|r| {
+        log_result("Organization", r);
+        futures::future::ready(())
+    })
+    .await;
+}
+
+#[instrument(skip_all, fields(organization = %org.name_any()))]
+async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
+    if org.meta().deletion_timestamp.is_some() {
+        // Owner references cascade; nothing for us to do.
+        return Ok(Action::await_change());
+    }
+    let name = org.name_any();
+    let uid = org
+        .uid()
+        .ok_or_else(|| Error::MissingKey(format!("Organization {name}")))?;
+    let ns_name = names::org_namespace(&name);
+    let ns_store = &ctx.stores.namespaces;
+
+    let outcome = match provision::claim_namespace(&ctx.client, ns_store, &ns_name, &uid).await? {
+        NamespaceClaim::Foreign(why) => Outcome::stalled(reason::NAMESPACE_CONFLICT, why),
+        NamespaceClaim::Terminating => Outcome::progressing(
+            reason::NAMESPACE_TERMINATING,
+            format!(
+                "namespace {ns_name} of a previous organization of this name is still terminating"
+            ),
+        ),
+        NamespaceClaim::Free => {
+            if provision::create_namespace(&ctx.client, &org_namespace(&org, &ns_name, &uid))
+                .await?
+            {
+                info!(namespace = %ns_name, "created the organization namespace");
+            }
+            Outcome::progressing(reason::PROGRESSING, format!("creating namespace {ns_name}"))
+        }
+        NamespaceClaim::Ours(_) => {
+            provision::apply_cluster(&ctx.client, ns_store, &org_namespace(&org, &ns_name, &uid))
+                .await?;
+            ensure_default_workspace(&org, &ns_name, &ctx).await?;
+            apply_bindings(&org, &ns_name, &ctx).await?;
+            Outcome::ready(reason::PROVISIONED, format!("namespace {ns_name} is ready"))
+        }
+    };
+
+    let workspaces = ctx
+        .stores
+        .workspaces_in(&ns_name)
+        .iter()
+        .filter(|w| w.meta().deletion_timestamp.is_none())
+        .count();
+    let members = ctx.stores.memberships_in(&ns_name).len();
+    let old = org.status.clone().unwrap_or_default();
+    let new = OrganizationStatus {
+        code: Some(names::org_code(&uid)),
+        namespace: Some(ns_name.clone()),
+        workspaces: workspaces as i32,
+        members: members as i32,
+        observed_generation: org.meta().generation,
+        conditions: status::conditions(&old.conditions, &outcome, org.meta().generation),
+    };
+    if !same_status(&old, &new) {
+        provision::apply_status(
+            &Api::<Organization>::all(ctx.client.clone()),
+            org.as_ref(),
+            &new,
+        )
+        .await?;
+    }
+    let previous = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| c.reason.as_str());
+    ctx.report(org.as_ref(), previous, &outcome).await;
+    Ok(match outcome {
+        Outcome::Ready { .. } => Action::requeue(Duration::from_secs(ctx.settings.resync_seconds)),
+        Outcome::Progressing { .. } => Action::requeue(Duration::from_secs(2)),
+        Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(60)),
+    })
+}
+
+fn same_status(a: &OrganizationStatus, b: &OrganizationStatus) -> bool {
+    a.code == b.code
+        && a.namespace == b.namespace
+        && a.workspaces == b.workspaces
+        && a.members == b.members
+        && a.observed_generation == b.observed_generation
+        && status::same_conditions(&a.conditions, &b.conditions)
+}
+
+fn org_namespace(org: &Organization, name: &str, uid: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(provision::org_labels(
+                &org.name_any(),
+                "organization-namespace",
+            )),
+            annotations: Some([(labels::OWNER_UID.to_string(), uid.to_string())].into()),
+            owner_references: provision::owner_ref(org, true).map(|r| vec![r]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Creates the default workspace when it is on and missing.
+async fn ensure_default_workspace(org: &Organization, ns: &str, ctx: &Context) -> Result<()> {
+    let dw = org.spec.default_workspace();
+    if !dw.enabled {
+        return Ok(());
+    }
+    if ctx
+        .stores
+        .workspaces
+        .get(&ObjectRef::new(&dw.name).within(ns))
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut ws = Workspace::new(
+        &dw.name,
+        WorkspaceSpec {
+            display_name: Some("Default".into()),
+            ..Default::default()
+        },
+    );
+    ws.metadata.namespace = Some(ns.to_string());
+    ws.metadata.labels = Some(provision::org_labels(&org.name_any(), "default-workspace"));
+    match Api::<Workspace>::namespaced(ctx.client.clone(), ns)
+        .create(&PostParams::default(), &ws)
+        .await
+    {
+        Ok(_) => {
+            info!(workspace = %dw.name, "created the default workspace");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).context(|| format!("creating the default workspace {ns}/{}", dw.name)),
+    }
+}
+
+/// The RoleBindings of the organization roles in the organization namespace, and the
+/// per-organization ClusterRoles and ClusterRoleBindings on the Organization object.
+async fn apply_bindings(org: &Organization, ns: &str, ctx: &Context) -> Result<()> {
+    let org_name = org.name_any();
+    let memberships = ctx.stores.memberships_in(ns);
+    let refs: Vec<&crate::api::Membership> = memberships.iter().map(|m| m.as_ref()).collect();
+    let states = grants::member_states(org, &refs);
+    let holders = grants::org_role_holders(org, &refs, &states);
+
+    for role in OrgRole::ALL {
+        let name = rbac::org_cluster_role(role);
+        let subjects: Vec<_> = holders
+            .get(&role)
+            .into_iter()
+            .flatten()
+            .map(|(s, m)| grants::rbac_subject(s, m.as_deref().unwrap_or(""), ns))
+            .collect();
+        if subjects.is_empty() {
+            provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, &name).await?;
+            continue;
+        }
+        let rb = RoleBinding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.to_string()),
+                labels: Some(provision::org_labels(&org_name, "organization-binding")),
+                ..Default::default()
+            },
+            role_ref: cluster_role_ref(&name),
+            subjects: Some(dedup(subjects)),
+        };
+        provision::apply(&ctx.client, &ctx.stores.role_bindings, &rb).await?;
+    }
+
+    // Access to the cluster-scoped Organization object itself, limited to this one by
+    // resourceNames: everyone reads it; Owner and Admin change it; only Owner deletes it.
+    let everyone: Vec<_> = holders.values().flatten().cloned().collect();
+    let of = |roles: &[OrgRole]| -> Vec<_> {
+        roles
+            .iter()
+            .flat_map(|r| holders.get(r).cloned().unwrap_or_default())
+            .collect()
+    };
+    let tiers: [(&str, Vec<&str>, Vec<_>); 3] = [
+        ("reader", vec!["get", "watch"], everyone),
+        (
+            "editor",
+            vec!["update", "patch", "grant-admin"],
+            of(&[OrgRole::Owner, OrgRole::Admin]),
+        ),
+        (
+            "owner",
+            vec!["delete", "grant-owner"],
+            of(&[OrgRole::Owner]),
+        ),
+    ];
+    for (tier, verbs, subjects) in tiers {
+        let name = format!("tenantry:org:{org_name}:{tier}");
+        let meta = ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(provision::org_labels(&org_name, "organization-role")),
+            owner_references: provision::owner_ref(org, true).map(|r| vec![r]),
+            ..Default::default()
+        };
+        let role = ClusterRole {
+            metadata: meta.clone(),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec!["tenantry.dev".into()]),
+                resources: Some(vec!["organizations".into()]),
+                resource_names: Some(vec![org_name.clone()]),
+                verbs: verbs.iter().map(|v| v.to_string()).collect(),
+                ..Default::default()
+            }]),
+            aggregation_rule: None,
+        };
+        provision::apply_cluster(&ctx.client, &ctx.stores.cluster_roles, &role).await?;
+        let subjects: Vec<_> = subjects
+            .iter()
+            .map(|(s, m)| grants::rbac_subject(s, m.as_deref().unwrap_or(""), ns))
+            .collect();
+        let binding = ClusterRoleBinding {
+            metadata: meta,
+            role_ref: cluster_role_ref(&name),
+            subjects: Some(dedup(subjects)),
+        };
+        provision::apply_cluster(&ctx.client, &ctx.stores.cluster_role_bindings, &binding).await?;
+    }
+    let _ = states
+        .values()
+        .filter(|s| **s == MemberState::Granted)
+        .count();
+    Ok(())
+}
+
+pub(crate) fn cluster_role_ref(name: &str) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+        name: name.to_string(),
+    }
+}
+
+/// Sorted, without repeats (a subject may hold a role through its owner entry and a
+/// Membership).
+pub(crate) fn dedup(
+    mut subjects: Vec<k8s_openapi::api::rbac::v1::Subject>,
+) -> Vec<k8s_openapi::api::rbac::v1::Subject> {
+    let key = |s: &k8s_openapi::api::rbac::v1::Subject| {
+        (s.kind.clone(), s.namespace.clone(), s.name.clone())
+    };
+    subjects.sort_by_key(key);
+    subjects.dedup_by_key(|s| key(s));
+    subjects
+}

@@ -1,0 +1,486 @@
+//! What happens to a Workspace: its namespace (never adopted), ResourceQuota, LimitRange,
+//! Pod Security labels, default NetworkPolicy, one RoleBinding per workspace role, status.
+//!
+//! A Workspace has a finalizer: its namespace is cluster-scoped, so an owner reference
+//! cannot cascade from the (namespaced) Workspace to it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument};
+
+use super::{Context, log_result, managed, requeue_on_error, workspaces_of};
+use crate::api::{
+    DeletionPolicy, Membership, Organization, Workspace, WorkspaceMember, WorkspacePolicy,
+    WorkspaceRole, WorkspaceStatus, reason,
+};
+use crate::controller::organization::{cluster_role_ref, dedup};
+use crate::error::{Context as _, Error, Result};
+use crate::grants;
+use crate::provision::{self, NamespaceClaim};
+use crate::status::{self, Outcome};
+use crate::{labels, names, rbac};
+
+const QUOTA: &str = "tenantry-quota";
+const LIMITS: &str = "tenantry-limits";
+const ISOLATION: &str = "tenantry-isolation";
+/// Annotation on a workspace namespace: the deletion policy in force when it was last
+/// provisioned (the Organization may be gone when the Workspace is cleaned up).
+const DELETION_POLICY: &str = "tenantry.dev/deletion-policy";
+
+/// Runs the Workspace reconciler until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (s1, s2) = (ctx.stores.clone(), ctx.stores.clone());
+    let by_labels = |l: &BTreeMap<String, String>| {
+        let org = l.get(labels::ORGANIZATION)?;
+        let ws = l.get(labels::WORKSPACE)?;
+        Some(ObjectRef::<Workspace>::new(ws).within(&names::org_namespace(org)))
+    };
+    Controller::new(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .watches(Api::<Namespace>::all(client.clone()), managed(), move |o| {
+        by_labels(o.labels())
+    })
+    .watches(
+        Api::<RoleBinding>::all(client.clone()),
+        managed(),
+        move |o| by_labels(o.labels()),
+    )
+    .watches(
+        Api::<ResourceQuota>::all(client.clone()),
+        managed(),
+        move |o| by_labels(o.labels()),
+    )
+    .watches(
+        Api::<LimitRange>::all(client.clone()),
+        managed(),
+        move |o| by_labels(o.labels()),
+    )
+    .watches(
+        Api::<NetworkPolicy>::all(client.clone()),
+        managed(),
+        move |o| by_labels(o.labels()),
+    )
+    .watches(
+        Api::<Membership>::all(client.clone()),
+        watcher::Config::default(),
+        move |m| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
+    )
+    .watches(
+        Api::<Organization>::all(client.clone()),
+        watcher::Config::default(),
+        move |o| workspaces_of(&s2, &names::org_namespace(&o.name_any())),
+    )
+    .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, |_, e, _| requeue_on_error(e), ctx)
+    .for_each(|r| {
+        log_result("Workspace", r);
+        futures::future::ready(())
+    })
+    .await;
+}
+
+#[instrument(skip_all, fields(workspace = %ws.name_any(), namespace = ?ws.namespace()))]
+async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = ws
+        .namespace()
+        .ok_or_else(|| Error::MissingKey(format!("Workspace {}", ws.name_any())))?;
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, labels::WORKSPACE_FINALIZER, ws, |event| async {
+        match event {
+            Finalizer::Apply(ws) => provision_workspace(&ws, &ctx).await,
+            Finalizer::Cleanup(ws) => cleanup(&ws, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// What the workspace should be, once its organization is known.
+struct Plan<'a> {
+    org: &'a Organization,
+    ws: &'a Workspace,
+    namespace: String,
+    uid: String,
+    policy: WorkspacePolicy,
+}
+
+async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
+    let org_ns = ws.namespace().unwrap_or_default();
+    let uid = ws
+        .uid()
+        .ok_or_else(|| Error::MissingKey(format!("Workspace {}", ws.name_any())))?;
+    let org = ctx.stores.organization_of_namespace(&org_ns);
+    let mut members = Vec::new();
+    let mut namespace = None;
+    let outcome = match &org {
+        None => Outcome::progressing(
+            reason::ORGANIZATION_NOT_FOUND,
+            format!(
+                "no Organization owns namespace {org_ns}; Workspaces live in their organization's namespace"
+            ),
+        ),
+        Some(org) if org.meta().deletion_timestamp.is_some() => {
+            Outcome::progressing(reason::DELETING, "the organization is being deleted")
+        }
+        Some(org) => {
+            let all = ctx.stores.workspaces_in(&org_ns);
+            let refs: Vec<&Workspace> = all.iter().map(|w| w.as_ref()).collect();
+            if !grants::provisionable_workspaces(org, &refs).contains(&ws.name_any()) {
+                Outcome::stalled(
+                    reason::WORKSPACE_LIMIT_REACHED,
+                    format!(
+                        "the organization allows {} workspaces (limits.maxWorkspaces); older workspaces come first",
+                        org.spec.max_workspaces().unwrap_or_default()
+                    ),
+                )
+            } else {
+                match names::workspace_namespace(
+                    &ctx.settings.namespace_template,
+                    &org.name_any(),
+                    &ws.name_any(),
+                    &ctx.settings.operator_namespace,
+                ) {
+                    Err(e) => Outcome::stalled(reason::INVALID_NAME, e.to_string()),
+                    Ok(name) => {
+                        let org_defaults = org.spec.workspace_defaults.clone().unwrap_or_default();
+                        let policy = ws
+                            .spec
+                            .policy
+                            .or(&org_defaults)
+                            .or(&ctx.settings.workspace_defaults());
+                        let plan = Plan {
+                            org,
+                            ws,
+                            namespace: name.clone(),
+                            uid: uid.clone(),
+                            policy,
+                        };
+                        let (outcome, granted) = provision(&plan, ctx).await?;
+                        if outcome.is_ready() {
+                            namespace = Some(name);
+                        }
+                        members = granted;
+                        outcome
+                    }
+                }
+            }
+        }
+    };
+
+    let old = ws.status.clone().unwrap_or_default();
+    let new = WorkspaceStatus {
+        namespace,
+        members,
+        observed_generation: ws.meta().generation,
+        conditions: status::conditions(&old.conditions, &outcome, ws.meta().generation),
+    };
+    if old.namespace != new.namespace
+        || old.members != new.members
+        || old.observed_generation != new.observed_generation
+        || !status::same_conditions(&old.conditions, &new.conditions)
+    {
+        let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &org_ns);
+        provision::apply_status(&api, ws, &new).await?;
+    }
+    let previous = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| c.reason.as_str());
+    ctx.report(ws, previous, &outcome).await;
+    Ok(match outcome {
+        Outcome::Ready { .. } => Action::requeue(Duration::from_secs(ctx.settings.resync_seconds)),
+        Outcome::Progressing { .. } => Action::requeue(Duration::from_secs(5)),
+        Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(120)),
+    })
+}
+
+/// Provisions the namespace and everything in it. Returns the outcome and who was granted.
+async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<WorkspaceMember>)> {
+    let name = &plan.namespace;
+    let s = &ctx.stores;
+    match provision::claim_namespace(&ctx.client, &s.namespaces, name, &plan.uid).await? {
+        NamespaceClaim::Foreign(why) => {
+            return Ok((
+                Outcome::stalled(
+                    reason::NAMESPACE_CONFLICT,
+                    format!("{why}: it is left untouched"),
+                ),
+                vec![],
+            ));
+        }
+        NamespaceClaim::Terminating => {
+            return Ok((
+                Outcome::progressing(
+                    reason::NAMESPACE_TERMINATING,
+                    format!("namespace {name} of an earlier workspace is terminating"),
+                ),
+                vec![],
+            ));
+        }
+        NamespaceClaim::Free => {
+            if provision::create_namespace(&ctx.client, &namespace(plan)).await? {
+                info!(namespace = %name, "created the workspace namespace");
+            }
+            // Provision the rest on the next pass, once the cache has the namespace.
+            return Ok((
+                Outcome::progressing(reason::PROGRESSING, format!("creating namespace {name}")),
+                vec![],
+            ));
+        }
+        NamespaceClaim::Ours(_) => {}
+    }
+    provision::apply_cluster(&ctx.client, &s.namespaces, &namespace(plan)).await?;
+
+    let meta = |object: &str, component: &str| ObjectMeta {
+        name: Some(object.to_string()),
+        namespace: Some(name.clone()),
+        labels: Some(provision::workspace_labels(
+            &plan.org.name_any(),
+            &plan.ws.name_any(),
+            component,
+        )),
+        ..Default::default()
+    };
+
+    match &plan.policy.quota {
+        Some(hard) => {
+            let quota = ResourceQuota {
+                metadata: meta(QUOTA, "workspace-quota"),
+                spec: Some(ResourceQuotaSpec {
+                    hard: Some(hard.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            provision::apply(&ctx.client, &s.quotas, &quota).await?;
+        }
+        None => {
+            provision::delete_cached(&ctx.client, &s.quotas, name, QUOTA).await?;
+        }
+    }
+
+    match &plan.policy.limit_range {
+        Some(l) if l.default.is_some() || l.default_request.is_some() || l.max.is_some() => {
+            let lr = LimitRange {
+                metadata: meta(LIMITS, "workspace-limits"),
+                spec: Some(LimitRangeSpec {
+                    limits: vec![LimitRangeItem {
+                        type_: "Container".into(),
+                        default: l.default.clone(),
+                        default_request: l.default_request.clone(),
+                        max: l.max.clone(),
+                        ..Default::default()
+                    }],
+                }),
+            };
+            provision::apply(&ctx.client, &s.limit_ranges, &lr).await?;
+        }
+        _ => {
+            provision::delete_cached(&ctx.client, &s.limit_ranges, name, LIMITS).await?;
+        }
+    }
+
+    if plan.policy.network_isolation.unwrap_or(true) {
+        // Pods of the workspace reach each other; nothing from other namespaces gets in.
+        let np = NetworkPolicy {
+            metadata: meta(ISOLATION, "workspace-isolation"),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector::default()),
+                        ..Default::default()
+                    }]),
+                    ports: None,
+                }]),
+                egress: None,
+            }),
+        };
+        provision::apply(&ctx.client, &s.network_policies, &np).await?;
+    } else {
+        provision::delete_cached(&ctx.client, &s.network_policies, name, ISOLATION).await?;
+    }
+
+    // One RoleBinding per workspace role, listing everyone who holds it.
+    let org_ns = plan.ws.namespace().unwrap_or_default();
+    let memberships = s.memberships_in(&org_ns);
+    let refs: Vec<&Membership> = memberships.iter().map(|m| m.as_ref()).collect();
+    let states = grants::member_states(plan.org, &refs);
+    let grantees = grants::workspace_grantees(plan.org, &plan.ws.name_any(), &refs, &states);
+    for role in WorkspaceRole::ALL {
+        let binding = rbac::workspace_cluster_role(role);
+        let subjects: Vec<_> = grantees
+            .iter()
+            .filter(|g| g.role == role)
+            .map(|g| {
+                grants::rbac_subject(&g.subject, g.membership.as_deref().unwrap_or(""), &org_ns)
+            })
+            .collect();
+        if subjects.is_empty() {
+            provision::delete_cached(&ctx.client, &s.role_bindings, name, &binding).await?;
+            continue;
+        }
+        let rb = RoleBinding {
+            metadata: meta(&binding, "workspace-binding"),
+            role_ref: cluster_role_ref(&binding),
+            subjects: Some(dedup(subjects)),
+        };
+        provision::apply(&ctx.client, &s.role_bindings, &rb).await?;
+    }
+
+    let members = grantees
+        .into_iter()
+        .map(|g| WorkspaceMember {
+            kind: g.subject.kind,
+            name: g.subject.name,
+            namespace: g.subject.namespace,
+            role: g.role,
+            membership: g.membership,
+        })
+        .collect::<Vec<_>>();
+    let outcome = Outcome::ready(
+        reason::PROVISIONED,
+        format!(
+            "namespace {name} is provisioned; {} members have access",
+            members.len()
+        ),
+    );
+    Ok((outcome, members))
+}
+
+fn namespace(plan: &Plan<'_>) -> Namespace {
+    let org = plan.org.name_any();
+    let policy_name = match plan.org.spec.deletion_policy() {
+        DeletionPolicy::Delete => "Delete",
+        DeletionPolicy::Orphan => "Orphan",
+    };
+    let mut labels = provision::workspace_labels(&org, &plan.ws.name_any(), "workspace-namespace");
+    let level = plan
+        .policy
+        .pod_security
+        .map(|l| l.as_str())
+        .unwrap_or("baseline");
+    for mode in ["enforce", "audit", "warn"] {
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            level.to_string(),
+        );
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}-version"),
+            "latest".to_string(),
+        );
+    }
+    // With deletionPolicy Delete the namespace is also owned by the Organization, so the
+    // garbage collector removes it with the organization even if Tenantry is not running.
+    let owner_references = match plan.org.spec.deletion_policy() {
+        DeletionPolicy::Delete => provision::owner_ref(plan.org, false).map(|r| vec![r]),
+        // Omitted: a server-side apply then drops any reference it set before.
+        DeletionPolicy::Orphan => None,
+    };
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(plan.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(
+                [
+                    (labels::OWNER_UID.to_string(), plan.uid.clone()),
+                    (DELETION_POLICY.to_string(), policy_name.to_string()),
+                ]
+                .into(),
+            ),
+            owner_references,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The Workspace is being deleted: delete its namespace (with everything in it), or,
+/// under `deletionPolicy: Orphan`, keep the namespace and remove Tenantry from it.
+async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action> {
+    let uid = ws.uid().unwrap_or_default();
+    let owned = ctx
+        .stores
+        .namespaces
+        .find(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid));
+    let owned = match owned {
+        Some(ns) => Some(ns.as_ref().clone()),
+        None => match ws.status.as_ref().and_then(|s| s.namespace.clone()) {
+            // The cache may lag: ask the API server before declaring it gone.
+            Some(name) => Api::<Namespace>::all(ctx.client.clone())
+                .get_opt(&name)
+                .await
+                .context(|| format!("reading namespace {name}"))?
+                .filter(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid)),
+            None => None,
+        },
+    };
+    let Some(ns) = owned else {
+        return Ok(Action::await_change());
+    };
+    let name = ns.name_any();
+    if ns.annotations().get(DELETION_POLICY).map(String::as_str) == Some("Orphan") {
+        let s = &ctx.stores;
+        for role in WorkspaceRole::ALL {
+            provision::delete_cached(
+                &ctx.client,
+                &s.role_bindings,
+                &name,
+                &rbac::workspace_cluster_role(role),
+            )
+            .await?;
+        }
+        // An apply with no fields drops every label, annotation and owner reference
+        // Tenantry set; the namespace and what it holds stay.
+        let empty = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        Api::<Namespace>::all(ctx.client.clone())
+            .patch(
+                &name,
+                &PatchParams::apply(labels::FIELD_MANAGER).force(),
+                &Patch::Apply(&empty),
+            )
+            .await
+            .context(|| format!("releasing namespace {name}"))?;
+        info!(namespace = %name, "orphaned the workspace namespace");
+    } else if ns.meta().deletion_timestamp.is_none() {
+        Api::<Namespace>::all(ctx.client.clone())
+            .delete(&name, &Default::default())
+            .await
+            .map(|_| ())
+            .or_else(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => Ok(()),
+                e => Err(e),
+            })
+            .context(|| format!("deleting namespace {name}"))?;
+        info!(namespace = %name, "deleted the workspace namespace");
+    }
+    Ok(Action::await_change())
+}

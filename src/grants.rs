@@ -1,0 +1,388 @@
+//! Who gets what: the pure rules that turn an Organization, its Memberships and its
+//! Workspaces into grants. No API calls here; every reconciler uses these functions so
+//! that they agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::rbac::v1::Subject as RbacSubject;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{
+    Membership, OrgRole, Organization, Subject, SubjectKind, Workspace, WorkspaceRole,
+};
+use crate::names;
+
+/// Whether a Membership grants anything, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberState {
+    Granted,
+    /// Another, older Membership of the organization names the same subject.
+    Duplicate {
+        of: String,
+    },
+    /// The organization's `maxMembers` is reached by older Memberships.
+    LimitReached {
+        max: usize,
+    },
+}
+
+/// Oldest first, then by name: the order in which limits and duplicates are decided.
+fn age_key<K: ResourceExt>(obj: &K) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
+    (obj.creation_timestamp().map(|t| t.0), obj.name_any())
+}
+
+/// The state of every Membership (by name) of one organization. Memberships being
+/// deleted are left out.
+pub fn member_states(
+    org: &Organization,
+    memberships: &[&Membership],
+) -> BTreeMap<String, MemberState> {
+    let mut sorted: Vec<&Membership> = memberships
+        .iter()
+        .copied()
+        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .collect();
+    sorted.sort_by_key(|m| age_key(*m));
+    let max = org.spec.max_members();
+    let mut seen: BTreeMap<&Subject, String> = BTreeMap::new();
+    let mut granted = 0usize;
+    let mut states = BTreeMap::new();
+    for m in sorted {
+        let state = if let Some(first) = seen.get(&m.spec.subject) {
+            MemberState::Duplicate { of: first.clone() }
+        } else {
+            seen.insert(&m.spec.subject, m.name_any());
+            match max {
+                Some(max) if granted >= max => MemberState::LimitReached { max },
+                _ => {
+                    granted += 1;
+                    MemberState::Granted
+                }
+            }
+        };
+        states.insert(m.name_any(), state);
+    }
+    states
+}
+
+/// The workspaces (by name) the organization may provision: the oldest `maxWorkspaces`.
+/// Workspaces being deleted are left out.
+pub fn provisionable_workspaces(org: &Organization, workspaces: &[&Workspace]) -> BTreeSet<String> {
+    let mut sorted: Vec<&Workspace> = workspaces
+        .iter()
+        .copied()
+        .filter(|w| w.meta().deletion_timestamp.is_none())
+        .collect();
+    sorted.sort_by_key(|w| age_key(*w));
+    let max = org.spec.max_workspaces().unwrap_or(usize::MAX);
+    sorted.into_iter().take(max).map(|w| w.name_any()).collect()
+}
+
+/// The RBAC subject for a Tenantry subject. A Client is its ServiceAccount in the
+/// organization namespace.
+pub fn rbac_subject(subject: &Subject, membership: &str, org_namespace: &str) -> RbacSubject {
+    let rbac_group = Some("rbac.authorization.k8s.io".to_string());
+    match subject.kind {
+        SubjectKind::User => RbacSubject {
+            kind: "User".into(),
+            name: subject.name.clone(),
+            api_group: rbac_group,
+            namespace: None,
+        },
+        SubjectKind::Group => RbacSubject {
+            kind: "Group".into(),
+            name: subject.name.clone(),
+            api_group: rbac_group,
+            namespace: None,
+        },
+        SubjectKind::ServiceAccount => RbacSubject {
+            kind: "ServiceAccount".into(),
+            name: subject.name.clone(),
+            api_group: Some(String::new()),
+            namespace: subject.namespace.clone(),
+        },
+        SubjectKind::Client => RbacSubject {
+            kind: "ServiceAccount".into(),
+            name: names::client_service_account(membership),
+            api_group: Some(String::new()),
+            namespace: Some(org_namespace.to_string()),
+        },
+    }
+}
+
+/// One grant of a workspace role.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WorkspaceGrantee {
+    pub subject: Subject,
+    pub role: WorkspaceRole,
+    /// The Membership granting it; `None` for the organization's owners.
+    pub membership: Option<String>,
+}
+
+/// Everyone who reaches workspace `ws`, each with their highest workspace role.
+pub fn workspace_grantees(
+    org: &Organization,
+    ws: &str,
+    memberships: &[&Membership],
+    states: &BTreeMap<String, MemberState>,
+) -> Vec<WorkspaceGrantee> {
+    // WorkspaceRole orders Admin < Editor < Viewer: the smallest is the highest.
+    let mut best: BTreeMap<Subject, (WorkspaceRole, Option<String>)> = BTreeMap::new();
+    let mut offer = |subject: &Subject, role: WorkspaceRole, membership: Option<String>| {
+        let entry = best
+            .entry(subject.clone())
+            .or_insert((role, membership.clone()));
+        if role < entry.0 {
+            *entry = (role, membership);
+        }
+    };
+    for owner in &org.spec.owners {
+        offer(owner, WorkspaceRole::Admin, None);
+    }
+    for m in memberships {
+        if states.get(&m.name_any()) != Some(&MemberState::Granted) {
+            continue;
+        }
+        let role = if m.spec.role.reaches_all_workspaces() {
+            Some(WorkspaceRole::Admin)
+        } else {
+            m.spec
+                .workspaces
+                .iter()
+                .filter(|g| g.name == ws)
+                .map(|g| g.role)
+                .min()
+        };
+        if let Some(role) = role {
+            offer(&m.spec.subject, role, Some(m.name_any()));
+        }
+    }
+    best.into_iter()
+        .map(|(subject, (role, membership))| WorkspaceGrantee {
+            subject,
+            role,
+            membership,
+        })
+        .collect()
+}
+
+/// Everyone holding each organization role: the owners in the spec and the granted
+/// Memberships. Keyed by role; each list is sorted and free of duplicates.
+pub fn org_role_holders(
+    org: &Organization,
+    memberships: &[&Membership],
+    states: &BTreeMap<String, MemberState>,
+) -> BTreeMap<OrgRole, Vec<(Subject, Option<String>)>> {
+    let mut holders: BTreeMap<OrgRole, BTreeSet<(Subject, Option<String>)>> = BTreeMap::new();
+    for owner in &org.spec.owners {
+        holders
+            .entry(OrgRole::Owner)
+            .or_default()
+            .insert((owner.clone(), None));
+    }
+    for m in memberships {
+        if states.get(&m.name_any()) == Some(&MemberState::Granted) {
+            holders
+                .entry(m.spec.role)
+                .or_default()
+                .insert((m.spec.subject.clone(), Some(m.name_any())));
+        }
+    }
+    holders
+        .into_iter()
+        .map(|(k, v)| (k, v.into_iter().collect()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Limits, MembershipSpec, OrganizationSpec, WorkspaceGrant};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn org(max_members: Option<i32>, max_workspaces: Option<i32>) -> Organization {
+        Organization::new(
+            "acme",
+            OrganizationSpec {
+                display_name: "Acme".into(),
+                owners: vec![Subject::user("root@acme.example")],
+                limits: Some(Limits {
+                    max_members,
+                    max_workspaces,
+                }),
+                workspace_defaults: None,
+                default_workspace: None,
+                deletion_policy: None,
+            },
+        )
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap())
+    }
+
+    fn member(
+        name: &str,
+        subject: Subject,
+        role: OrgRole,
+        ws: &[(&str, WorkspaceRole)],
+        age: i64,
+    ) -> Membership {
+        let mut m = Membership::new(
+            name,
+            MembershipSpec {
+                subject,
+                role,
+                workspaces: ws
+                    .iter()
+                    .map(|(n, r)| WorkspaceGrant {
+                        name: n.to_string(),
+                        role: *r,
+                    })
+                    .collect(),
+            },
+        );
+        m.metadata.creation_timestamp = Some(at(age));
+        m
+    }
+
+    fn workspace(name: &str, age: i64) -> Workspace {
+        let mut w = Workspace::new(name, Default::default());
+        w.metadata.creation_timestamp = Some(at(age));
+        w
+    }
+
+    #[test]
+    fn the_newer_duplicate_grants_nothing() {
+        let a = member("a", Subject::user("u"), OrgRole::Member, &[], 1);
+        let b = member("b", Subject::user("u"), OrgRole::Admin, &[], 2);
+        let states = member_states(&org(None, None), &[&b, &a]);
+        assert_eq!(states["a"], MemberState::Granted);
+        assert_eq!(states["b"], MemberState::Duplicate { of: "a".into() });
+    }
+
+    #[test]
+    fn members_beyond_the_limit_are_not_granted_oldest_win() {
+        let ms: Vec<Membership> = (0..4)
+            .map(|i| {
+                member(
+                    &format!("m{i}"),
+                    Subject::user(&format!("u{i}")),
+                    OrgRole::Member,
+                    &[],
+                    10 - i,
+                )
+            })
+            .collect();
+        let refs: Vec<&Membership> = ms.iter().collect();
+        let states = member_states(&org(Some(2), None), &refs);
+        assert_eq!(states["m3"], MemberState::Granted);
+        assert_eq!(states["m2"], MemberState::Granted);
+        assert_eq!(states["m1"], MemberState::LimitReached { max: 2 });
+        assert_eq!(states["m0"], MemberState::LimitReached { max: 2 });
+    }
+
+    #[test]
+    fn duplicates_do_not_use_up_the_limit() {
+        let a = member("a", Subject::user("u"), OrgRole::Member, &[], 1);
+        let dup = member("dup", Subject::user("u"), OrgRole::Member, &[], 2);
+        let c = member("c", Subject::group("g"), OrgRole::Member, &[], 3);
+        let states = member_states(&org(Some(2), None), &[&a, &dup, &c]);
+        assert_eq!(states["c"], MemberState::Granted);
+    }
+
+    #[test]
+    fn oldest_workspaces_are_provisioned_first() {
+        let ws = [
+            workspace("new", 3),
+            workspace("old", 1),
+            workspace("mid", 2),
+        ];
+        let refs: Vec<&Workspace> = ws.iter().collect();
+        let p = provisionable_workspaces(&org(None, Some(2)), &refs);
+        assert_eq!(p, ["mid".to_string(), "old".to_string()].into());
+        assert_eq!(provisionable_workspaces(&org(None, None), &refs).len(), 3);
+        assert!(provisionable_workspaces(&org(None, Some(0)), &refs).is_empty());
+    }
+
+    #[test]
+    fn admins_reach_every_workspace_others_only_theirs() {
+        let admin = member("admin", Subject::user("a"), OrgRole::Manager, &[], 1);
+        let dev = member(
+            "dev",
+            Subject::user("d"),
+            OrgRole::Member,
+            &[("prod", WorkspaceRole::Editor)],
+            2,
+        );
+        let viewer = member(
+            "v",
+            Subject::group("auditors"),
+            OrgRole::Viewer,
+            &[("dev", WorkspaceRole::Viewer)],
+            3,
+        );
+        let all = [&admin, &dev, &viewer];
+        let o = org(None, None);
+        let states = member_states(&o, &all);
+        let prod = workspace_grantees(&o, "prod", &all, &states);
+        let roles: Vec<(String, WorkspaceRole)> = prod
+            .iter()
+            .map(|g| (g.subject.name.clone(), g.role))
+            .collect();
+        assert_eq!(
+            roles,
+            vec![
+                ("a".into(), WorkspaceRole::Admin),
+                ("d".into(), WorkspaceRole::Editor),
+                ("root@acme.example".into(), WorkspaceRole::Admin),
+            ]
+        );
+        let dev_ws = workspace_grantees(&o, "dev", &all, &states);
+        assert!(
+            dev_ws
+                .iter()
+                .any(|g| g.subject.name == "auditors" && g.role == WorkspaceRole::Viewer)
+        );
+        assert!(!dev_ws.iter().any(|g| g.subject.name == "d"));
+    }
+
+    #[test]
+    fn a_subject_gets_its_highest_role_once() {
+        let m = member(
+            "m",
+            Subject::user("root@acme.example"),
+            OrgRole::Member,
+            &[("prod", WorkspaceRole::Viewer)],
+            1,
+        );
+        let o = org(None, None);
+        let states = member_states(&o, &[&m]);
+        let g = workspace_grantees(&o, "prod", &[&m], &states);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].role, WorkspaceRole::Admin);
+        assert_eq!(g[0].membership, None);
+    }
+
+    #[test]
+    fn ungranted_members_hold_no_role() {
+        let a = member("a", Subject::user("u"), OrgRole::Admin, &[], 1);
+        let b = member("b", Subject::user("u"), OrgRole::Admin, &[], 2);
+        let o = org(None, None);
+        let states = member_states(&o, &[&a, &b]);
+        let holders = org_role_holders(&o, &[&a, &b], &states);
+        assert_eq!(
+            holders[&OrgRole::Admin],
+            vec![(Subject::user("u"), Some("a".to_string()))]
+        );
+        assert_eq!(holders[&OrgRole::Owner].len(), 1);
+    }
+
+    #[test]
+    fn clients_are_their_service_account() {
+        let s = rbac_subject(&Subject::client("ci"), "ci-bot", "org-acme");
+        assert_eq!(s.kind, "ServiceAccount");
+        assert_eq!(s.name, "ci-bot-client");
+        assert_eq!(s.namespace.as_deref(), Some("org-acme"));
+    }
+}

@@ -1,0 +1,217 @@
+//! Deterministic names: namespaces, codes and client ids.
+
+use sha2::{Digest, Sha256};
+
+/// Longest DNS-1123 label (a namespace name).
+pub const MAX_LABEL: usize = 63;
+
+/// Prefix of every organization namespace; no workspace namespace may start with it.
+pub const ORG_NAMESPACE_PREFIX: &str = "org-";
+
+/// The default template of a workspace namespace's name.
+pub const DEFAULT_NAMESPACE_TEMPLATE: &str = "{org}-{workspace}";
+
+fn hex_digest(input: &str) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `name` if it fits in `max` characters, else a prefix of it and 8 hex characters of
+/// its SHA-256, so that different long names stay different.
+pub fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let hash = &hex_digest(name)[..8];
+    let keep = max.saturating_sub(hash.len() + 1);
+    let prefix = name[..keep].trim_end_matches('-');
+    format!("{prefix}-{hash}")
+}
+
+/// Whether `s` is a DNS-1123 label: at most 63 lowercase alphanumerics or '-', starting
+/// and ending with an alphanumeric.
+pub fn is_dns_label(s: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= MAX_LABEL
+        && s.chars().all(|c| ok_char(c) || c == '-')
+        && s.starts_with(ok_char)
+        && s.ends_with(ok_char)
+}
+
+/// The organization's own namespace: `org-<name>`.
+pub fn org_namespace(org: &str) -> String {
+    shorten(&format!("{ORG_NAMESPACE_PREFIX}{org}"), MAX_LABEL)
+}
+
+/// Why a workspace namespace name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("namespace name {0:?} is not a DNS-1123 label")]
+    NotALabel(String),
+    #[error("namespace name {0:?} is reserved ({1})")]
+    Reserved(String, &'static str),
+}
+
+/// The namespace of workspace `ws` of organization `org`, from a template with `{org}`
+/// and `{workspace}` placeholders; shortened with a hash when longer than 63 characters.
+pub fn workspace_namespace(
+    template: &str,
+    org: &str,
+    ws: &str,
+    operator_namespace: &str,
+) -> Result<String, NameError> {
+    let full = template.replace("{org}", org).replace("{workspace}", ws);
+    let name = shorten(&full, MAX_LABEL);
+    if !is_dns_label(&name) {
+        return Err(NameError::NotALabel(name));
+    }
+    if name.starts_with("kube-") {
+        return Err(NameError::Reserved(name, "kube-* belongs to Kubernetes"));
+    }
+    if name == "default" {
+        return Err(NameError::Reserved(name, "the default namespace"));
+    }
+    if name == operator_namespace {
+        return Err(NameError::Reserved(name, "Tenantry's own namespace"));
+    }
+    if name.starts_with(ORG_NAMESPACE_PREFIX) {
+        return Err(NameError::Reserved(
+            name,
+            "org-* is for organization namespaces",
+        ));
+    }
+    Ok(name)
+}
+
+/// The organization code: derived from the object's UID, so it never changes and
+/// survives a status wipe or a controller restart. Eight characters of Crockford base32
+/// in two groups, e.g. `7K3F-9Q2M`.
+pub fn org_code(uid: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let digest = Sha256::digest(uid.as_bytes());
+    let mut bits: u64 = 0;
+    for b in &digest[..5] {
+        bits = (bits << 8) | u64::from(*b);
+    }
+    let chars: String = (0..8)
+        .rev()
+        .map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char)
+        .collect();
+    format!("{}-{}", &chars[..4], &chars[4..])
+}
+
+/// A machine client's id: `<org>.<membership>.<6 hex of the membership UID>`. Readable,
+/// unique across the cluster, and different for a re-created membership of the same name.
+pub fn client_id(org: &str, membership: &str, membership_uid: &str) -> String {
+    format!("{org}.{membership}.{}", &hex_digest(membership_uid)[..6])
+}
+
+/// The ServiceAccount of a Client membership.
+pub fn client_service_account(membership: &str) -> String {
+    format!("{membership}-client")
+}
+
+/// The Secret holding a Client membership's credentials.
+pub fn client_secret_name(membership: &str) -> String {
+    format!("{membership}-credentials")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_kept() {
+        assert_eq!(shorten("acme-prod", 63), "acme-prod");
+        assert_eq!(org_namespace("acme"), "org-acme");
+    }
+
+    #[test]
+    fn long_names_are_shortened_deterministically_and_distinctly() {
+        let a = "a".repeat(40) + "-" + &"b".repeat(40);
+        let b = "a".repeat(40) + "-" + &"c".repeat(40);
+        let sa = shorten(&a, 63);
+        assert_eq!(sa.len(), 63);
+        assert!(is_dns_label(&sa), "{sa}");
+        assert_eq!(sa, shorten(&a, 63), "deterministic");
+        assert_ne!(sa, shorten(&b, 63), "distinct inputs stay distinct");
+    }
+
+    #[test]
+    fn shortening_never_ends_with_a_dash_before_the_hash() {
+        let name = format!("{}-{}", "x".repeat(53), "y".repeat(20));
+        let s = shorten(&name, 63);
+        assert!(is_dns_label(&s) && !s.contains("--"), "{s}");
+    }
+
+    #[test]
+    fn workspace_namespaces_follow_the_template() {
+        let ns = workspace_namespace(
+            DEFAULT_NAMESPACE_TEMPLATE,
+            "acme",
+            "prod",
+            "tenantry-system",
+        );
+        assert_eq!(ns.unwrap(), "acme-prod");
+        let ns = workspace_namespace("t-{workspace}-{org}", "acme", "prod", "tenantry-system");
+        assert_eq!(ns.unwrap(), "t-prod-acme");
+        let long = workspace_namespace(
+            DEFAULT_NAMESPACE_TEMPLATE,
+            &"o".repeat(40),
+            &"w".repeat(63),
+            "x",
+        );
+        assert!(long.unwrap().len() <= 63);
+    }
+
+    #[test]
+    fn reserved_namespaces_are_refused() {
+        let t = DEFAULT_NAMESPACE_TEMPLATE;
+        assert!(matches!(
+            workspace_namespace(t, "kube", "system", "op"),
+            Err(NameError::Reserved(..))
+        ));
+        assert!(matches!(
+            workspace_namespace("{workspace}", "a", "default", "op"),
+            Err(NameError::Reserved(..))
+        ));
+        assert!(matches!(
+            workspace_namespace(t, "tenantry", "system", "tenantry-system"),
+            Err(NameError::Reserved(..))
+        ));
+        assert!(matches!(
+            workspace_namespace(t, "org", "acme", "op"),
+            Err(NameError::Reserved(..))
+        ));
+        assert!(matches!(
+            workspace_namespace("{org}_{workspace}", "a", "b", "op"),
+            Err(NameError::NotALabel(_))
+        ));
+    }
+
+    #[test]
+    fn org_codes_are_stable_and_formatted() {
+        let c = org_code("5f1c7a9e-0000-4000-8000-000000000001");
+        assert_eq!(c, org_code("5f1c7a9e-0000-4000-8000-000000000001"));
+        assert_ne!(c, org_code("5f1c7a9e-0000-4000-8000-000000000002"));
+        assert_eq!(c.len(), 9);
+        assert_eq!(&c[4..5], "-");
+        assert!(
+            c.chars()
+                .all(|ch| ch == '-' || ch.is_ascii_digit() || ch.is_ascii_uppercase())
+        );
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("a"));
+        assert!(is_dns_label("a-1"));
+        assert!(!is_dns_label("-a"));
+        assert!(!is_dns_label("a-"));
+        assert!(!is_dns_label("A"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+        assert!(!is_dns_label(""));
+        assert!(!is_dns_label("é"));
+    }
+}

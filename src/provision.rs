@@ -1,0 +1,314 @@
+//! Shared provisioning helpers: server-side apply that writes only when the live object
+//! differs, deletes that treat "already gone" as done, and metadata builders.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Context, Error, Result};
+use crate::labels;
+
+/// Bound shared by every object type Tenantry writes.
+pub trait Object:
+    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+impl<K> Object for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Whether every field set in `desired` has the same value in `live` (lists compared
+/// element by element). Fields only the server or others set are ignored.
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| is_subset(dv, lv))),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
+        }
+        (d, l) => d == l,
+    }
+}
+
+fn to_value<K: Serialize>(obj: &K, what: &str) -> Result<Value> {
+    serde_json::to_value(obj).map_err(|source| Error::Serialize {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// Whether the cached `live` object already holds everything in `desired`.
+pub fn up_to_date<K: Object>(live: Option<&K>, desired: &K) -> Result<bool> {
+    let Some(live) = live else { return Ok(false) };
+    let what = desired.name_any();
+    let mut d = to_value(desired, &what)?;
+    // managedFields, resourceVersion etc. are never in desired objects.
+    if let Some(meta) = d.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("name");
+        meta.remove("namespace");
+    }
+    Ok(is_subset(&d, &to_value(live, &what)?))
+}
+
+async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Result<bool> {
+    let name = desired
+        .meta()
+        .name
+        .clone()
+        .ok_or_else(|| Error::MissingKey(K::kind(&()).to_string()))?;
+    let live = store.get(&ObjectRef::from_obj(desired));
+    if up_to_date(live.as_deref(), desired)? {
+        return Ok(false);
+    }
+    let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
+    api.patch(&name, &pp, &Patch::Apply(desired))
+        .await
+        .context(|| format!("applying {} {}", K::kind(&()), object_path(desired)))?;
+    Ok(true)
+}
+
+/// Server-side applies a namespaced object unless the cache shows it up to date.
+/// Returns whether it wrote.
+pub async fn apply<K>(client: &Client, store: &Store<K>, desired: &K) -> Result<bool>
+where
+    K: Object + Resource<Scope = NamespaceResourceScope>,
+{
+    let ns = desired
+        .meta()
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::MissingKey(desired.name_any()))?;
+    apply_with(Api::namespaced(client.clone(), &ns), store, desired).await
+}
+
+/// Server-side applies a cluster-scoped object unless the cache shows it up to date.
+pub async fn apply_cluster<K>(client: &Client, store: &Store<K>, desired: &K) -> Result<bool>
+where
+    K: Object + Resource<Scope = ClusterResourceScope>,
+{
+    apply_with(Api::all(client.clone()), store, desired).await
+}
+
+async fn delete_with<K: Object>(api: Api<K>, what: String, name: &str) -> Result<bool> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: format!("deleting {what}"),
+            source,
+        }),
+    }
+}
+
+/// Deletes a namespaced object if the cache has it. Returns whether it deleted.
+pub async fn delete_cached<K>(
+    client: &Client,
+    store: &Store<K>,
+    ns: &str,
+    name: &str,
+) -> Result<bool>
+where
+    K: Object + Resource<Scope = NamespaceResourceScope>,
+{
+    if store.get(&ObjectRef::new(name).within(ns)).is_none() {
+        return Ok(false);
+    }
+    delete_with(
+        Api::<K>::namespaced(client.clone(), ns),
+        format!("{} {ns}/{name}", K::kind(&())),
+        name,
+    )
+    .await
+}
+
+/// Deletes a cluster-scoped object if the cache has it.
+pub async fn delete_cached_cluster<K>(client: &Client, store: &Store<K>, name: &str) -> Result<bool>
+where
+    K: Object + Resource<Scope = ClusterResourceScope>,
+{
+    if store.get(&ObjectRef::new(name)).is_none() {
+        return Ok(false);
+    }
+    delete_with(
+        Api::<K>::all(client.clone()),
+        format!("{} {name}", K::kind(&())),
+        name,
+    )
+    .await
+}
+
+/// `namespace/name` or `name`.
+pub fn object_path<K: Resource>(obj: &K) -> String {
+    match &obj.meta().namespace {
+        Some(ns) => format!("{ns}/{}", obj.meta().name.as_deref().unwrap_or("")),
+        None => obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// The labels every managed object of an organization carries.
+pub fn org_labels(org: &str, component: &str) -> BTreeMap<String, String> {
+    [
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (labels::ORGANIZATION.to_string(), org.to_string()),
+        (labels::COMPONENT.to_string(), component.to_string()),
+    ]
+    .into()
+}
+
+/// The labels of a managed object that belongs to one workspace.
+pub fn workspace_labels(org: &str, ws: &str, component: &str) -> BTreeMap<String, String> {
+    let mut l = org_labels(org, component);
+    l.insert(labels::WORKSPACE.to_string(), ws.to_string());
+    l
+}
+
+/// An owner reference to `owner`; `controller` marks the one managing controller.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    controller: bool,
+) -> Option<OwnerReference> {
+    let mut r = owner.controller_owner_ref(&())?;
+    r.controller = Some(controller);
+    r.block_owner_deletion = Some(true);
+    Some(r)
+}
+
+/// Whether a namespace may be used for the Tenantry object with UID `owner_uid`.
+#[derive(Debug, Clone)]
+pub enum NamespaceClaim {
+    /// It does not exist: create it.
+    Free,
+    /// It was created for this object.
+    Ours(Box<Namespace>),
+    /// It was created for an earlier object of the same name and is still terminating.
+    Terminating,
+    /// Someone else's: never touched.
+    Foreign(String),
+}
+
+/// Decides whether namespace `name` is free, ours or someone else's. A namespace is ours
+/// only when its `tenantry.dev/owner-uid` annotation names `owner_uid`; the decision is
+/// made on the live object when the cache does not have it (the cache holds only
+/// Tenantry-labelled namespaces).
+pub async fn claim_namespace(
+    client: &Client,
+    store: &Store<Namespace>,
+    name: &str,
+    owner_uid: &str,
+) -> Result<NamespaceClaim> {
+    let ns = match store.get(&ObjectRef::new(name)) {
+        Some(ns) => Some(ns.as_ref().clone()),
+        None => Api::<Namespace>::all(client.clone())
+            .get_opt(name)
+            .await
+            .context(|| format!("reading namespace {name}"))?,
+    };
+    let Some(ns) = ns else {
+        return Ok(NamespaceClaim::Free);
+    };
+    let owner = ns.annotations().get(labels::OWNER_UID).cloned();
+    let managed =
+        ns.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE);
+    Ok(match owner {
+        Some(uid) if uid == owner_uid => NamespaceClaim::Ours(Box::new(ns)),
+        Some(_) if managed && ns.meta().deletion_timestamp.is_some() => NamespaceClaim::Terminating,
+        Some(_) if managed => NamespaceClaim::Foreign(format!(
+            "namespace {name} belongs to another Tenantry object (a previous one of the same name, or another organization's workspace)"
+        )),
+        _ => NamespaceClaim::Foreign(format!(
+            "namespace {name} exists and was not created by Tenantry for this object"
+        )),
+    })
+}
+
+/// Creates a namespace (never applies over an existing one). `Ok(false)` when it
+/// appeared meanwhile: the next reconcile decides again.
+pub async fn create_namespace(client: &Client, ns: &Namespace) -> Result<bool> {
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), ns)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: format!("creating namespace {}", ns.name_any()),
+            source,
+        }),
+    }
+}
+
+/// Writes `status` with a server-side apply of the status subresource.
+pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<()>
+where
+    K: Object,
+{
+    let name = obj.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .context(|| {
+        format!(
+            "updating the status of {} {}",
+            K::kind(&()),
+            object_path(obj)
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_ignores_fields_set_by_others() {
+        let desired = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"hard": {"pods": "10"}}});
+        let live = json!({"metadata": {"labels": {"a": "1", "b": "2"}, "uid": "x"}, "spec": {"hard": {"pods": "10"}}, "status": {}});
+        assert!(is_subset(&desired, &live));
+    }
+
+    #[test]
+    fn subset_sees_changed_values_and_lists() {
+        let desired = json!({"subjects": [{"name": "a"}, {"name": "b"}]});
+        assert!(!is_subset(&desired, &json!({"subjects": [{"name": "a"}]})));
+        assert!(!is_subset(
+            &desired,
+            &json!({"subjects": [{"name": "a"}, {"name": "c"}]})
+        ));
+        assert!(is_subset(
+            &desired,
+            &json!({"subjects": [{"name": "a", "x": 1}, {"name": "b"}]})
+        ));
+        assert!(!is_subset(&json!({"a": 1}), &json!({})));
+    }
+}

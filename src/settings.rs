@@ -1,0 +1,69 @@
+//! Operator settings: flags, each also read from an environment variable (the Helm
+//! chart sets those).
+
+use crate::api::{PodSecurityLevel, WorkspacePolicy};
+use crate::names::DEFAULT_NAMESPACE_TEMPLATE;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Settings {
+    /// The namespace Tenantry runs in; never handed to a workspace.
+    #[arg(long, env = "TENANTRY_NAMESPACE", default_value = "tenantry-system")]
+    pub operator_namespace: String,
+
+    /// Name of workspace namespaces, with `{org}` and `{workspace}` placeholders. Names
+    /// over 63 characters are shortened with a hash.
+    #[arg(long, env = "TENANTRY_NAMESPACE_TEMPLATE", default_value = DEFAULT_NAMESPACE_TEMPLATE)]
+    pub namespace_template: String,
+
+    /// Pod Security level of workspaces that set none (and whose organization sets none).
+    #[arg(long, env = "TENANTRY_DEFAULT_POD_SECURITY", default_value = "baseline", value_parser = parse_level)]
+    pub default_pod_security: PodSecurityLevel,
+
+    /// Network isolation of workspaces that set none.
+    #[arg(long, env = "TENANTRY_DEFAULT_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub default_network_isolation: bool,
+
+    /// How often every object is reconciled even when nothing changed, in seconds.
+    #[arg(long, env = "TENANTRY_RESYNC_SECONDS", default_value_t = 600)]
+    pub resync_seconds: u64,
+
+    /// Reconciles running at once, per kind.
+    #[arg(long, env = "TENANTRY_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+}
+
+fn parse_level(s: &str) -> Result<PodSecurityLevel, String> {
+    match s {
+        "privileged" => Ok(PodSecurityLevel::Privileged),
+        "baseline" => Ok(PodSecurityLevel::Baseline),
+        "restricted" => Ok(PodSecurityLevel::Restricted),
+        other => Err(format!(
+            "{other:?} is not privileged, baseline or restricted"
+        )),
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            operator_namespace: "tenantry-system".into(),
+            namespace_template: DEFAULT_NAMESPACE_TEMPLATE.into(),
+            default_pod_security: PodSecurityLevel::Baseline,
+            default_network_isolation: true,
+            resync_seconds: 600,
+            concurrency: 8,
+        }
+    }
+}
+
+impl Settings {
+    /// The operator-wide workspace defaults, the last fallback of every field.
+    pub fn workspace_defaults(&self) -> WorkspacePolicy {
+        WorkspacePolicy {
+            quota: None,
+            limit_range: None,
+            pod_security: Some(self.default_pod_security),
+            network_isolation: Some(self.default_network_isolation),
+        }
+    }
+}
