@@ -26,9 +26,28 @@ pub enum MemberState {
     },
 }
 
-/// Oldest first, then by name: the order in which limits and duplicates are decided.
-fn age_key<K: ResourceExt>(obj: &K) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
-    (obj.creation_timestamp().map(|t| t.0), obj.name_any())
+/// Oldest first; within the same second (the API's resolution), the one that already
+/// holds its place first, so a decision is never flipped by a newcomer; then by name.
+fn age_key<K: ResourceExt>(
+    obj: &K,
+    holds_place: bool,
+) -> (Option<k8s_openapi::jiff::Timestamp>, bool, String) {
+    (
+        obj.creation_timestamp().map(|t| t.0),
+        !holds_place,
+        obj.name_any(),
+    )
+}
+
+/// Whether a Membership's status says it is granted.
+fn was_granted(m: &Membership) -> bool {
+    m.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "Ready"
+                && (c.reason == crate::api::reason::GRANTED
+                    || c.reason == crate::api::reason::WORKSPACE_PENDING)
+        })
+    })
 }
 
 /// The state of every Membership (by name) of one organization. Memberships being
@@ -42,7 +61,7 @@ pub fn member_states(
         .copied()
         .filter(|m| m.meta().deletion_timestamp.is_none())
         .collect();
-    sorted.sort_by_key(|m| age_key(*m));
+    sorted.sort_by_key(|m| age_key(*m, was_granted(m)));
     let max = org.spec.max_members();
     let mut seen: BTreeMap<&Subject, String> = BTreeMap::new();
     let mut granted = 0usize;
@@ -73,7 +92,7 @@ pub fn provisionable_workspaces(org: &Organization, workspaces: &[&Workspace]) -
         .copied()
         .filter(|w| w.meta().deletion_timestamp.is_none())
         .collect();
-    sorted.sort_by_key(|w| age_key(*w));
+    sorted.sort_by_key(|w| age_key(*w, w.status.as_ref().is_some_and(|s| s.namespace.is_some())));
     let max = org.spec.max_workspaces().unwrap_or(usize::MAX);
     sorted.into_iter().take(max).map(|w| w.name_any()).collect()
 }

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
                 info!("shutting down");
                 let _ = stop_tx.send(true);
             });
-            tenantry::controller::run(client, settings, stop_rx).await?;
+            tenantry::controller::run(client, settings, stop_rx, None).await?;
         }
     }
     Ok(())

@@ -242,13 +242,37 @@ pub async fn claim_namespace(
     })
 }
 
-/// Creates a namespace (never applies over an existing one). `Ok(false)` when it
-/// appeared meanwhile: the next reconcile decides again.
-pub async fn create_namespace(client: &Client, ns: &Namespace) -> Result<bool> {
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), ns)
-        .await
-    {
+/// Labels and annotations that identify a namespace's owner. They are set once, when
+/// Tenantry creates the namespace, and never change while it owns it.
+const IDENTITY_LABELS: [&str; 3] = [labels::MANAGED_BY, labels::ORGANIZATION, labels::WORKSPACE];
+
+/// Creates a namespace (never applies over an existing one) with only its identity: the
+/// owner-uid annotation and the labels that map it back to its owner. Everything else is
+/// applied afterwards with server-side apply. `Ok(false)` when it appeared meanwhile:
+/// the next reconcile decides again.
+pub async fn create_namespace(client: &Client, desired: &Namespace) -> Result<bool> {
+    let keep = |m: &Option<BTreeMap<String, String>>, keys: &[&str]| {
+        m.as_ref().map(|m| {
+            m.iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    };
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: desired.metadata.name.clone(),
+            labels: keep(&desired.metadata.labels, &IDENTITY_LABELS),
+            annotations: keep(&desired.metadata.annotations, &[labels::OWNER_UID]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let pp = PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone()).create(&pp, &ns).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(source) => Err(Error::Kube {
@@ -256,6 +280,35 @@ pub async fn create_namespace(client: &Client, ns: &Namespace) -> Result<bool> {
             source,
         }),
     }
+}
+
+/// Removes Tenantry from a namespace it will no longer own: every field it applied
+/// (labels, annotations, owner references) and its identity. The namespace and what it
+/// holds stay.
+pub async fn release_namespace(client: &Client, name: &str) -> Result<()> {
+    let api = Api::<Namespace>::all(client.clone());
+    let empty =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    api.patch(
+        name,
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&empty),
+    )
+    .await
+    .context(|| format!("releasing namespace {name}"))?;
+    let nulls = |keys: &[&str]| {
+        keys.iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let identity = serde_json::json!({"metadata": {
+        "labels": nulls(&IDENTITY_LABELS),
+        "annotations": nulls(&[labels::OWNER_UID]),
+    }});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&identity))
+        .await
+        .context(|| format!("releasing namespace {name}"))?;
+    Ok(())
 }
 
 /// Writes `status` with a server-side apply of the status subresource.

@@ -61,9 +61,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     )
     .with_config(Config::default().concurrency(ctx.settings.concurrency))
     .graceful_shutdown_on(shutdown)
-    .run(reconcile, |_, e, _| requeue_on_error(e), ctx)
+    .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
     .for_each(|r| {
-        log_result("Membership", r);
+        log_result(&ctx, "Membership", r);
         futures::future::ready(())
     })
     .await;

@@ -69,7 +69,20 @@ pub struct Context {
     pub settings: Settings,
     pub stores: Stores,
     pub recorder: Recorder,
+    pub observer: Option<Observer>,
 }
+
+/// One finished reconcile, as seen by an [`Observer`].
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub ok: bool,
+}
+
+/// Receives every finished reconcile (tests wait on it instead of sleeping).
+pub type Observer = tokio::sync::broadcast::Sender<Reconciled>;
 
 impl Context {
     /// Publishes an Event about `obj` when its outcome changed from `previous_reason`.
@@ -94,8 +107,13 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %e, "publishing an event failed");
+        match self.recorder.publish(&event, &obj.object_ref(&())).await {
+            Ok(()) => {}
+            // The object's namespace is going away with it.
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
+                tracing::debug!(error = %s, "publishing an event failed")
+            }
+            Err(e) => warn!(error = %e, "publishing an event failed"),
         }
     }
 }
@@ -244,6 +262,7 @@ pub async fn run(
     client: Client,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
+    observer: Option<Observer>,
 ) -> anyhow::Result<()> {
     wait_for_crds(&client).await;
     let (stores, tasks) = stores(&client);
@@ -259,6 +278,7 @@ pub async fn run(
         client,
         settings,
         stores,
+        observer,
     });
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -274,15 +294,41 @@ pub async fn run(
 }
 
 /// Logs one reconcile result.
-pub fn log_result<K, E: std::fmt::Display>(
+pub fn log_result<K, E>(
+    ctx: &Context,
     kind: &'static str,
-    result: Result<(ObjectRef<K>, Action), E>,
+    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>,
 ) where
     K: Resource,
     K::DynamicType: std::fmt::Debug,
+    E: std::error::Error + 'static,
 {
-    match result {
-        Ok((obj, _)) => tracing::debug!(kind, object = %obj, "reconciled"),
-        Err(e) => warn!(kind, error = %e, "reconcile failed"),
+    use kube::runtime::controller::Error as CtlError;
+    let (obj, ok) = match result {
+        Ok((obj, _)) => {
+            tracing::debug!(kind, object = %obj, "reconciled");
+            (Some((obj.namespace, obj.name)), true)
+        }
+        Err(CtlError::ReconcilerFailed(e, obj)) => {
+            warn!(kind, object = %obj, error = %e, "reconcile failed");
+            (Some((obj.namespace.clone(), obj.name.clone())), false)
+        }
+        // The object was deleted between the event and the reconcile: nothing to do.
+        Err(CtlError::ObjectNotFound(obj)) => {
+            tracing::debug!(kind, object = %obj, "object gone before its reconcile");
+            (None, false)
+        }
+        Err(e) => {
+            warn!(kind, error = %e, "controller error");
+            (None, false)
+        }
+    };
+    if let (Some(observer), Some((namespace, name))) = (&ctx.observer, obj) {
+        let _ = observer.send(Reconciled {
+            kind,
+            namespace,
+            name,
+            ok,
+        });
     }
 }

@@ -18,7 +18,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -93,9 +93,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     )
     .with_config(Config::default().concurrency(ctx.settings.concurrency))
     .graceful_shutdown_on(shutdown)
-    .run(reconcile, |_, e, _| requeue_on_error(e), ctx)
+    .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
     .for_each(|r| {
-        log_result("Workspace", r);
+        log_result(&ctx, "Workspace", r);
         futures::future::ready(())
     })
     .await;
@@ -458,17 +458,7 @@ async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action> {
             )
             .await?;
         }
-        // An apply with no fields drops every label, annotation and owner reference
-        // Tenantry set; the namespace and what it holds stay.
-        let empty = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        Api::<Namespace>::all(ctx.client.clone())
-            .patch(
-                &name,
-                &PatchParams::apply(labels::FIELD_MANAGER).force(),
-                &Patch::Apply(&empty),
-            )
-            .await
-            .context(|| format!("releasing namespace {name}"))?;
+        provision::release_namespace(&ctx.client, &name).await?;
         info!(namespace = %name, "orphaned the workspace namespace");
     } else if ns.meta().deletion_timestamp.is_none() {
         Api::<Namespace>::all(ctx.client.clone())

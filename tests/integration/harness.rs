@@ -232,3 +232,95 @@ pub fn status_of<T>(r: &Result<T, kube::Error>) -> u16 {
         _ => 0,
     }
 }
+
+/// The controller under test: one instance in this process, on a thread and runtime of
+/// its own, shared by every test (each test uses its own organizations). Its reconciles
+/// are published on a channel that outlives restarts.
+struct RunningController {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+static CONTROLLER: Mutex<Option<RunningController>> = Mutex::new(None);
+
+fn observer() -> &'static tenantry::controller::Observer {
+    static OBSERVER: OnceLock<tenantry::controller::Observer> = OnceLock::new();
+    OBSERVER.get_or_init(|| tokio::sync::broadcast::channel(65536).0)
+}
+
+fn start_controller() -> RunningController {
+    // Controller logs go to stderr; RUST_LOG picks what (default: warnings).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let kubeconfig = cluster().kubeconfig.clone();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let observer = observer().clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("a runtime for the controller");
+        rt.block_on(async move {
+            let client = client_for(&kubeconfig, None, &[]).await;
+            let settings = tenantry::settings::Settings {
+                resync_seconds: 3600,
+                ..Default::default()
+            };
+            if let Err(e) =
+                tenantry::controller::run(client, settings, stop_rx, Some(observer)).await
+            {
+                eprintln!("harness: controller stopped with an error: {e:#}");
+            }
+        });
+    });
+    RunningController { stop, thread }
+}
+
+/// Makes sure the controller runs; returns a receiver of the reconciles from now on.
+pub fn controller() -> tokio::sync::broadcast::Receiver<tenantry::controller::Reconciled> {
+    let rx = observer().subscribe();
+    let mut running = CONTROLLER.lock().unwrap_or_else(|e| e.into_inner());
+    if running.is_none() {
+        *running = Some(start_controller());
+    }
+    rx
+}
+
+/// Stops the controller (gracefully) and starts a new instance: a restart, with empty
+/// caches and no memory of what it did.
+pub fn restart_controller() {
+    let mut running = CONTROLLER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = running.take() {
+        let _ = old.stop.send(true);
+        let _ = old.thread.join();
+    }
+    *running = Some(start_controller());
+}
+
+/// Waits until every `(kind, namespace, name)` in `wanted` has been reconciled
+/// successfully (after `rx` was subscribed).
+pub async fn wait_reconciled(
+    rx: &mut tokio::sync::broadcast::Receiver<tenantry::controller::Reconciled>,
+    wanted: &[(&str, Option<&str>, &str)],
+) {
+    let mut left: std::collections::BTreeSet<(String, Option<String>, String)> = wanted
+        .iter()
+        .map(|(k, ns, n)| (k.to_string(), ns.map(str::to_string), n.to_string()))
+        .collect();
+    let wait = async {
+        while !left.is_empty() {
+            match rx.recv().await {
+                Ok(r) if r.ok => {
+                    left.remove(&(r.kind.to_string(), r.namespace.clone(), r.name.clone()));
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the controller's reconcile channel closed: {e}"),
+            }
+        }
+    };
+    if tokio::time::timeout(TIMEOUT, wait).await.is_err() {
+        panic!("timed out waiting for reconciles of {left:?}");
+    }
+}
