@@ -23,6 +23,10 @@ up: controlplane ## start the control plane in the background; kubeconfig at tar
 down: ## stop the control plane started by make up
 	hack/down.sh
 
+.PHONY: demo
+demo: controlplane ## run Tenantry on the local control plane with examples/ and print the tree
+	hack/demo.sh
+
 .PHONY: build
 build: ## build the tenantry binary
 	cargo build --locked

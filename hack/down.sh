@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/controlplane
 pidfile=$dir/controlplane.pid
+# The demo's controller, if any.
+if [[ -f target/demo/controller.pid ]]; then
+  kill -TERM "$(cat target/demo/controller.pid)" 2>/dev/null || true
+  rm -f target/demo/controller.pid
+fi
 if [[ ! -f $pidfile ]]; then
   echo "down: no control plane running"
   exit 0

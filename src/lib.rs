@@ -16,6 +16,7 @@ pub mod provision;
 pub mod rbac;
 pub mod settings;
 pub mod status;
+pub mod tree;
 
 /// Every object `tenantry manifests` prints: the shipped ClusterRoles, as YAML.
 pub fn cluster_roles_yaml() -> Result<String, serde_saphyr::SerializeError> {

@@ -32,6 +32,12 @@ enum Command {
     Crd,
     /// Print the ClusterRoles Tenantry binds (workspace and organization roles) as YAML.
     ClusterRoles,
+    /// Show an organization's namespaces, workspaces, bindings, members and client
+    /// Secrets (by name; never their values).
+    Tree {
+        /// The organization.
+        organization: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -55,6 +61,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
         Command::ClusterRoles => print!("{}", tenantry::cluster_roles_yaml()?),
+        Command::Tree { organization } => {
+            let client = kube::Client::try_default().await?;
+            print!("{}", tenantry::tree::render(&client, &organization).await?);
+        }
         Command::Run {
             settings,
             log_format,
