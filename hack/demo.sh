@@ -14,7 +14,7 @@ echo "== build tenantry"
 cargo build --locked --quiet
 echo "== install the CRDs and the ClusterRoles Tenantry binds"
 $bin crd | kubectl apply --server-side -f - >/dev/null
-$bin cluster-roles | kubectl apply --server-side -f - >/dev/null
+$bin manifests | kubectl apply --server-side -f - >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/organizations.tenantry.dev crd/workspaces.tenantry.dev crd/memberships.tenantry.dev >/dev/null
 

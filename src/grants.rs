@@ -24,6 +24,18 @@ pub enum MemberState {
     LimitReached {
         max: usize,
     },
+    /// The organization is not verified yet and the operator requires verification:
+    /// only Owner Memberships grant.
+    NotVerified,
+    /// The organization requires acceptance and the invited user has not accepted.
+    InvitationPending,
+}
+
+/// What decides whether a Membership grants, besides the Memberships themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gates {
+    /// The operator requires verification of organizations.
+    pub require_verification: bool,
 }
 
 /// Oldest first; within the same second (the API's resolution), the one that already
@@ -55,7 +67,9 @@ fn was_granted(m: &Membership) -> bool {
 pub fn member_states(
     org: &Organization,
     memberships: &[&Membership],
+    gates: Gates,
 ) -> BTreeMap<String, MemberState> {
+    let unverified = gates.require_verification && org.spec.verified != Some(true);
     let mut sorted: Vec<&Membership> = memberships
         .iter()
         .copied()
@@ -69,6 +83,16 @@ pub fn member_states(
     for m in sorted {
         let state = if let Some(first) = seen.get(&m.spec.subject) {
             MemberState::Duplicate { of: first.clone() }
+        } else if unverified && m.spec.role != OrgRole::Owner {
+            MemberState::NotVerified
+        } else if org.spec.require_acceptance()
+            && m.spec.subject.kind == SubjectKind::User
+            && m.annotations()
+                .get(crate::labels::ACCEPTED)
+                .map(String::as_str)
+                != Some("true")
+        {
+            MemberState::InvitationPending
         } else {
             seen.insert(&m.spec.subject, m.name_any());
             match max {
@@ -95,6 +119,34 @@ pub fn provisionable_workspaces(org: &Organization, workspaces: &[&Workspace]) -
     sorted.sort_by_key(|w| age_key(*w, w.status.as_ref().is_some_and(|s| s.namespace.is_some())));
     let max = org.spec.max_workspaces().unwrap_or(usize::MAX);
     sorted.into_iter().take(max).map(|w| w.name_any()).collect()
+}
+
+/// The first owner of `org` who already owns `limit` older organizations, if any (the
+/// operator's organizations-per-owner limit; the oldest organizations win).
+pub fn owner_limit_reached(
+    org: &Organization,
+    all: &[&Organization],
+    limit: usize,
+) -> Option<Subject> {
+    let mut sorted: Vec<&Organization> = all
+        .iter()
+        .copied()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .collect();
+    sorted.sort_by_key(|o| age_key(*o, o.status.as_ref().is_some_and(|s| s.namespace.is_some())));
+    let me = org.name_any();
+    org.spec
+        .owners
+        .iter()
+        .find(|owner| {
+            let before = sorted
+                .iter()
+                .take_while(|o| o.name_any() != me)
+                .filter(|o| o.spec.owners.contains(owner))
+                .count();
+            before >= limit
+        })
+        .cloned()
 }
 
 /// The RBAC subject for a Tenantry subject. A Client is its ServiceAccount in the
@@ -232,6 +284,7 @@ mod tests {
                 workspace_defaults: None,
                 default_workspace: None,
                 deletion_policy: None,
+                ..Default::default()
             },
         )
     }
@@ -275,7 +328,7 @@ mod tests {
     fn the_newer_duplicate_grants_nothing() {
         let a = member("a", Subject::user("u"), OrgRole::Member, &[], 1);
         let b = member("b", Subject::user("u"), OrgRole::Admin, &[], 2);
-        let states = member_states(&org(None, None), &[&b, &a]);
+        let states = member_states(&org(None, None), &[&b, &a], Gates::default());
         assert_eq!(states["a"], MemberState::Granted);
         assert_eq!(states["b"], MemberState::Duplicate { of: "a".into() });
     }
@@ -294,7 +347,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&Membership> = ms.iter().collect();
-        let states = member_states(&org(Some(2), None), &refs);
+        let states = member_states(&org(Some(2), None), &refs, Gates::default());
         assert_eq!(states["m3"], MemberState::Granted);
         assert_eq!(states["m2"], MemberState::Granted);
         assert_eq!(states["m1"], MemberState::LimitReached { max: 2 });
@@ -306,7 +359,7 @@ mod tests {
         let a = member("a", Subject::user("u"), OrgRole::Member, &[], 1);
         let dup = member("dup", Subject::user("u"), OrgRole::Member, &[], 2);
         let c = member("c", Subject::group("g"), OrgRole::Member, &[], 3);
-        let states = member_states(&org(Some(2), None), &[&a, &dup, &c]);
+        let states = member_states(&org(Some(2), None), &[&a, &dup, &c], Gates::default());
         assert_eq!(states["c"], MemberState::Granted);
     }
 
@@ -343,7 +396,7 @@ mod tests {
         );
         let all = [&admin, &dev, &viewer];
         let o = org(None, None);
-        let states = member_states(&o, &all);
+        let states = member_states(&o, &all, Gates::default());
         let prod = workspace_grantees(&o, "prod", &all, &states);
         let roles: Vec<(String, WorkspaceRole)> = prod
             .iter()
@@ -376,7 +429,7 @@ mod tests {
             1,
         );
         let o = org(None, None);
-        let states = member_states(&o, &[&m]);
+        let states = member_states(&o, &[&m], Gates::default());
         let g = workspace_grantees(&o, "prod", &[&m], &states);
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].role, WorkspaceRole::Admin);
@@ -388,13 +441,74 @@ mod tests {
         let a = member("a", Subject::user("u"), OrgRole::Admin, &[], 1);
         let b = member("b", Subject::user("u"), OrgRole::Admin, &[], 2);
         let o = org(None, None);
-        let states = member_states(&o, &[&a, &b]);
+        let states = member_states(&o, &[&a, &b], Gates::default());
         let holders = org_role_holders(&o, &[&a, &b], &states);
         assert_eq!(
             holders[&OrgRole::Admin],
             vec![(Subject::user("u"), Some("a".to_string()))]
         );
         assert_eq!(holders[&OrgRole::Owner].len(), 1);
+    }
+
+    #[test]
+    fn unverified_organizations_grant_only_owners() {
+        let owner = member("o", Subject::user("o"), OrgRole::Owner, &[], 1);
+        let dev = member("d", Subject::user("d"), OrgRole::Member, &[], 2);
+        let gates = Gates {
+            require_verification: true,
+        };
+        let mut o = org(None, None);
+        let states = member_states(&o, &[&owner, &dev], gates);
+        assert_eq!(states["o"], MemberState::Granted);
+        assert_eq!(states["d"], MemberState::NotVerified);
+        o.spec.verified = Some(true);
+        assert_eq!(
+            member_states(&o, &[&owner, &dev], gates)["d"],
+            MemberState::Granted
+        );
+        assert_eq!(
+            member_states(&org(None, None), &[&dev], Gates::default())["d"],
+            MemberState::Granted
+        );
+    }
+
+    #[test]
+    fn invitations_wait_for_the_user() {
+        let mut o = org(None, None);
+        o.spec.membership = Some(crate::api::MembershipPolicy {
+            require_acceptance: true,
+        });
+        let mut user = member("u", Subject::user("u"), OrgRole::Member, &[], 1);
+        let group = member("g", Subject::group("g"), OrgRole::Member, &[], 2);
+        let states = member_states(&o, &[&user, &group], Gates::default());
+        assert_eq!(states["u"], MemberState::InvitationPending);
+        assert_eq!(states["g"], MemberState::Granted, "only Users are invited");
+        user.metadata.annotations =
+            Some([(crate::labels::ACCEPTED.to_string(), "true".to_string())].into());
+        assert_eq!(
+            member_states(&o, &[&user], Gates::default())["u"],
+            MemberState::Granted
+        );
+    }
+
+    #[test]
+    fn organizations_over_the_owner_limit_wait() {
+        let mut a = org(None, None);
+        a.metadata.name = Some("a".into());
+        a.metadata.creation_timestamp = Some(at(1));
+        let mut b = a.clone();
+        b.metadata.name = Some("b".into());
+        b.metadata.creation_timestamp = Some(at(2));
+        let mut c = b.clone();
+        c.metadata.name = Some("c".into());
+        c.spec.owners = vec![Subject::user("someone-else")];
+        assert_eq!(owner_limit_reached(&a, &[&a, &b, &c], 1), None);
+        assert_eq!(
+            owner_limit_reached(&b, &[&a, &b, &c], 1),
+            Some(Subject::user("root@acme.example"))
+        );
+        assert_eq!(owner_limit_reached(&c, &[&a, &b, &c], 1), None);
+        assert_eq!(owner_limit_reached(&b, &[&a, &b, &c], 2), None);
     }
 
     #[test]

@@ -28,3 +28,6 @@ pub const WORKSPACE_FINALIZER: &str = "tenantry.dev/workspace-cleanup";
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
 }
+
+/// Set to `"true"` on a Membership by the invited user to accept the invitation.
+pub const ACCEPTED: &str = "tenantry.dev/accepted";

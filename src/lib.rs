@@ -12,18 +12,36 @@ pub mod error;
 pub mod grants;
 pub mod labels;
 pub mod names;
+pub mod policy;
 pub mod provision;
 pub mod rbac;
 pub mod settings;
 pub mod status;
 pub mod tree;
 
-/// Every object `tenantry manifests` prints: the shipped ClusterRoles, as YAML.
-pub fn cluster_roles_yaml() -> Result<String, serde_saphyr::SerializeError> {
+/// Everything `tenantry manifests` prints, as YAML: the roles Tenantry binds, the
+/// platform-admin and operator roles and their bindings, and the admission policies.
+pub fn manifests_yaml(
+    settings: &settings::Settings,
+) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
-    for role in rbac::cluster_roles() {
+    let mut push = |doc: String| {
         out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&role)?);
+        out.push_str(&doc);
+    };
+    for role in rbac::cluster_roles() {
+        push(serde_saphyr::to_string(&role)?);
+    }
+    push(serde_saphyr::to_string(&rbac::platform_admin_role())?);
+    push(serde_saphyr::to_string(&rbac::operator_role())?);
+    for b in rbac::platform_bindings(&settings.platform_admin_group, &settings.operator_namespace) {
+        push(serde_saphyr::to_string(&b)?);
+    }
+    for p in policy::policies() {
+        push(serde_saphyr::to_string(&p)?);
+    }
+    for b in policy::bindings() {
+        push(serde_saphyr::to_string(&b)?);
     }
     Ok(out)
 }

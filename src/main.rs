@@ -30,8 +30,12 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
-    /// Print the ClusterRoles Tenantry binds (workspace and organization roles) as YAML.
-    ClusterRoles,
+    /// Print the cluster objects Tenantry needs besides its CRDs, as YAML: the roles it
+    /// binds, the platform-admin and operator roles and bindings, the admission policies.
+    Manifests {
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Show an organization's namespaces, workspaces, bindings, members and client
     /// Secrets (by name; never their values).
     Tree {
@@ -60,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
-        Command::ClusterRoles => print!("{}", tenantry::cluster_roles_yaml()?),
+        Command::Manifests { settings } => print!("{}", tenantry::manifests_yaml(&settings)?),
         Command::Tree { organization } => {
             let client = kube::Client::try_default().await?;
             print!("{}", tenantry::tree::render(&client, &organization).await?);

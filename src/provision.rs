@@ -322,20 +322,18 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(labels::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .context(|| {
-        format!(
-            "updating the status of {} {}",
-            K::kind(&()),
-            object_path(obj)
-        )
-    })?;
-    Ok(())
+    let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
+    match api.patch_status(&name, &pp, &Patch::Apply(&patch)).await {
+        // Deleted meanwhile: there is no status left to write.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        r => r.map(|_| ()).context(|| {
+            format!(
+                "updating the status of {} {}",
+                K::kind(&()),
+                object_path(obj)
+            )
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::rbac::v1::{AggregationRule, ClusterRole, PolicyRule};
+use k8s_openapi::api::rbac::v1::{
+    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -125,14 +127,251 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
     roles
 }
 
+/// Name of the platform-admin ClusterRole (and its ClusterRoleBinding).
+pub const PLATFORM_ADMIN: &str = "tenantry-platform-admin";
+/// Name of the operator's ClusterRole (and its ClusterRoleBinding).
+pub const OPERATOR: &str = "tenantry-operator";
+/// The operator's ServiceAccount name.
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantry";
+
+/// Platform admins may do everything in Tenantry: every organization, including the
+/// custom verbs `grant-owner`, `grant-admin` and `verify`.
+pub fn platform_admin_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(PLATFORM_ADMIN.into()),
+            labels: Some(shipped_labels()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule(
+                &["tenantry.dev"],
+                &["organizations"],
+                &[
+                    "get",
+                    "list",
+                    "watch",
+                    "create",
+                    "update",
+                    "patch",
+                    "delete",
+                    "grant-owner",
+                    "grant-admin",
+                    "verify",
+                ],
+            ),
+            rule(
+                &["tenantry.dev"],
+                &[
+                    "organizations/status",
+                    "workspaces/status",
+                    "memberships/status",
+                ],
+                READ,
+            ),
+            rule(&["tenantry.dev"], &["workspaces", "memberships"], WRITE),
+            rule(&["tenantry.dev"], &["tenancy"], &["manage"]),
+        ]),
+        aggregation_rule: None,
+    }
+}
+
+/// The operator's own rights, each for a reason (least privilege: no wildcards, no
+/// `escalate`, `bind` only on the roles it hands out).
+pub fn operator_role() -> ClusterRole {
+    let mut bindable: Vec<String> = WorkspaceRole::ALL
+        .iter()
+        .map(|r| workspace_cluster_role(*r))
+        .collect();
+    bindable.extend(OrgRole::ALL.iter().map(|r| org_cluster_role(*r)));
+    let rules = vec![
+        // Read the three kinds; add/remove the Workspace finalizer; create the default
+        // Workspace; write status.
+        rule(
+            &["tenantry.dev"],
+            &["organizations"],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            &["tenantry.dev"],
+            &["workspaces", "memberships"],
+            &["get", "list", "watch", "create", "update", "patch"],
+        ),
+        rule(
+            &["tenantry.dev"],
+            &[
+                "organizations/status",
+                "workspaces/status",
+                "memberships/status",
+            ],
+            &["get", "patch", "update"],
+        ),
+        // The per-organization ClusterRoles grant these verbs on one Organization; RBAC
+        // lets a subject create a role only with rights it holds itself (no `escalate`).
+        rule(
+            &["tenantry.dev"],
+            &["organizations"],
+            &["update", "patch", "delete", "grant-owner", "grant-admin"],
+        ),
+        // Set the labels and annotations the tracking policy protects.
+        rule(&["tenantry.dev"], &["tenancy"], &["manage"]),
+        // Organization and workspace namespaces: created, labelled, deleted.
+        rule(
+            &[""],
+            &["namespaces"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        // What a workspace namespace holds; the Client ServiceAccounts.
+        rule(
+            &[""],
+            &["resourcequotas", "limitranges", "serviceaccounts"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        rule(
+            &["networking.k8s.io"],
+            &["networkpolicies"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        // Client credentials: created once; watched only with Tenantry's label selector.
+        rule(
+            &[""],
+            &["secrets"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
+        // Bindings of organization and workspace roles; per-organization ClusterRoles.
+        // (Roles: the one that lets an invited user accept.)
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &[
+                "roles",
+                "rolebindings",
+                "clusterroles",
+                "clusterrolebindings",
+            ],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        // Bind only the roles Tenantry hands out.
+        PolicyRule {
+            api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
+            resources: Some(vec!["clusterroles".into()]),
+            verbs: vec!["bind".into()],
+            resource_names: Some(bindable),
+            ..Default::default()
+        },
+        // Events for what users should see.
+        rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+        // Leader election.
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "create", "update"],
+        ),
+    ];
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(OPERATOR.into()),
+            labels: Some(shipped_labels()),
+            ..Default::default()
+        },
+        rules: Some(rules),
+        aggregation_rule: None,
+    }
+}
+
+/// Bindings of the platform-admin role to `group` and of the operator role to the
+/// operator's ServiceAccount in `namespace`.
+pub fn platform_bindings(group: &str, namespace: &str) -> Vec<ClusterRoleBinding> {
+    let binding = |name: &str, subject: Subject| ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(shipped_labels()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![subject]),
+    };
+    vec![
+        binding(
+            PLATFORM_ADMIN,
+            Subject {
+                kind: "Group".into(),
+                name: group.into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                namespace: None,
+            },
+        ),
+        binding(
+            OPERATOR,
+            Subject {
+                kind: "ServiceAccount".into(),
+                name: OPERATOR_SERVICE_ACCOUNT.into(),
+                api_group: Some(String::new()),
+                namespace: Some(namespace.into()),
+            },
+        ),
+    ]
+}
+
 /// Applies the shipped ClusterRoles (used by `make demo` and the tests; the Helm chart
 /// installs the same objects).
 pub async fn install_cluster_roles(client: &Client) -> Result<(), kube::Error> {
-    let api: Api<ClusterRole> = Api::all(client.clone());
+    install(client, &crate::settings::Settings::default()).await
+}
+
+/// Applies everything `tenantry manifests` prints: the roles Tenantry binds, the
+/// platform-admin and operator roles and bindings, and the admission policies.
+pub async fn install(
+    client: &Client,
+    settings: &crate::settings::Settings,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
     let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
-    for role in cluster_roles() {
-        let name = role.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &pp, &Patch::Apply(&role)).await?;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let mut all_roles = cluster_roles();
+    all_roles.push(platform_admin_role());
+    all_roles.push(operator_role());
+    for role in all_roles {
+        roles
+            .patch(
+                &role.metadata.name.clone().unwrap_or_default(),
+                &pp,
+                &Patch::Apply(&role),
+            )
+            .await?;
+    }
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for b in platform_bindings(&settings.platform_admin_group, &settings.operator_namespace) {
+        crbs.patch(
+            &b.metadata.name.clone().unwrap_or_default(),
+            &pp,
+            &Patch::Apply(&b),
+        )
+        .await?;
+    }
+    let vaps: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    for p in crate::policy::policies() {
+        vaps.patch(
+            &p.metadata.name.clone().unwrap_or_default(),
+            &pp,
+            &Patch::Apply(&p),
+        )
+        .await?;
+    }
+    let vapbs: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    for b in crate::policy::bindings() {
+        vapbs
+            .patch(
+                &b.metadata.name.clone().unwrap_or_default(),
+                &pp,
+                &Patch::Apply(&b),
+            )
+            .await?;
     }
     Ok(())
 }

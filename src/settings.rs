@@ -23,6 +23,25 @@ pub struct Settings {
     #[arg(long, env = "TENANTRY_DEFAULT_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub default_network_isolation: bool,
 
+    /// Members of this group are platform admins: they may do everything in Tenantry,
+    /// including verifying organizations.
+    #[arg(
+        long,
+        env = "TENANTRY_PLATFORM_ADMIN_GROUP",
+        default_value = "tenantry:platform-admins"
+    )]
+    pub platform_admin_group: String,
+
+    /// New organizations add no members beyond their owners until a platform admin sets
+    /// `spec.verified: true`.
+    #[arg(long, env = "TENANTRY_REQUIRE_VERIFICATION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_verification: bool,
+
+    /// How many organizations one owner (a subject in `spec.owners`) may have; the
+    /// oldest win. Unlimited when unset.
+    #[arg(long, env = "TENANTRY_MAX_ORGANIZATIONS_PER_OWNER")]
+    pub max_organizations_per_owner: Option<usize>,
+
     /// How often every object is reconciled even when nothing changed, in seconds.
     #[arg(long, env = "TENANTRY_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
@@ -50,6 +69,9 @@ impl Default for Settings {
             namespace_template: DEFAULT_NAMESPACE_TEMPLATE.into(),
             default_pod_security: PodSecurityLevel::Baseline,
             default_network_isolation: true,
+            platform_admin_group: "tenantry:platform-admins".into(),
+            require_verification: false,
+            max_organizations_per_owner: None,
             resync_seconds: 600,
             concurrency: 8,
         }
@@ -57,6 +79,13 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The gates that decide whether a Membership grants.
+    pub fn gates(&self) -> crate::grants::Gates {
+        crate::grants::Gates {
+            require_verification: self.require_verification,
+        }
+    }
+
     /// The operator-wide workspace defaults, the last fallback of every field.
     pub fn workspace_defaults(&self) -> WorkspacePolicy {
         WorkspacePolicy {

@@ -170,4 +170,7 @@ pub mod reason {
     pub const GRANTED: &str = "Granted";
     pub const DELETING: &str = "Deleting";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const ORGANIZATION_NOT_VERIFIED: &str = "OrganizationNotVerified";
+    pub const OWNER_LIMIT_REACHED: &str = "OwnerLimitReached";
+    pub const INVITATION_PENDING: &str = "InvitationPending";
 }

@@ -56,6 +56,30 @@ pub struct OrganizationSpec {
     /// workspace namespace with its content but removes Tenantry's bindings and labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+
+    /// While true (the default), deleting the organization is refused: set it to false
+    /// first. Deletion removes every workspace and everything in it, irrecoverably.
+    #[serde(default = "default_true")]
+    pub deletion_protection: bool,
+
+    /// Set by a platform admin when the operator requires verification: until then the
+    /// organization adds no members beyond its owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+
+    /// How members join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipPolicy>,
+}
+
+/// How members join an organization.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipPolicy {
+    /// A User Membership grants nothing until the invited user accepts it by setting the
+    /// annotation `tenantry.dev/accepted: "true"` on it (only that user may).
+    #[serde(default)]
+    pub require_acceptance: bool,
 }
 
 /// Limits on an organization's size. Unset means unlimited.
@@ -139,6 +163,22 @@ pub struct OrganizationStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl Default for OrganizationSpec {
+    fn default() -> Self {
+        Self {
+            display_name: String::new(),
+            owners: Vec::new(),
+            limits: None,
+            workspace_defaults: None,
+            default_workspace: None,
+            deletion_policy: None,
+            deletion_protection: true,
+            verified: None,
+            membership: None,
+        }
+    }
+}
+
 impl OrganizationSpec {
     pub fn default_workspace(&self) -> DefaultWorkspace {
         self.default_workspace.clone().unwrap_or_default()
@@ -151,6 +191,11 @@ impl OrganizationSpec {
             .as_ref()?
             .max_workspaces
             .map(|n| n.max(0) as usize)
+    }
+    pub fn require_acceptance(&self) -> bool {
+        self.membership
+            .as_ref()
+            .is_some_and(|m| m.require_acceptance)
     }
     pub fn max_members(&self) -> Option<usize> {
         self.limits.as_ref()?.max_members.map(|n| n.max(0) as usize)

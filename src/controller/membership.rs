@@ -15,6 +15,7 @@ use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -96,7 +97,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         Some(org) => {
             let all = ctx.stores.memberships_in(&ns);
             let refs: Vec<&Membership> = all.iter().map(|m| m.as_ref()).collect();
-            let states = grants::member_states(&org, &refs);
+            let states = grants::member_states(&org, &refs, ctx.settings.gates());
             match states.get(&m.name_any()) {
                 Some(MemberState::Duplicate { of }) => Outcome::stalled(
                     reason::DUPLICATE_SUBJECT,
@@ -111,6 +112,22 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                         "the organization allows {max} members (limits.maxMembers); older memberships come first"
                     ),
                 ),
+                Some(MemberState::NotVerified) => Outcome::progressing(
+                    reason::ORGANIZATION_NOT_VERIFIED,
+                    "the organization is not verified yet: until a platform admin sets spec.verified, only owners are members",
+                ),
+                Some(MemberState::InvitationPending) => {
+                    invite(&org, &m, &ns, &ctx).await?;
+                    Outcome::progressing(
+                        reason::INVITATION_PENDING,
+                        format!(
+                            "waiting for {} to accept: kubectl annotate membership {} -n {ns} {}=true",
+                            m.spec.subject.name,
+                            m.name_any(),
+                            labels::ACCEPTED
+                        ),
+                    )
+                }
                 Some(MemberState::Granted) => granted(&org, &m, &ns, &ctx, &mut found).await?,
                 None => Outcome::progressing(reason::PROGRESSING, "waiting for the cache"),
             }
@@ -151,6 +168,52 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
+/// The name of the Role and RoleBinding that let an invited user accept.
+fn invitation_name(m: &Membership) -> String {
+    format!("tenantry-invitation-{}", m.name_any())
+}
+
+/// Lets the invited user read and annotate their own Membership (the admission policy
+/// allows them to change nothing but the acceptance annotation).
+async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> Result<()> {
+    let name = invitation_name(m);
+    let mut l = provision::org_labels(&org.name_any(), "invitation");
+    l.insert(labels::MEMBERSHIP.to_string(), m.name_any());
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(ns.to_string()),
+        labels: Some(l),
+        owner_references: provision::owner_ref(m, true).map(|r| vec![r]),
+        ..Default::default()
+    };
+    let role = Role {
+        metadata: meta.clone(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["tenantry.dev".into()]),
+            resources: Some(vec!["memberships".into()]),
+            resource_names: Some(vec![m.name_any()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..Default::default()
+        }]),
+    };
+    provision::apply(&ctx.client, &ctx.stores.roles, &role).await?;
+    let binding = RoleBinding {
+        metadata: meta,
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![grants::rbac_subject(
+            &m.spec.subject,
+            &m.name_any(),
+            ns,
+        )]),
+    };
+    provision::apply(&ctx.client, &ctx.stores.role_bindings, &binding).await?;
+    Ok(())
+}
+
 async fn granted(
     org: &Organization,
     m: &Membership,
@@ -158,6 +221,10 @@ async fn granted(
     ctx: &Context,
     found: &mut Found,
 ) -> Result<Outcome> {
+    // An accepted invitation needs no Role any more.
+    let invitation = invitation_name(m);
+    provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, &invitation).await?;
+    provision::delete_cached(&ctx.client, &ctx.stores.roles, ns, &invitation).await?;
     if m.spec.subject.kind == SubjectKind::Client {
         let (sa, id) = ensure_client(org, m, ns, ctx).await?;
         found.service_account = Some(sa);

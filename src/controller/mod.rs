@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -36,6 +36,7 @@ pub struct Stores {
     pub memberships: Store<Membership>,
     pub namespaces: Store<Namespace>,
     pub role_bindings: Store<RoleBinding>,
+    pub roles: Store<Role>,
     pub cluster_roles: Store<ClusterRole>,
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
     pub quotas: Store<ResourceQuota>,
@@ -167,6 +168,7 @@ pub fn stores(client: &Client) -> (Stores, Vec<BoxFuture<'static, ()>>) {
         ),
         namespaces: cache!(Api::all(c.clone()), managed()),
         role_bindings: cache!(Api::all(c.clone()), managed()),
+        roles: cache!(Api::all(c.clone()), managed()),
         cluster_roles: cache!(Api::all(c.clone()), managed()),
         cluster_role_bindings: cache!(Api::all(c.clone()), managed()),
         quotas: cache!(Api::all(c.clone()), managed()),
@@ -187,6 +189,7 @@ impl Stores {
             self.memberships.wait_until_ready(),
             self.namespaces.wait_until_ready(),
             self.role_bindings.wait_until_ready(),
+            self.roles.wait_until_ready(),
             self.cluster_roles.wait_until_ready(),
             self.cluster_role_bindings.wait_until_ready(),
             self.quotas.wait_until_ready(),

@@ -92,31 +92,21 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> 
         .uid()
         .ok_or_else(|| Error::MissingKey(format!("Organization {name}")))?;
     let ns_name = names::org_namespace(&name);
-    let ns_store = &ctx.stores.namespaces;
 
-    let outcome = match provision::claim_namespace(&ctx.client, ns_store, &ns_name, &uid).await? {
-        NamespaceClaim::Foreign(why) => Outcome::stalled(reason::NAMESPACE_CONFLICT, why),
-        NamespaceClaim::Terminating => Outcome::progressing(
-            reason::NAMESPACE_TERMINATING,
+    let over_limit = ctx.settings.max_organizations_per_owner.and_then(|limit| {
+        let all = ctx.stores.organizations.state();
+        let refs: Vec<&Organization> = all.iter().map(|o| o.as_ref()).collect();
+        grants::owner_limit_reached(&org, &refs, limit).map(|owner| (owner, limit))
+    });
+    let outcome = if let Some((owner, limit)) = over_limit {
+        Outcome::stalled(
+            reason::OWNER_LIMIT_REACHED,
             format!(
-                "namespace {ns_name} of a previous organization of this name is still terminating"
+                "{owner} already owns {limit} organizations, the most one owner may have; this one is not provisioned"
             ),
-        ),
-        NamespaceClaim::Free => {
-            if provision::create_namespace(&ctx.client, &org_namespace(&org, &ns_name, &uid))
-                .await?
-            {
-                info!(namespace = %ns_name, "created the organization namespace");
-            }
-            Outcome::progressing(reason::PROGRESSING, format!("creating namespace {ns_name}"))
-        }
-        NamespaceClaim::Ours(_) => {
-            provision::apply_cluster(&ctx.client, ns_store, &org_namespace(&org, &ns_name, &uid))
-                .await?;
-            ensure_default_workspace(&org, &ns_name, &ctx).await?;
-            apply_bindings(&org, &ns_name, &ctx).await?;
-            Outcome::ready(reason::PROVISIONED, format!("namespace {ns_name} is ready"))
-        }
+        )
+    } else {
+        provision_org(&org, &ns_name, &uid, &ctx).await?
     };
 
     let workspaces = ctx
@@ -154,6 +144,42 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> 
         Outcome::Progressing { .. } => Action::requeue(Duration::from_secs(2)),
         Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(60)),
     })
+}
+
+/// The organization namespace and everything in it.
+async fn provision_org(
+    org: &Organization,
+    ns_name: &str,
+    uid: &str,
+    ctx: &Context,
+) -> Result<Outcome> {
+    let ns_store = &ctx.stores.namespaces;
+    Ok(
+        match provision::claim_namespace(&ctx.client, ns_store, ns_name, uid).await? {
+            NamespaceClaim::Foreign(why) => Outcome::stalled(reason::NAMESPACE_CONFLICT, why),
+            NamespaceClaim::Terminating => Outcome::progressing(
+                reason::NAMESPACE_TERMINATING,
+                format!(
+                    "namespace {ns_name} of a previous organization of this name is still terminating"
+                ),
+            ),
+            NamespaceClaim::Free => {
+                if provision::create_namespace(&ctx.client, &org_namespace(org, ns_name, uid))
+                    .await?
+                {
+                    info!(namespace = %ns_name, "created the organization namespace");
+                }
+                Outcome::progressing(reason::PROGRESSING, format!("creating namespace {ns_name}"))
+            }
+            NamespaceClaim::Ours(_) => {
+                provision::apply_cluster(&ctx.client, ns_store, &org_namespace(org, ns_name, uid))
+                    .await?;
+                ensure_default_workspace(org, ns_name, ctx).await?;
+                apply_bindings(org, ns_name, ctx).await?;
+                Outcome::ready(reason::PROVISIONED, format!("namespace {ns_name} is ready"))
+            }
+        },
+    )
 }
 
 fn same_status(a: &OrganizationStatus, b: &OrganizationStatus) -> bool {
@@ -223,7 +249,7 @@ async fn apply_bindings(org: &Organization, ns: &str, ctx: &Context) -> Result<(
     let org_name = org.name_any();
     let memberships = ctx.stores.memberships_in(ns);
     let refs: Vec<&crate::api::Membership> = memberships.iter().map(|m| m.as_ref()).collect();
-    let states = grants::member_states(org, &refs);
+    let states = grants::member_states(org, &refs, ctx.settings.gates());
     let holders = grants::org_role_holders(org, &refs, &states);
 
     for role in OrgRole::ALL {

@@ -333,7 +333,7 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
     let org_ns = plan.ws.namespace().unwrap_or_default();
     let memberships = s.memberships_in(&org_ns);
     let refs: Vec<&Membership> = memberships.iter().map(|m| m.as_ref()).collect();
-    let states = grants::member_states(plan.org, &refs);
+    let states = grants::member_states(plan.org, &refs, ctx.settings.gates());
     let grantees = grants::workspace_grantees(plan.org, &plan.ws.name_any(), &refs, &states);
     for role in WorkspaceRole::ALL {
         let binding = rbac::workspace_cluster_role(role);

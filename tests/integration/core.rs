@@ -28,6 +28,7 @@ pub fn org_spec(owner: &str) -> OrganizationSpec {
         workspace_defaults: None,
         default_workspace: None,
         deletion_policy: None,
+        ..Default::default()
     }
 }
 
@@ -319,6 +320,18 @@ async fn default_workspace_can_be_turned_off_and_renamed() {
     delete_org(&client, &renamed).await;
 }
 
+/// Turns deletion protection off.
+pub async fn unprotect(client: &Client, name: &str) {
+    Api::<Organization>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"deletionProtection": false}})),
+        )
+        .await
+        .expect("turn deletion protection off");
+}
+
 /// Deletes an organization and checks nothing of it is left: its namespace, its
 /// workspaces' namespaces, its ClusterRoles and ClusterRoleBindings.
 pub async fn delete_org(client: &Client, name: &str) {
@@ -336,6 +349,7 @@ pub async fn delete_org(client: &Client, name: &str) {
         !namespaces.is_empty(),
         "an organization has namespaces before deletion"
     );
+    unprotect(client, name).await;
     api.delete(name, &DeleteParams::default())
         .await
         .expect("delete organization");
@@ -711,6 +725,7 @@ async fn orphan_policy_keeps_the_namespace_without_tenantry() {
     wait_ws_ready(&client, &name, "default").await;
     let ns = format!("{name}-default");
     let api: Api<Organization> = Api::all(client.clone());
+    unprotect(&client, &name).await;
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     wait_gone(&api, &name).await;
     wait_gone(

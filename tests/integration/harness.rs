@@ -154,9 +154,9 @@ async fn install(kubeconfig: &Path) -> Result<(), String> {
         .map_err(|_| format!("CRD {name} was not established within {TIMEOUT:?}"))?
         .map_err(|e| e.to_string())?;
     }
-    tenantry::rbac::install_cluster_roles(&client)
+    tenantry::rbac::install(&client, &tenantry::settings::Settings::default())
         .await
-        .map_err(|e| format!("installing the shipped ClusterRoles: {e}"))?;
+        .map_err(|e| format!("installing the roles and admission policies: {e}"))?;
     Ok(())
 }
 
@@ -262,7 +262,21 @@ fn start_controller() -> RunningController {
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("a runtime for the controller");
         rt.block_on(async move {
-            let client = client_for(&kubeconfig, None, &[]).await;
+            // The controller runs as the operator's ServiceAccount, with exactly the
+            // rights of the shipped `tenantry-operator` ClusterRole.
+            let settings = tenantry::settings::Settings::default();
+            let sa = format!(
+                "system:serviceaccount:{}:{}",
+                settings.operator_namespace,
+                tenantry::rbac::OPERATOR_SERVICE_ACCOUNT
+            );
+            let sa_ns_group = format!("system:serviceaccounts:{}", settings.operator_namespace);
+            let client = client_for(
+                &kubeconfig,
+                Some(&sa),
+                &["system:serviceaccounts", &sa_ns_group],
+            )
+            .await;
             let settings = tenantry::settings::Settings {
                 resync_seconds: 3600,
                 ..Default::default()

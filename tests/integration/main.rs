@@ -3,5 +3,6 @@
 
 mod harness;
 
+mod access;
 mod controlplane;
 mod core;

@@ -1,0 +1,680 @@
+//! The access model, enforced by Kubernetes itself (RBAC and the shipped
+//! ValidatingAdmissionPolicies): impersonated users in every role of two organizations
+//! attempt every action of the role table, and the cross-organization and escalation
+//! attempts. Mutations are dry runs: authorization and admission run, nothing persists.
+//! The test prints the matrix it checked.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject as RbacSubject,
+};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tenantry::api::*;
+
+use crate::core::{
+    add_member, create_org, membership, org_spec, unprotect, wait_member_reason, wait_ws_ready,
+};
+use crate::harness::{admin, as_user, controller, unique};
+
+const ROLES: [OrgRole; 7] = OrgRole::ALL;
+
+fn user(role: OrgRole, org: &str) -> String {
+    format!("{}@{org}.example", role.slug())
+}
+
+/// Allowed (true), denied (false, a 403), or a test failure for anything else.
+fn allowed<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(kube::Error::Api(s)) if s.code == 403 => false,
+        Err(e) => panic!("{what}: neither allowed nor forbidden: {e}"),
+    }
+}
+
+async fn can_i(client: &Client, verb: &str, group: &str, resource: &str, ns: &str) -> bool {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    r.status.map(|s| s.allowed).unwrap_or(false)
+}
+
+fn dry() -> PostParams {
+    PostParams {
+        dry_run: true,
+        ..Default::default()
+    }
+}
+fn dry_patch() -> PatchParams {
+    PatchParams {
+        dry_run: true,
+        ..Default::default()
+    }
+}
+
+/// Sets up an organization with one member per role (each assigned workspace
+/// `default`) and a machine client.
+async fn populated_org(client: &Client) -> String {
+    let name = unique("acc");
+    let mut spec = org_spec(&user(OrgRole::Owner, "x"));
+    spec.owners = vec![Subject::user(&user(OrgRole::Owner, &name))];
+    create_org(client, &name, spec).await;
+    wait_ws_ready(client, &name, "default").await;
+    for role in ROLES.iter().filter(|r| **r != OrgRole::Owner) {
+        let ws_role = if *role == OrgRole::Viewer {
+            WorkspaceRole::Viewer
+        } else {
+            WorkspaceRole::Editor
+        };
+        add_member(
+            client,
+            &name,
+            membership(
+                role.slug(),
+                Subject::user(&user(*role, &name)),
+                *role,
+                &[("default", ws_role)],
+            ),
+        )
+        .await;
+    }
+    add_member(
+        client,
+        &name,
+        membership("bot", Subject::client("bot"), OrgRole::Member, &[]),
+    )
+    .await;
+    for m in ROLES
+        .iter()
+        .filter(|r| **r != OrgRole::Owner)
+        .map(|r| r.slug())
+        .chain(["bot"])
+    {
+        wait_member_reason(client, &name, m, "Granted").await;
+    }
+    name
+}
+
+#[tokio::test]
+async fn every_role_may_do_exactly_what_the_table_says() {
+    let _ = controller();
+    let client = admin().await;
+    let a = populated_org(&client).await;
+    let b = populated_org(&client).await;
+    // Organization a is unprotected so that deletion rights show (as dry runs).
+    unprotect(&client, &a).await;
+    let (a_ns, b_ns, a_ws) = (
+        format!("org-{a}"),
+        format!("org-{b}"),
+        format!("{a}-default"),
+    );
+
+    let mut matrix: BTreeMap<&str, BTreeMap<OrgRole, bool>> = BTreeMap::new();
+    for role in ROLES {
+        let c = as_user(&user(role, &a), &[]).await;
+        let orgs: Api<Organization> = Api::all(c.clone());
+        let wss: Api<Workspace> = Api::namespaced(c.clone(), &a_ns);
+        let mbrs: Api<Membership> = Api::namespaced(c.clone(), &a_ns);
+        let mut row = |action: &'static str, ok: bool| {
+            matrix.entry(action).or_default().insert(role, ok);
+        };
+        row(
+            "read the Organization and its status",
+            allowed("get org", orgs.get(&a).await),
+        );
+        row(
+            "change displayName, limits, defaults",
+            allowed(
+                "patch org",
+                orgs.patch(
+                    &a,
+                    &dry_patch(),
+                    &Patch::Merge(
+                        json!({"spec": {"displayName": "x", "limits": {"maxMembers": 99}}}),
+                    ),
+                )
+                .await,
+            ),
+        );
+        row(
+            "delete the Organization",
+            allowed(
+                "delete org",
+                orgs.delete(
+                    &a,
+                    &DeleteParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                )
+                .await,
+            ),
+        );
+        let mut ws = Workspace::new("new-ws", Default::default());
+        ws.metadata.namespace = Some(a_ns.clone());
+        let create_ws = allowed("create ws", wss.create(&dry(), &ws).await);
+        let patch_ws = allowed(
+            "patch ws",
+            wss.patch(
+                "default",
+                &dry_patch(),
+                &Patch::Merge(json!({"spec": {"displayName": "x"}})),
+            )
+            .await,
+        );
+        let delete_ws = allowed(
+            "delete ws",
+            wss.delete(
+                "default",
+                &DeleteParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
+        row(
+            "create/change/delete Workspaces",
+            create_ws && patch_ws && delete_ws,
+        );
+        let mut new_member = membership(
+            "new-member",
+            Subject::user("new@x.example"),
+            OrgRole::Member,
+            &[("default", WorkspaceRole::Viewer)],
+        );
+        new_member.metadata.namespace = Some(a_ns.clone());
+        let add = allowed("add member", mbrs.create(&dry(), &new_member).await);
+        let change = allowed(
+            "change member",
+            mbrs.patch(
+                "member",
+                &dry_patch(),
+                &Patch::Merge(json!({"spec": {"role": "Viewer", "workspaces": []}})),
+            )
+            .await,
+        );
+        let remove = allowed(
+            "remove member",
+            mbrs.delete(
+                "viewer",
+                &DeleteParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
+        row(
+            "add/change/remove Members (non-Owner, non-Admin roles)",
+            add && change && remove,
+        );
+        let mut admin_grant = membership(
+            "new-admin",
+            Subject::user("new-admin@x.example"),
+            OrgRole::Admin,
+            &[],
+        );
+        admin_grant.metadata.namespace = Some(a_ns.clone());
+        let grant_admin = allowed("grant admin", mbrs.create(&dry(), &admin_grant).await);
+        let revoke_admin = allowed(
+            "revoke admin",
+            mbrs.delete(
+                "admin",
+                &DeleteParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
+        row("grant or revoke Admin", grant_admin && revoke_admin);
+        let mut owner_grant = membership(
+            "new-owner",
+            Subject::user("new-owner@x.example"),
+            OrgRole::Owner,
+            &[],
+        );
+        owner_grant.metadata.namespace = Some(a_ns.clone());
+        row(
+            "grant or revoke Owner",
+            allowed("grant owner", mbrs.create(&dry(), &owner_grant).await),
+        );
+        let list_m = allowed("list members", mbrs.list(&ListParams::default()).await);
+        let list_w = allowed("list workspaces", wss.list(&ListParams::default()).await);
+        row("list members and workspaces", list_m && list_w);
+        row(
+            "read machine-client Secrets",
+            allowed(
+                "read secret",
+                Api::<Secret>::namespaced(c.clone(), &a_ns)
+                    .get("bot-credentials")
+                    .await,
+            ),
+        );
+        row(
+            "workspace: admin (create RoleBindings)",
+            can_i(
+                &c,
+                "create",
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+                &a_ws,
+            )
+            .await,
+        );
+        row(
+            "workspace: edit (create Deployments)",
+            can_i(&c, "create", "apps", "deployments", &a_ws).await,
+        );
+        row(
+            "workspace: view (list Pods)",
+            can_i(&c, "list", "", "pods", &a_ws).await,
+        );
+
+        // Across organizations and escalations: all must be denied.
+        let other_mbrs: Api<Membership> = Api::namespaced(c.clone(), &b_ns);
+        let edit_other = allowed(
+            "edit other org member",
+            other_mbrs
+                .patch(
+                    "member",
+                    &dry_patch(),
+                    &Patch::Merge(json!({"spec": {"role": "Viewer"}})),
+                )
+                .await,
+        );
+        let mut foreign_ws = Workspace::new("mine", Default::default());
+        foreign_ws.metadata.namespace = Some(b_ns.clone());
+        let ws_other = allowed(
+            "create ws in other org",
+            Api::<Workspace>::namespaced(c.clone(), &b_ns)
+                .create(&dry(), &foreign_ws)
+                .await,
+        );
+        let read_other = allowed(
+            "read other org",
+            Api::<Organization>::all(c.clone()).get(&b).await,
+        );
+        let other_ws_access = can_i(&c, "list", "", "pods", &format!("{b}-default")).await;
+        row(
+            "ANY access to the other organization",
+            edit_other || ws_other || read_other || other_ws_access,
+        );
+        let mut self_owner = membership(
+            "self-owner",
+            Subject::user(&user(role, &a)),
+            OrgRole::Owner,
+            &[],
+        );
+        self_owner.metadata.namespace = Some(a_ns.clone());
+        let escalate_new = allowed("grant self owner", mbrs.create(&dry(), &self_owner).await);
+        let escalate_own = if role == OrgRole::Owner {
+            false
+        } else {
+            allowed(
+                "promote own membership",
+                mbrs.patch(
+                    role.slug(),
+                    &dry_patch(),
+                    &Patch::Merge(json!({"spec": {"role": "Owner"}})),
+                )
+                .await,
+            )
+        };
+        row(
+            "make yourself Owner (non-owners)",
+            role != OrgRole::Owner && (escalate_new || escalate_own),
+        );
+        let label = allowed(
+            "label foreign namespace",
+            Api::<Namespace>::all(c.clone())
+                .patch(
+                    &format!("{b}-default"),
+                    &dry_patch(),
+                    &Patch::Merge(
+                        json!({"metadata": {"labels": {"tenantry.dev/organization": a}}}),
+                    ),
+                )
+                .await,
+        );
+        row("label another org's namespace as yours", label);
+        row(
+            "change spec.owners",
+            allowed(
+                "change owners",
+                orgs.patch(
+                    &a,
+                    &dry_patch(),
+                    &Patch::Merge(
+                        json!({"spec": {"owners": [{"kind": "User", "name": user(role, &a)}]}}),
+                    ),
+                )
+                .await,
+            ),
+        );
+        row(
+            "set spec.verified",
+            allowed(
+                "verify",
+                orgs.patch(
+                    &a,
+                    &dry_patch(),
+                    &Patch::Merge(json!({"spec": {"verified": true}})),
+                )
+                .await,
+            ),
+        );
+        let protected = Api::<Organization>::all(as_user(&user(role, &b), &[]).await);
+        row(
+            "delete a protected org (its own, b)",
+            allowed(
+                "delete protected",
+                protected
+                    .delete(
+                        &b,
+                        &DeleteParams {
+                            dry_run: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await,
+            ),
+        );
+    }
+
+    use OrgRole::*;
+    let all = ROLES.to_vec();
+    let expected: BTreeMap<&str, Vec<OrgRole>> = [
+        ("read the Organization and its status", all.clone()),
+        ("change displayName, limits, defaults", vec![Owner, Admin]),
+        ("delete the Organization", vec![Owner]),
+        ("create/change/delete Workspaces", vec![Owner, Admin]),
+        (
+            "add/change/remove Members (non-Owner, non-Admin roles)",
+            vec![Owner, Admin, UserAdmin],
+        ),
+        ("grant or revoke Admin", vec![Owner, Admin]),
+        ("grant or revoke Owner", vec![Owner]),
+        ("list members and workspaces", all.clone()),
+        ("read machine-client Secrets", vec![Owner, Admin]),
+        (
+            "workspace: admin (create RoleBindings)",
+            vec![Owner, Admin, Manager],
+        ),
+        (
+            "workspace: edit (create Deployments)",
+            vec![Owner, Admin, Manager, UserAdmin, BillingAdmin, Member],
+        ),
+        ("workspace: view (list Pods)", all.clone()),
+        ("ANY access to the other organization", vec![]),
+        ("make yourself Owner (non-owners)", vec![]),
+        ("label another org's namespace as yours", vec![]),
+        ("change spec.owners", vec![Owner]),
+        ("set spec.verified", vec![]),
+        ("delete a protected org (its own, b)", vec![]),
+    ]
+    .into();
+
+    // Print the matrix, then compare.
+    let mut table = String::from("\n| action |");
+    for r in ROLES {
+        table.push_str(&format!(" {r:?} |"));
+    }
+    table.push_str("\n|---|");
+    table.push_str(&"---|".repeat(ROLES.len()));
+    let mut wrong = Vec::new();
+    for (action, want) in &expected {
+        let got = &matrix[action];
+        table.push_str(&format!("\n| {action} |"));
+        for r in ROLES {
+            let ok = got[&r];
+            table.push_str(if ok { " yes |" } else { " no |" });
+            if ok != want.contains(&r) {
+                wrong.push(format!(
+                    "{action}: {r:?} was {}",
+                    if ok { "allowed" } else { "denied" }
+                ));
+            }
+        }
+    }
+    println!("{table}");
+    assert!(
+        wrong.is_empty(),
+        "the access matrix differs from the role table:\n{}\n{table}",
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn platform_admins_verify_and_tracking_labels_are_protected() {
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("acc");
+    create_org(&client, &name, org_spec("o@x.example")).await;
+    wait_ws_ready(&client, &name, "default").await;
+
+    // A platform admin (by group) may verify; the owner may not.
+    let platform = as_user("root@platform.example", &["tenantry:platform-admins"]).await;
+    Api::<Organization>::all(platform.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"verified": true}})),
+        )
+        .await
+        .expect("a platform admin verifies");
+    let owner = Api::<Organization>::all(as_user("o@x.example", &[]).await);
+    let denied = owner
+        .patch(
+            &name,
+            &dry_patch(),
+            &Patch::Merge(json!({"spec": {"verified": false}})),
+        )
+        .await;
+    assert!(!allowed("owner unverifies", denied));
+
+    // Someone with the right to label namespaces still cannot set Tenantry's labels.
+    let who = format!("ns-labeler-{}", unique("u"));
+    let cr = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(who.clone()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["namespaces".into()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..Default::default()
+        }]),
+        aggregation_rule: None,
+    };
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &cr)
+        .await
+        .unwrap();
+    let crb = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(who.clone()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: who.clone(),
+        },
+        subjects: Some(vec![RbacSubject {
+            kind: "User".into(),
+            name: who.clone(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &crb)
+        .await
+        .unwrap();
+    let labeler = Api::<Namespace>::all(as_user(&who, &[]).await);
+    let ws_ns = format!("{name}-default");
+    let r = labeler
+        .patch(
+            &ws_ns,
+            &dry_patch(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "blue"}}})),
+        )
+        .await;
+    assert!(allowed("plain label", r), "other labels are fine");
+    let r = labeler
+        .patch(
+            &ws_ns,
+            &dry_patch(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tenantry.dev/workspace": "other"}}})),
+        )
+        .await;
+    let msg = format!("{r:?}");
+    assert!(
+        !allowed("tenantry label", r),
+        "changing tenantry.dev/ labels is denied"
+    );
+    assert!(msg.contains("set by Tenantry only"), "{msg}");
+    let r = labeler
+        .patch(
+            &ws_ns,
+            &dry_patch(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tenantry.dev/owner-uid": "x"}}})),
+        )
+        .await;
+    assert!(!allowed("tenantry annotation", r));
+    let r = labeler
+        .patch(
+            "default",
+            &dry_patch(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "tenantry"}}}),
+            ),
+        )
+        .await;
+    assert!(
+        !allowed("managed-by", r),
+        "claiming a namespace for Tenantry is denied"
+    );
+
+    // Deleting a protected organization says why.
+    let r = Api::<Organization>::all(client.clone())
+        .delete(
+            &name,
+            &DeleteParams {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let msg = format!("{r:?}");
+    assert!(msg.contains("protected from deletion"), "{msg}");
+
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .delete(&who, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .delete(&who, &DeleteParams::default())
+        .await
+        .unwrap();
+    crate::core::delete_org(&client, &name).await;
+}
+
+#[tokio::test]
+async fn invitations_wait_for_the_invited_user() {
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("inv");
+    let mut spec = org_spec("o@x.example");
+    spec.membership = Some(MembershipPolicy {
+        require_acceptance: true,
+    });
+    create_org(&client, &name, spec).await;
+    wait_ws_ready(&client, &name, "default").await;
+    add_member(
+        &client,
+        &name,
+        membership(
+            "pat",
+            Subject::user("pat@x.example"),
+            OrgRole::Member,
+            &[("default", WorkspaceRole::Editor)],
+        ),
+    )
+    .await;
+    wait_member_reason(&client, &name, "pat", "InvitationPending").await;
+    let ws_ns = format!("{name}-default");
+    let pat = as_user("pat@x.example", &[]).await;
+    assert!(
+        !can_i(&pat, "create", "apps", "deployments", &ws_ns).await,
+        "nothing before accepting"
+    );
+
+    let org_ns = format!("org-{name}");
+    // Someone else cannot accept for pat; pat cannot change the role while accepting.
+    let other = Api::<Membership>::namespaced(as_user("o@x.example", &[]).await, &org_ns);
+    let accept = json!({"metadata": {"annotations": {"tenantry.dev/accepted": "true"}}});
+    assert!(!allowed(
+        "owner accepts for pat",
+        other
+            .patch("pat", &dry_patch(), &Patch::Merge(accept.clone()))
+            .await
+    ));
+    let mine = Api::<Membership>::namespaced(pat.clone(), &org_ns);
+    let sneaky = json!({"metadata": {"annotations": {"tenantry.dev/accepted": "true"}}, "spec": {"role": "Admin"}});
+    assert!(!allowed(
+        "pat escalates while accepting",
+        mine.patch("pat", &dry_patch(), &Patch::Merge(sneaky)).await
+    ));
+    mine.patch("pat", &PatchParams::default(), &Patch::Merge(accept))
+        .await
+        .expect("pat accepts");
+    wait_member_reason(&client, &name, "pat", "Granted").await;
+    crate::harness::wait_for(
+        &Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ws_ns),
+        "tenantry-workspace-editor",
+        "pat is an editor",
+        |rb: Option<&k8s_openapi::api::rbac::v1::RoleBinding>| {
+            rb.is_some_and(|rb| {
+                rb.subjects
+                    .iter()
+                    .flatten()
+                    .any(|s| s.name == "pat@x.example")
+            })
+        },
+    )
+    .await;
+    assert!(can_i(&pat, "create", "apps", "deployments", &ws_ns).await);
+    // The invitation's Role is gone once accepted.
+    crate::harness::wait_gone(
+        &Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), &org_ns),
+        "tenantry-invitation-pat",
+    )
+    .await;
+    let _ = mine.get("pat").await.map(|m| m.name_any());
+    crate::core::delete_org(&client, &name).await;
+}
