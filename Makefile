@@ -40,8 +40,9 @@ test-kind: ## run the integration suite against the existing cluster in KUBECONF
 	TENANTRY_TEST_KUBECONFIG="$${KUBECONFIG:-$$HOME/.kube/config}" cargo test --locked --test integration
 
 .PHONY: crds
-crds: ## regenerate crds/ from the Rust types
+crds: ## regenerate crds/ and deploy/manifests.yaml from the Rust types
 	cargo run --locked --quiet -- crd > crds/tenantry.dev.yaml
+	cargo run --locked --quiet -- manifests > deploy/manifests.yaml
 
 .PHONY: check
 check: ## formatting, lints and generated files are up to date
@@ -49,5 +50,7 @@ check: ## formatting, lints and generated files are up to date
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo run --locked --quiet -- crd | diff -u crds/tenantry.dev.yaml - || \
 		{ echo "crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
+	cargo run --locked --quiet -- manifests | diff -u deploy/manifests.yaml - || \
+		{ echo "deploy/manifests.yaml is stale: run 'make crds' and commit" >&2; exit 1; }
 	test -z "$$(gofmt -l hack/controlplane)" || { gofmt -l hack/controlplane; exit 1; }
 	cd hack/controlplane && CGO_ENABLED=0 go vet -trimpath ./...
