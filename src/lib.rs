@@ -6,11 +6,13 @@
 //! - [`grants`]: the pure rules of who gets what.
 //! - [`provision`], [`names`], [`labels`], [`rbac`]: shared provisioning helpers.
 
+pub mod admin;
 pub mod api;
 pub mod controller;
 pub mod error;
 pub mod grants;
 pub mod labels;
+pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod provision;

@@ -24,6 +24,9 @@ enum Command {
     Run {
         #[command(flatten)]
         settings: Settings,
+        /// Address of the admin server (/livez, /readyz, /metrics).
+        #[arg(long, env = "TENANTRY_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+        admin_address: std::net::SocketAddr,
         /// Log format.
         #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -71,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run {
             settings,
+            admin_address,
             log_format,
         } => {
             init_tracing(log_format);
@@ -81,7 +85,17 @@ async fn main() -> anyhow::Result<()> {
                 info!("shutting down");
                 let _ = stop_tx.send(true);
             });
-            tenantry::controller::run(client, settings, stop_rx, None).await?;
+            let health = tenantry::admin::Health::default();
+            let mut admin_stop = stop_rx.clone();
+            let admin = tokio::spawn(tenantry::admin::serve(
+                admin_address,
+                health.clone(),
+                async move {
+                    let _ = admin_stop.wait_for(|stop| *stop).await;
+                },
+            ));
+            tenantry::controller::run(client, settings, stop_rx, None, Some(health)).await?;
+            admin.await??;
         }
     }
     Ok(())

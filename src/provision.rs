@@ -79,6 +79,7 @@ async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Re
         return Ok(false);
     }
     let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
+    crate::metrics::write("apply", K::kind(&()).as_ref());
     api.patch(&name, &pp, &Patch::Apply(desired))
         .await
         .context(|| format!("applying {} {}", K::kind(&()), object_path(desired)))?;
@@ -108,6 +109,7 @@ where
 }
 
 async fn delete_with<K: Object>(api: Api<K>, what: String, name: &str) -> Result<bool> {
+    crate::metrics::write("delete", K::kind(&()).as_ref());
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
@@ -323,6 +325,7 @@ where
         "status": status,
     });
     let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
+    crate::metrics::write("apply_status", K::kind(&()).as_ref());
     match api.patch_status(&name, &pp, &Patch::Apply(&patch)).await {
         // Deleted meanwhile: there is no status left to write.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

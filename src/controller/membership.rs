@@ -80,6 +80,7 @@ struct Found {
 
 #[instrument(skip_all, fields(membership = %m.name_any(), namespace = ?m.namespace()))]
 async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = crate::metrics::timer("Membership");
     if m.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -266,12 +266,17 @@ pub async fn run(
     settings: Settings,
     shutdown: watch::Receiver<bool>,
     observer: Option<Observer>,
+    health: Option<crate::admin::Health>,
 ) -> anyhow::Result<()> {
     wait_for_crds(&client).await;
     let (stores, tasks) = stores(&client);
     let caches = tokio::spawn(futures::future::join_all(tasks));
     stores.ready().await;
     info!("caches synced; starting reconcilers");
+    if let Some(health) = &health {
+        health.set_ready(true);
+    }
+    let gauges = tokio::spawn(count_managed(stores.clone()));
     let reporter = Reporter {
         controller: "tenantry".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -292,20 +297,68 @@ pub async fn run(
         membership::run(ctx.clone(), stop(shutdown.clone())),
     );
     caches.abort();
+    gauges.abort();
     info!("controller stopped");
     Ok(())
 }
 
-/// Logs one reconcile result.
-pub fn log_result<K, E>(
+/// Keeps the `managed_objects` gauges current.
+async fn count_managed(stores: Stores) {
+    loop {
+        let counts = [
+            ("Organization", stores.organizations.state().len()),
+            ("Workspace", stores.workspaces.state().len()),
+            ("Membership", stores.memberships.state().len()),
+            ("Namespace", stores.namespaces.state().len()),
+            ("RoleBinding", stores.role_bindings.state().len()),
+            ("ClusterRole", stores.cluster_roles.state().len()),
+            (
+                "ClusterRoleBinding",
+                stores.cluster_role_bindings.state().len(),
+            ),
+            ("Secret", stores.secrets.state().len()),
+            ("ServiceAccount", stores.service_accounts.state().len()),
+        ];
+        for (kind, n) in counts {
+            crate::metrics::METRICS
+                .managed
+                .get_or_create(&crate::metrics::KindLabels { kind: kind.into() })
+                .set(n as i64);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+/// Logs one reconcile result, counts it, and tells the observer.
+pub fn log_result<K>(
     ctx: &Context,
     kind: &'static str,
-    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>,
+    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<Error, watcher::Error>>,
 ) where
     K: Resource,
     K::DynamicType: std::fmt::Debug,
-    E: std::error::Error + 'static,
 {
+    use crate::metrics::{ErrorLabels, METRICS, ResultLabels};
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    METRICS
+        .reconciles
+        .get_or_create(&ResultLabels {
+            kind: kind.into(),
+            result: outcome.into(),
+        })
+        .inc();
+    if let Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) = &result {
+        METRICS
+            .errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                reason: e.metric_label().into(),
+            })
+            .inc();
+    }
     use kube::runtime::controller::Error as CtlError;
     let (obj, ok) = match result {
         Ok((obj, _)) => {

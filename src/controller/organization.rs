@@ -83,6 +83,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
 #[instrument(skip_all, fields(organization = %org.name_any()))]
 async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = crate::metrics::timer("Organization");
     if org.meta().deletion_timestamp.is_some() {
         // Owner references cascade; nothing for us to do.
         return Ok(Action::await_change());

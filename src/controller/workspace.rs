@@ -103,6 +103,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
 #[instrument(skip_all, fields(workspace = %ws.name_any(), namespace = ?ws.namespace()))]
 async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = crate::metrics::timer("Workspace");
     let ns = ws
         .namespace()
         .ok_or_else(|| Error::MissingKey(format!("Workspace {}", ws.name_any())))?;

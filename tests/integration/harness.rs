@@ -282,7 +282,7 @@ fn start_controller() -> RunningController {
                 ..Default::default()
             };
             if let Err(e) =
-                tenantry::controller::run(client, settings, stop_rx, Some(observer)).await
+                tenantry::controller::run(client, settings, stop_rx, Some(observer), None).await
             {
                 eprintln!("harness: controller stopped with an error: {e:#}");
             }

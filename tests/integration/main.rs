@@ -6,3 +6,4 @@ mod harness;
 mod access;
 mod controlplane;
 mod core;
+mod runtime;
