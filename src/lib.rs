@@ -12,6 +12,7 @@ pub mod controller;
 pub mod error;
 pub mod grants;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod policy;

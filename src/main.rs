@@ -24,6 +24,8 @@ enum Command {
     Run {
         #[command(flatten)]
         settings: Settings,
+        #[command(flatten)]
+        leader: tenantry::leader::LeaderSettings,
         /// Address of the admin server (/livez, /readyz, /metrics).
         #[arg(long, env = "TENANTRY_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
         admin_address: std::net::SocketAddr,
@@ -74,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run {
             settings,
+            leader,
             admin_address,
             log_format,
         } => {
@@ -94,7 +97,40 @@ async fn main() -> anyhow::Result<()> {
                     let _ = admin_stop.wait_for(|stop| *stop).await;
                 },
             ));
-            tenantry::controller::run(client, settings, stop_rx, None, Some(health)).await?;
+            let elector = leader.leader_election.then(|| {
+                tenantry::leader::Elector::new(
+                    client.clone(),
+                    &settings.operator_namespace,
+                    &leader,
+                )
+            });
+            if let Some(elector) = &elector {
+                // A standby is healthy and ready: it is waiting, as it should.
+                health.set_ready(true);
+                let mut stopped = stop_rx.clone();
+                tokio::select! {
+                    _ = elector.acquire() => {}
+                    _ = stopped.wait_for(|stop| *stop) => {
+                        admin.await??;
+                        return Ok(());
+                    }
+                }
+                health.set_ready(false);
+            }
+            let run = tenantry::controller::run(client, settings, stop_rx, None, Some(health));
+            match &elector {
+                None => run.await?,
+                Some(elector) => tokio::select! {
+                    r = run => {
+                        r?;
+                        elector.release().await;
+                    }
+                    _ = elector.hold() => {
+                        tracing::error!("lost the leader lease: exiting, so that only one replica writes");
+                        std::process::exit(1);
+                    }
+                },
+            }
             admin.await??;
         }
     }

@@ -246,7 +246,12 @@ pub async fn claim_namespace(
 
 /// Labels and annotations that identify a namespace's owner. They are set once, when
 /// Tenantry creates the namespace, and never change while it owns it.
-const IDENTITY_LABELS: [&str; 4] = [labels::MANAGED_BY, labels::ORGANIZATION, labels::WORKSPACE, labels::COMPONENT];
+const IDENTITY_LABELS: [&str; 4] = [
+    labels::MANAGED_BY,
+    labels::ORGANIZATION,
+    labels::WORKSPACE,
+    labels::COMPONENT,
+];
 
 /// Creates a namespace (never applies over an existing one) with only its identity: the
 /// owner-uid annotation and the labels that map it back to its owner. Everything else is

@@ -4,7 +4,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{TIMEOUT, cluster};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::core::ObjectMeta;
+
+use crate::harness::{TIMEOUT, cluster, wait_for};
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -34,11 +39,29 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn the_binary_serves_health_and_metrics_and_stops_on_sigterm() {
-    let kubeconfig = cluster().kubeconfig.clone();
+/// The operator namespace, where the leader Lease lives.
+async fn operator_namespace() {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("tenantry-system".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(crate::harness::admin().await)
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating tenantry-system: {e}"),
+    }
+}
+
+/// `tenantry run` as a child process: its admin port, with the given lease and identity.
+fn start(lease: &str, identity: &str, lease_seconds: u32) -> (tokio::process::Child, u16) {
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args([
             "run",
             "--admin-address",
@@ -46,11 +69,33 @@ async fn the_binary_serves_health_and_metrics_and_stops_on_sigterm() {
             "--log-format",
             "json",
         ])
-        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "--lease-name",
+            lease,
+            "--lease-seconds",
+            &lease_seconds.to_string(),
+            "--identity",
+            identity,
+        ])
+        .env("KUBECONFIG", &cluster().kubeconfig)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
         .expect("start tenantry run");
+    (child, port)
+}
+
+async fn metrics(port: u16) -> String {
+    get(port, "/metrics")
+        .await
+        .map(|(_, m)| m)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_binary_serves_health_and_metrics_and_stops_on_sigterm() {
+    operator_namespace().await;
+    let (mut child, port) = start(&crate::harness::unique("lease"), "solo", 15);
 
     // Ready once the caches have synced (probed the way a kubelet does, with a deadline).
     let ready = async {
@@ -96,4 +141,75 @@ async fn the_binary_serves_health_and_metrics_and_stops_on_sigterm() {
         .expect("exits within 20s of SIGTERM")
         .unwrap();
     assert!(status.success(), "clean exit: {status}");
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_when_the_leader_dies() {
+    operator_namespace().await;
+    let lease = crate::harness::unique("lease");
+    let (mut a, a_port) = start(&lease, "replica-a", 4);
+    let (mut b, b_port) = start(&lease, "replica-b", 4);
+    let leases: Api<Lease> = Api::namespaced(crate::harness::admin().await, "tenantry-system");
+    let held = wait_for(&leases, &lease, "a holder", |l: Option<&Lease>| {
+        l.and_then(|l| l.spec.as_ref()?.holder_identity.clone())
+            .is_some_and(|h| h.starts_with("replica-"))
+    })
+    .await
+    .unwrap();
+    let leader = held.spec.unwrap().holder_identity.unwrap();
+    let (dead, standby, standby_port) = if leader == "replica-a" {
+        (&mut a, "replica-b", b_port)
+    } else {
+        (&mut b, "replica-a", a_port)
+    };
+    // Only the leader reconciles: the standby has not run a single reconcile.
+    let ready = async {
+        while get(standby_port, "/readyz").await.map(|(s, _)| s) != Some(200) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, ready)
+        .await
+        .expect("the standby is ready (waiting)");
+    assert!(
+        !metrics(standby_port)
+            .await
+            .contains("tenantry_reconciles_total{"),
+        "a standby writes nothing"
+    );
+
+    // kill -9 the leader: the standby takes the lease within its duration and works.
+    dead.start_kill().unwrap();
+    let _ = dead.wait().await;
+    let taken_at = std::time::Instant::now();
+    wait_for(
+        &leases,
+        &lease,
+        "the standby holds the lease",
+        |l: Option<&Lease>| {
+            l.and_then(|l| l.spec.as_ref()?.holder_identity.clone())
+                .as_deref()
+                == Some(standby)
+        },
+    )
+    .await;
+    let took = taken_at.elapsed();
+    assert!(took < Duration::from_secs(4 + 4), "took over in {took:?}");
+    let client = crate::harness::admin().await;
+    let name = crate::harness::unique("ha");
+    crate::core::create_org(&client, &name, crate::core::org_spec("o@x.example")).await;
+    crate::core::wait_ws_ready(&client, &name, "default").await;
+    let converged = async {
+        while !metrics(standby_port)
+            .await
+            .contains("tenantry_reconciles_total{kind=\"Organization\",result=\"ok\"}")
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, converged)
+        .await
+        .expect("the new leader reconciles");
+    println!("standby {standby} took the lease {took:?} after the leader was killed");
+    crate::core::delete_org(&client, &name).await;
 }
