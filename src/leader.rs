@@ -175,23 +175,21 @@ impl Elector {
 
     /// Gives the lease up (on a clean shutdown), so a standby takes over at once.
     pub async fn release(&self) {
-        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await {
-            if lease
-                .spec
-                .as_ref()
-                .and_then(|s| s.holder_identity.as_deref())
-                == Some(self.identity.as_str())
-            {
-                if let Some(spec) = lease.spec.as_mut() {
-                    spec.holder_identity = None;
-                    spec.renew_time = None;
-                }
-                let _ = self
-                    .api
-                    .replace(&self.name, &PostParams::default(), &lease)
-                    .await;
-                info!(identity = %self.identity, "released the lease");
-            }
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
         }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        let _ = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await;
+        info!(identity = %self.identity, "released the lease");
     }
 }
