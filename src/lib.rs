@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api;
 pub mod controller;
+pub mod credentials;
 pub mod error;
 pub mod grants;
 pub mod labels;
@@ -20,6 +21,7 @@ pub mod provision;
 pub mod rbac;
 pub mod settings;
 pub mod status;
+pub mod token;
 pub mod tree;
 
 /// Everything `tenantry manifests` prints, as YAML: the roles Tenantry binds, the

@@ -33,6 +33,11 @@ enum Command {
         #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Serve the OAuth 2.0 token endpoint for machine clients (client credentials grant).
+    TokenServer {
+        #[command(flatten)]
+        settings: tenantry::token::TokenSettings,
+    },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Print the cluster objects Tenantry needs besides its CRDs, as YAML: the roles it
@@ -68,6 +73,11 @@ fn init_tracing(format: LogFormat) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::TokenServer { settings } => {
+            init_tracing(LogFormat::Text);
+            let client = kube::Client::try_default().await?;
+            tenantry::token::serve(client, settings, shutdown_signal()).await?;
+        }
         Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
         Command::Manifests { settings } => print!("{}", tenantry::manifests_yaml(&settings)?),
         Command::Tree { organization } => {

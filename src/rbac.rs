@@ -232,11 +232,12 @@ pub fn operator_role() -> ClusterRole {
             &["networkpolicies"],
             &["get", "list", "watch", "create", "patch", "delete"],
         ),
-        // Client credentials: created once; watched only with Tenantry's label selector.
+        // Client credentials: written at issuance and rotation only; watched only with
+        // Tenantry's label selector.
         rule(
             &[""],
             &["secrets"],
-            &["get", "list", "watch", "create", "delete"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
         // Bindings of organization and workspace roles; per-organization ClusterRoles.
         // (Roles: the one that lets an invited user accept.)
@@ -258,6 +259,8 @@ pub fn operator_role() -> ClusterRole {
             resource_names: Some(bindable),
             ..Default::default()
         },
+        // The token endpoint: short-lived tokens for Client ServiceAccounts.
+        rule(&[""], &["serviceaccounts/token"], &["create"]),
         // Events for what users should see.
         rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
         // Leader election.

@@ -135,6 +135,10 @@ pub struct MembershipStatus {
     /// A Client's id (its secret is only in the `<membership>-credentials` Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The last `tenantry.dev/rotate` annotation value acted on (a Client's secret was
+    /// rotated for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
     /// A Client's ServiceAccount in the organization namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,

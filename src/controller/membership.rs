@@ -11,16 +11,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
 use tracing::{info, instrument};
 
 use super::{Context, log_result, managed, memberships_of, requeue_on_error};
@@ -32,7 +32,7 @@ use crate::error::{Context as _, Error, Result};
 use crate::grants::{self, MemberState};
 use crate::provision;
 use crate::status::{self, Outcome};
-use crate::{labels, names};
+use crate::{credentials, labels, names};
 
 /// Runs the Membership reconciler until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
@@ -76,6 +76,7 @@ struct Found {
     workspaces: Vec<WorkspaceAccess>,
     client_id: Option<String>,
     service_account: Option<String>,
+    rotation: Option<String>,
 }
 
 #[instrument(skip_all, fields(membership = %m.name_any(), namespace = ?m.namespace()))]
@@ -140,12 +141,14 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         workspaces: found.workspaces,
         client_id: found.client_id,
         service_account: found.service_account,
+        rotation: found.rotation,
         observed_generation: m.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, m.meta().generation),
     };
     if old.workspaces != new.workspaces
         || old.client_id != new.client_id
         || old.service_account != new.service_account
+        || old.rotation != new.rotation
         || old.observed_generation != new.observed_generation
         || !status::same_conditions(&old.conditions, &new.conditions)
     {
@@ -227,9 +230,10 @@ async fn granted(
     provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, &invitation).await?;
     provision::delete_cached(&ctx.client, &ctx.stores.roles, ns, &invitation).await?;
     if m.spec.subject.kind == SubjectKind::Client {
-        let (sa, id) = ensure_client(org, m, ns, ctx).await?;
+        let (sa, id, rotation) = ensure_client(org, m, ns, ctx).await?;
         found.service_account = Some(sa);
         found.client_id = Some(id);
+        found.rotation = rotation;
     }
     let provisioned = |name: &str| {
         ctx.stores
@@ -311,7 +315,7 @@ async fn ensure_client(
     m: &Membership,
     ns: &str,
     ctx: &Context,
-) -> Result<(String, String)> {
+) -> Result<(String, String, Option<String>)> {
     let name = m.name_any();
     let uid = m
         .uid()
@@ -331,23 +335,56 @@ async fn ensure_client(
         }
     };
     let sa_name = names::client_service_account(&name);
-    let sa = ServiceAccount {
-        metadata: meta(sa_name.clone(), "client-service-account"),
-        automount_service_account_token: Some(false),
-        ..Default::default()
-    };
-    provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
-
-    let secret_name = names::client_secret_name(&name);
-    if ctx
+    // The verifier lives on the ServiceAccount: read the live one (cache, else API).
+    let live_sa = match ctx
         .stores
-        .secrets
-        .get(&ObjectRef::new(&secret_name).within(ns))
-        .is_none()
+        .service_accounts
+        .get(&ObjectRef::new(&sa_name).within(ns))
     {
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| Error::Random(e.to_string()))?;
-        let secret_value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        Some(sa) => Some(sa.as_ref().clone()),
+        None => Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&sa_name)
+            .await
+            .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?,
+    };
+    let verifier_keys = [
+        credentials::HASH,
+        credentials::PREVIOUS_HASH,
+        credentials::PREVIOUS_EXPIRES,
+    ];
+    let mut annotations: BTreeMap<String, String> = live_sa
+        .map(|sa| sa.annotations().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| verifier_keys.contains(&k.as_str()))
+        .collect();
+    let rotate_to = m.annotations().get(credentials::ROTATE).cloned();
+    let handled = m.status.as_ref().and_then(|s| s.rotation.clone());
+    let first = !annotations.contains_key(credentials::HASH);
+    let rotate = !first && rotate_to.is_some() && rotate_to != handled;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    if first || rotate {
+        let secret_value = credentials::generate().map_err(|e| Error::Random(e.to_string()))?;
+        let hash = credentials::hash(&secret_value).map_err(Error::Random)?;
+        let grace: i64 = m
+            .annotations()
+            .get(credentials::ROTATION_GRACE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match annotations.get(credentials::HASH).cloned() {
+            Some(previous) if rotate && grace > 0 => {
+                let expires = now + k8s_openapi::jiff::SignedDuration::from_secs(grace);
+                annotations.insert(credentials::PREVIOUS_HASH.into(), previous);
+                annotations.insert(credentials::PREVIOUS_EXPIRES.into(), expires.to_string());
+            }
+            _ => {
+                annotations.remove(credentials::PREVIOUS_HASH);
+                annotations.remove(credentials::PREVIOUS_EXPIRES);
+            }
+        }
+        annotations.insert(credentials::HASH.into(), hash);
+        // The Secret first: if writing the verifier fails, the next pass issues again.
+        let secret_name = names::client_secret_name(&name);
         let secret = Secret {
             metadata: meta(secret_name.clone(), "client-credentials"),
             type_: Some("tenantry.dev/client-credentials".into()),
@@ -366,17 +403,39 @@ async fn ensure_client(
             ),
             ..Default::default()
         };
-        match Api::<Secret>::namespaced(ctx.client.clone(), ns)
-            .create(&PostParams::default(), &secret)
+        crate::metrics::write("apply", "Secret");
+        Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .patch(
+                &secret_name,
+                &PatchParams::apply(labels::FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
             .await
-        {
-            Ok(_) => {
-                info!(secret = %secret_name, client_id = %client_id, "issued client credentials")
-            }
-            // Already there (the cache lagged): never overwrite a secret.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e).context(|| format!("creating Secret {ns}/{secret_name}")),
-        }
+            .context(|| format!("writing Secret {ns}/{secret_name}"))?;
+        let what = if rotate {
+            "rotated the client secret"
+        } else {
+            "issued client credentials"
+        };
+        info!(secret = %secret_name, client_id = %client_id, "{what}");
     }
-    Ok((sa_name, client_id))
+    // The previous secret stops working once its grace period is over.
+    let expired = annotations
+        .get(credentials::PREVIOUS_EXPIRES)
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .is_none_or(|t| t <= now);
+    if expired {
+        annotations.remove(credentials::PREVIOUS_HASH);
+        annotations.remove(credentials::PREVIOUS_EXPIRES);
+    }
+    let mut sa_meta = meta(sa_name.clone(), "client-service-account");
+    sa_meta.annotations = Some(annotations);
+    let sa = ServiceAccount {
+        metadata: sa_meta,
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
+    let rotation = if first || rotate { rotate_to } else { handled };
+    Ok((sa_name, client_id, rotation))
 }

@@ -1,0 +1,278 @@
+//! Machine clients: credentials exchanged for a short-lived token at the token endpoint;
+//! the token carries exactly the client's role; rotation; revocation.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use kube::core::ObjectMeta;
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use tenantry::api::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::core::{
+    add_member, create_org, create_ws, membership, org_spec, wait_member_reason, wait_ws_ready,
+};
+use crate::harness::{admin, cluster, controller, unique, wait_for, wait_gone};
+
+/// POST a form to the token endpoint: (status, JSON body).
+async fn post_token(port: u16, body: &str, basic: Option<(&str, &str)>) -> (u16, Value) {
+    use base64::Engine;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("token endpoint up");
+    let auth = basic
+        .map(|(id, secret)| {
+            format!(
+                "Authorization: Basic {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+            )
+        })
+        .unwrap_or_default();
+    let req = format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A client that authenticates with a bearer token only.
+async fn with_token(token: &str) -> Client {
+    let kc = Kubeconfig::read_from(&cluster().kubeconfig).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info = serde_json::from_value::<AuthInfo>(json!({"token": token})).unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn can_create_configmap(client: &Client, ns: &str) -> u16 {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(unique("cm")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &cm,
+        )
+        .await
+    {
+        Ok(_) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn credentials(client: &Client, ns: &str, name: &str) -> (String, String) {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{name}-credentials"))
+        .await
+        .unwrap();
+    let d = s.data.unwrap();
+    let text = |k: &str| String::from_utf8(d[k].0.clone()).unwrap();
+    (text("client-id"), text("client-secret"))
+}
+
+#[tokio::test]
+async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
+    let _ = controller();
+    let admin = admin().await;
+    let org = unique("cli");
+    create_org(&admin, &org, org_spec("o@x.example")).await;
+    create_ws(&admin, &org, "dev", Default::default()).await;
+    create_ws(&admin, &org, "prod", Default::default()).await;
+    wait_ws_ready(&admin, &org, "dev").await;
+    wait_ws_ready(&admin, &org, "prod").await;
+    add_member(
+        &admin,
+        &org,
+        membership(
+            "ci",
+            Subject::client("ci"),
+            OrgRole::Member,
+            &[("dev", WorkspaceRole::Editor)],
+        ),
+    )
+    .await;
+    wait_member_reason(&admin, &org, "ci", "Granted").await;
+    let org_ns = format!("org-{org}");
+    let (id, secret) = credentials(&admin, &org_ns, "ci").await;
+
+    // The owner may delete the delivered Secret once copied: the client still works.
+    Api::<Secret>::namespaced(admin.clone(), &org_ns)
+        .delete("ci-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(
+        &Api::<Secret>::namespaced(admin.clone(), &org_ns),
+        "ci-credentials",
+    )
+    .await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args([
+            "token-server",
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--token-lifetime-seconds",
+            "600",
+        ])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let up = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(crate::harness::TIMEOUT, up)
+        .await
+        .expect("token endpoint listens");
+
+    // RFC 6749 errors.
+    let (s, b) = post_token(port, "grant_type=password", Some((&id, &secret))).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let (s, b) = post_token(port, "client_id=x", None).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
+    let (s, b) = post_token(port, "grant_type=client_credentials", Some((&id, "wrong"))).await;
+    assert_eq!((s, b["error"].as_str()), (401, Some("invalid_client")));
+    let big = format!("grant_type=client_credentials&pad={}", "x".repeat(20_000));
+    assert_eq!(
+        post_token(port, &big, None).await.0,
+        413,
+        "bodies over the limit are refused"
+    );
+
+    // Form fields work as well as HTTP Basic.
+    let form = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
+    let (s, b) = post_token(port, &form, None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["token_type"], "Bearer");
+    assert!(b["expires_in"].as_i64().unwrap() > 500);
+    let (s, b) = post_token(port, "grant_type=client_credentials", Some((&id, &secret))).await;
+    assert_eq!(s, 200, "{b}");
+    let token = b["access_token"].as_str().unwrap().to_string();
+    let as_client = with_token(&token).await;
+    assert_eq!(
+        can_create_configmap(&as_client, &format!("{org}-dev")).await,
+        200,
+        "Editor in dev"
+    );
+    assert_eq!(
+        can_create_configmap(&as_client, &format!("{org}-prod")).await,
+        403,
+        "nothing in prod"
+    );
+    assert_eq!(
+        can_create_configmap(&as_client, "default").await,
+        403,
+        "nothing outside"
+    );
+
+    // Rotation: a new secret; the old one is refused (no grace period).
+    let mbrs: Api<Membership> = Api::namespaced(admin.clone(), &org_ns);
+    mbrs.patch(
+        "ci",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"tenantry.dev/rotate": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &org_ns);
+    wait_for(
+        &secrets,
+        "ci-credentials",
+        "a new secret",
+        |s: Option<&Secret>| s.is_some(),
+    )
+    .await;
+    let (id2, secret2) = credentials(&admin, &org_ns, "ci").await;
+    assert_eq!(id2, id, "the client id is stable");
+    assert_ne!(secret2, secret);
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &org_ns);
+    wait_for(
+        &sas,
+        "ci-client",
+        "the new verifier",
+        |sa: Option<&ServiceAccount>| {
+            sa.and_then(|sa| {
+                sa.metadata
+                    .annotations
+                    .as_ref()?
+                    .get("tenantry.dev/client-secret-hash")
+                    .cloned()
+            })
+            .is_some_and(|h| tenantry::credentials::verify(&secret2, &h))
+        },
+    )
+    .await;
+    assert_eq!(
+        post_token(port, "grant_type=client_credentials", Some((&id, &secret)))
+            .await
+            .0,
+        401,
+        "the old secret is refused"
+    );
+    assert_eq!(
+        post_token(port, "grant_type=client_credentials", Some((&id, &secret2)))
+            .await
+            .0,
+        200
+    );
+
+    // Removing the membership revokes the client: its ServiceAccount goes, and with it
+    // every token issued for it.
+    mbrs.delete("ci", &DeleteParams::default()).await.unwrap();
+    wait_gone(&sas, "ci-client").await;
+    assert_eq!(
+        can_create_configmap(&as_client, &format!("{org}-dev")).await,
+        401,
+        "the issued token is rejected"
+    );
+    assert_eq!(
+        post_token(port, "grant_type=client_credentials", Some((&id, &secret2)))
+            .await
+            .0,
+        401
+    );
+
+    // Failed attempts are rate-limited.
+    let mut last = 0;
+    for _ in 0..12 {
+        last = post_token(port, "grant_type=client_credentials", Some((&id, "guess")))
+            .await
+            .0;
+    }
+    assert_eq!(last, 429, "too many failures");
+    server.start_kill().unwrap();
+    crate::core::delete_org(&admin, &org).await;
+}
