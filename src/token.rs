@@ -36,6 +36,12 @@ pub struct TokenSettings {
     /// Lifetime of issued tokens, in seconds (the API server enforces at least 600).
     #[arg(long, env = "TENANTRY_TOKEN_LIFETIME_SECONDS", default_value_t = 3600)]
     pub token_lifetime_seconds: i64,
+    /// PEM certificate (chain) to serve HTTPS with; plain HTTP when unset.
+    #[arg(long, env = "TENANTRY_TOKEN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TENANTRY_TOKEN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Failed attempts allowed per client id, and per source address, each minute.
     #[arg(long, env = "TENANTRY_TOKEN_MAX_FAILURES", default_value_t = 10)]
     pub max_failures_per_minute: u32,
@@ -270,6 +276,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let address = settings.address;
+    let tls = (settings.tls_cert.clone(), settings.tls_key.clone());
     let server = Arc::new(Server {
         client,
         settings,
@@ -279,12 +286,24 @@ pub async fn serve(
         .route("/oauth2/token", post(token))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(server);
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let (Some(cert), Some(key)) = (&tls.0, &tls.1) {
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        info!(%address, "token endpoint listening on HTTPS (POST /oauth2/token)");
+        return axum_server::bind_rustls(address, config)
+            .handle(handle)
+            .serve(service)
+            .await;
+    }
     let listener = tokio::net::TcpListener::bind(address).await?;
-    info!(%address, "token endpoint listening (POST /oauth2/token)");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    info!(%address, "token endpoint listening on plain HTTP (POST /oauth2/token): put TLS in front of it");
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -276,3 +276,93 @@ async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
     server.start_kill().unwrap();
     crate::core::delete_org(&admin, &org).await;
 }
+
+#[tokio::test]
+async fn the_token_endpoint_serves_https_when_given_a_certificate() {
+    let dir = std::env::temp_dir().join(unique("tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["token-server", "--address", &format!("127.0.0.1:{port}")])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/oauth2/token");
+    let curl = |user: &'static str| {
+        let cert = cert.clone();
+        let url = url.clone();
+        async move {
+            tokio::process::Command::new("curl")
+                .args(["-s", "--cacert"])
+                .arg(&cert)
+                .args([
+                    "-u",
+                    user,
+                    "-d",
+                    "grant_type=client_credentials",
+                    "-w",
+                    "\n%{http_code}",
+                    &url,
+                ])
+                .output()
+                .await
+                .expect("curl is installed (.ci/run installs it)")
+        }
+    };
+    let answered = async {
+        loop {
+            let out = curl("nobody.none.000000:wrong").await;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.ends_with("401") {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let text = tokio::time::timeout(crate::harness::TIMEOUT, answered)
+        .await
+        .expect("HTTPS answers");
+    assert!(text.contains("\"invalid_client\""), "{text}");
+    server.start_kill().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
