@@ -253,11 +253,15 @@ async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
     // every token issued for it.
     mbrs.delete("ci", &DeleteParams::default()).await.unwrap();
     wait_gone(&sas, "ci-client").await;
-    assert_eq!(
-        can_create_configmap(&as_client, &format!("{org}-dev")).await,
-        401,
-        "the issued token is rejected"
-    );
+    // The API server learns of the deletion through its informer: within moments.
+    let rejected = async {
+        while can_create_configmap(&as_client, &format!("{org}-dev")).await != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), rejected)
+        .await
+        .expect("the issued token is rejected once the ServiceAccount is gone");
     assert_eq!(
         post_token(port, "grant_type=client_credentials", Some((&id, &secret2)))
             .await
