@@ -159,17 +159,14 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await?;
     }
-    let previous = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::READY)
-        .map(|c| c.reason.as_str());
-    ctx.report(m.as_ref(), previous, &outcome).await;
-    Ok(match outcome {
-        Outcome::Ready { .. } => Action::requeue(Duration::from_secs(ctx.settings.resync_seconds)),
-        Outcome::Progressing { .. } => Action::requeue(Duration::from_secs(10)),
-        Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(120)),
-    })
+    Ok(ctx
+        .conclude(
+            m.as_ref(),
+            &old.conditions,
+            &outcome,
+            Duration::from_secs(10),
+        )
+        .await)
 }
 
 /// The name of the Role and RoleBinding that let an invited user accept.

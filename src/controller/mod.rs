@@ -86,6 +86,30 @@ pub struct Reconciled {
 pub type Observer = tokio::sync::broadcast::Sender<Reconciled>;
 
 impl Context {
+    /// Ends a reconcile: an Event when the Ready reason changed, and when to look again
+    /// (the resync period when ready, `retry` while progressing, two minutes when
+    /// stalled; watches bring it back sooner when something changes).
+    pub async fn conclude<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        old: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        outcome: &Outcome,
+        retry: Duration,
+    ) -> Action {
+        let previous = old
+            .iter()
+            .find(|c| c.type_ == crate::status::READY)
+            .map(|c| c.reason.as_str());
+        self.report(obj, previous, outcome).await;
+        match outcome {
+            Outcome::Ready { .. } => {
+                Action::requeue(Duration::from_secs(self.settings.resync_seconds))
+            }
+            Outcome::Progressing { .. } => Action::requeue(retry),
+            Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(120)),
+        }
+    }
+
     /// Publishes an Event about `obj` when its outcome changed from `previous_reason`.
     pub async fn report<K: Resource<DynamicType = ()>>(
         &self,

@@ -134,17 +134,14 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> 
         )
         .await?;
     }
-    let previous = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::READY)
-        .map(|c| c.reason.as_str());
-    ctx.report(org.as_ref(), previous, &outcome).await;
-    Ok(match outcome {
-        Outcome::Ready { .. } => Action::requeue(Duration::from_secs(ctx.settings.resync_seconds)),
-        Outcome::Progressing { .. } => Action::requeue(Duration::from_secs(2)),
-        Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(60)),
-    })
+    Ok(ctx
+        .conclude(
+            org.as_ref(),
+            &old.conditions,
+            &outcome,
+            Duration::from_secs(2),
+        )
+        .await)
 }
 
 /// The organization namespace and everything in it.

@@ -209,17 +209,9 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
         let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &org_ns);
         provision::apply_status(&api, ws, &new).await?;
     }
-    let previous = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::READY)
-        .map(|c| c.reason.as_str());
-    ctx.report(ws, previous, &outcome).await;
-    Ok(match outcome {
-        Outcome::Ready { .. } => Action::requeue(Duration::from_secs(ctx.settings.resync_seconds)),
-        Outcome::Progressing { .. } => Action::requeue(Duration::from_secs(5)),
-        Outcome::Stalled { .. } => Action::requeue(Duration::from_secs(120)),
-    })
+    Ok(ctx
+        .conclude(ws, &old.conditions, &outcome, Duration::from_secs(5))
+        .await)
 }
 
 /// Provisions the namespace and everything in it. Returns the outcome and who was granted.

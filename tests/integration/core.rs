@@ -20,6 +20,21 @@ use crate::harness::{
 
 // ---------- fixtures ----------
 
+/// A resource list, e.g. `quantities(&[("pods", "10")])`.
+pub fn quantities(
+    items: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+    items
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.to_string()),
+            )
+        })
+        .collect()
+}
+
 pub fn org_spec(owner: &str) -> OrganizationSpec {
     OrganizationSpec {
         display_name: "Test Org".into(),
@@ -449,21 +464,9 @@ async fn workspace_is_provisioned_from_its_spec_else_the_organization_defaults()
     let name = unique("t");
     let mut spec = org_spec("a@x.example");
     spec.workspace_defaults = Some(WorkspacePolicy {
-        quota: Some(
-            [(
-                "pods".to_string(),
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity("10".into()),
-            )]
-            .into(),
-        ),
+        quota: Some(quantities(&[("pods", "10")])),
         limit_range: Some(LimitDefaults {
-            default: Some(
-                [(
-                    "memory".to_string(),
-                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("256Mi".into()),
-                )]
-                .into(),
-            ),
+            default: Some(quantities(&[("memory", "256Mi")])),
             ..Default::default()
         }),
         pod_security: Some(PodSecurityLevel::Restricted),
@@ -482,13 +485,7 @@ async fn workspace_is_provisioned_from_its_spec_else_the_organization_defaults()
         WorkspaceSpec {
             display_name: None,
             policy: WorkspacePolicy {
-                quota: Some(
-                    [(
-                        "pods".to_string(),
-                        k8s_openapi::apimachinery::pkg::api::resource::Quantity("3".into()),
-                    )]
-                    .into(),
-                ),
+                quota: Some(quantities(&[("pods", "3")])),
                 limit_range: None,
                 pod_security: Some(PodSecurityLevel::Privileged),
                 network_isolation: Some(false),
@@ -1029,13 +1026,7 @@ async fn drift_is_repaired() {
     let name = unique("t");
     let mut spec = org_spec("owner@x.example");
     spec.workspace_defaults = Some(WorkspacePolicy {
-        quota: Some(
-            [(
-                "pods".to_string(),
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity("7".into()),
-            )]
-            .into(),
-        ),
+        quota: Some(quantities(&[("pods", "7")])),
         ..Default::default()
     });
     create_org(&client, &name, spec).await;
@@ -1299,21 +1290,9 @@ async fn an_idle_reconcile_writes_nothing() {
     let name = unique("t");
     let mut spec = org_spec("owner@x.example");
     spec.workspace_defaults = Some(WorkspacePolicy {
-        quota: Some(
-            [(
-                "pods".to_string(),
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity("5".into()),
-            )]
-            .into(),
-        ),
+        quota: Some(quantities(&[("pods", "5")])),
         limit_range: Some(LimitDefaults {
-            default_request: Some(
-                [(
-                    "cpu".to_string(),
-                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("100m".into()),
-                )]
-                .into(),
-            ),
+            default_request: Some(quantities(&[("cpu", "100m")])),
             ..Default::default()
         }),
         ..Default::default()
