@@ -89,6 +89,45 @@ async fn credentials(client: &Client, ns: &str, name: &str) -> (String, String) 
     (text("client-id"), text("client-secret"))
 }
 
+/// Rotates the client secret of Membership `ci` and returns the new secret, once its
+/// verifier is in place (the Secret is written before the verifier).
+async fn rotate(admin: &Client, org_ns: &str, value: &str, grace: &str, previous: &str) -> String {
+    let mbrs: Api<Membership> = Api::namespaced(admin.clone(), org_ns);
+    let annotations = json!({"metadata": {"annotations": {
+        "tenantry.dev/rotate": value,
+        "tenantry.dev/rotation-grace-seconds": grace,
+    }}});
+    mbrs.patch("ci", &PatchParams::default(), &Patch::Merge(annotations))
+        .await
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), org_ns);
+    let previous = previous.to_string();
+    let sa = wait_for(
+        &sas,
+        "ci-client",
+        "a new verifier",
+        move |sa: Option<&ServiceAccount>| {
+            sa.and_then(|sa| {
+                sa.metadata
+                    .annotations
+                    .as_ref()?
+                    .get("tenantry.dev/client-secret-hash")
+                    .cloned()
+            })
+            .is_some_and(|h| !tenantry::credentials::verify(&previous, &h))
+        },
+    )
+    .await
+    .unwrap();
+    let (_, secret) = credentials(admin, org_ns, "ci").await;
+    let hash = sa.metadata.annotations.unwrap()["tenantry.dev/client-secret-hash"].clone();
+    assert!(
+        tenantry::credentials::verify(&secret, &hash),
+        "the delivered secret matches the verifier"
+    );
+    secret
+}
+
 #[tokio::test]
 async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
     let _ = controller();
@@ -198,56 +237,44 @@ async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
         "nothing outside"
     );
 
-    // Rotation: a new secret; the old one is refused (no grace period).
-    let mbrs: Api<Membership> = Api::namespaced(admin.clone(), &org_ns);
-    mbrs.patch(
-        "ci",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {"tenantry.dev/rotate": "1"}}})),
-    )
-    .await
-    .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &org_ns);
-    wait_for(
-        &secrets,
-        "ci-credentials",
-        "a new secret",
-        |s: Option<&Secret>| s.is_some(),
-    )
-    .await;
-    let (id2, secret2) = credentials(&admin, &org_ns, "ci").await;
-    assert_eq!(id2, id, "the client id is stable");
-    assert_ne!(secret2, secret);
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &org_ns);
-    wait_for(
-        &sas,
-        "ci-client",
-        "the new verifier",
-        |sa: Option<&ServiceAccount>| {
-            sa.and_then(|sa| {
-                sa.metadata
-                    .annotations
-                    .as_ref()?
-                    .get("tenantry.dev/client-secret-hash")
-                    .cloned()
-            })
-            .is_some_and(|h| tenantry::credentials::verify(&secret2, &h))
-        },
-    )
-    .await;
+    // Rotation with a grace period: the old secret keeps working for its duration.
+    let secret2 = rotate(&admin, &org_ns, "1", "300", &secret).await;
+    let token_status = |s: String| {
+        let id = id.clone();
+        async move {
+            post_token(port, "grant_type=client_credentials", Some((&id, &s)))
+                .await
+                .0
+        }
+    };
     assert_eq!(
-        post_token(port, "grant_type=client_credentials", Some((&id, &secret)))
-            .await
-            .0,
+        token_status(secret2.clone()).await,
+        200,
+        "the new secret works"
+    );
+    assert_eq!(
+        token_status(secret.clone()).await,
+        200,
+        "the old one too, during the grace period"
+    );
+    // Rotation without one: the previous secret is refused at once.
+    let secret3 = rotate(&admin, &org_ns, "2", "0", &secret2).await;
+    assert_eq!(token_status(secret3.clone()).await, 200);
+    assert_eq!(
+        token_status(secret2.clone()).await,
         401,
-        "the old secret is refused"
+        "the previous secret is refused"
     );
     assert_eq!(
-        post_token(port, "grant_type=client_credentials", Some((&id, &secret2)))
-            .await
-            .0,
-        200
+        token_status(secret.clone()).await,
+        401,
+        "and so is the first one"
     );
+    let (id3, _) = credentials(&admin, &org_ns, "ci").await;
+    assert_eq!(id3, id, "the client id is stable");
+    let secret2 = secret3;
+    let mbrs: Api<Membership> = Api::namespaced(admin.clone(), &org_ns);
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &org_ns);
 
     // Removing the membership revokes the client: its ServiceAccount goes, and with it
     // every token issued for it.
