@@ -7,4 +7,5 @@ mod access;
 mod clients;
 mod controlplane;
 mod core;
+mod gitops;
 mod runtime;

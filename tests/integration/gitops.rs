@@ -1,0 +1,173 @@
+//! GitOps: the Argo CD health checks shipped in deploy/argocd, run in a real Lua
+//! interpreter against objects read from the real API server.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, PostParams};
+use kube::core::ObjectMeta;
+use serde_json::Value;
+use tenantry::api::*;
+
+use crate::core::{
+    add_member, create_org, create_ws, membership, org_spec, wait_member_reason, wait_ws_reason,
+};
+use crate::harness::{admin, controller, unique};
+
+/// A JSON value as a Lua table constructor.
+fn lua(v: &Value) -> String {
+    match v {
+        Value::Null => "nil".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(items) => format!(
+            "{{{}}}",
+            items.iter().map(lua).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => {
+            format!(
+                "{{{}}}",
+                map.iter()
+                    .map(|(k, v)| format!("[{k:?}] = {}", lua(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    }
+}
+
+/// Runs an Argo CD health script on `obj`: its status (Healthy, Progressing, Degraded).
+fn health(script: &str, obj: &Value) -> String {
+    let program = format!(
+        "obj = {}\nlocal hs = (function()\n{script}\nend)()\nprint(hs.status)\n",
+        lua(obj)
+    );
+    let out = std::process::Command::new("lua5.4")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(program.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("lua5.4 is installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "lua failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The scripts of deploy/argocd/argocd-cm.yaml, by kind, checked equal to health.lua.
+fn scripts() -> Vec<(String, String)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cm: ConfigMap = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/argocd/argocd-cm.yaml")).unwrap(),
+    )
+    .expect("argocd-cm.yaml parses");
+    let source = std::fs::read_to_string(format!("{root}/deploy/argocd/health.lua")).unwrap();
+    let data = cm.data.expect("data");
+    ["Organization", "Workspace", "Membership"]
+        .iter()
+        .map(|kind| {
+            let script =
+                data[&format!("resource.customizations.health.tenantry.dev_{kind}")].clone();
+            assert_eq!(
+                script.trim(),
+                source.trim(),
+                "argocd-cm.yaml carries deploy/argocd/health.lua for {kind}"
+            );
+            (kind.to_string(), script)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn argo_cd_health_checks_read_live_status_right() {
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("argo");
+    let org = create_org(&client, &name, org_spec("o@x.example")).await;
+    // A Workspace whose namespace is taken: Stalled.
+    let taken = format!("{name}-taken");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(taken.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    create_ws(&client, &name, "taken", Default::default()).await;
+    let stalled = wait_ws_reason(&client, &name, "taken", "NamespaceConflict").await;
+    // A Membership waiting for a workspace: Reconciling.
+    add_member(
+        &client,
+        &name,
+        membership(
+            "waits",
+            Subject::user("w@x.example"),
+            OrgRole::Member,
+            &[("later", WorkspaceRole::Viewer)],
+        ),
+    )
+    .await;
+    let waiting = wait_member_reason(&client, &name, "waits", "WorkspacePending").await;
+    let ready = crate::core::wait_ws_ready(&client, &name, "default").await;
+
+    let mut ahead = serde_json::to_value(&org).unwrap();
+    ahead["metadata"]["generation"] = Value::from(org.metadata.generation.unwrap_or(1) + 1);
+    let mut no_status = serde_json::to_value(&org).unwrap();
+    no_status.as_object_mut().unwrap().remove("status");
+
+    let mut table =
+        String::from("| sample | Organization | Workspace | Membership |\n|---|---|---|---|");
+    let samples: [(&str, Value, &str); 6] = [
+        ("Organization Ready", json(&org), "Healthy"),
+        ("Workspace Ready", json(&ready), "Healthy"),
+        (
+            "Workspace Stalled (NamespaceConflict)",
+            json(&stalled),
+            "Degraded",
+        ),
+        (
+            "Membership Reconciling (WorkspacePending)",
+            json(&waiting),
+            "Progressing",
+        ),
+        ("generation not yet observed", ahead, "Progressing"),
+        ("no status yet", no_status, "Progressing"),
+    ];
+    let scripts = scripts();
+    for (what, obj, want) in &samples {
+        table.push_str(&format!("\n| {what} |"));
+        for (kind, script) in &scripts {
+            let got = health(script, obj);
+            assert_eq!(&got, want, "{kind} script on {what}");
+            table.push_str(&format!(" {got} |"));
+        }
+    }
+    println!("{table}");
+    Api::<Namespace>::all(client.clone())
+        .delete(&taken, &Default::default())
+        .await
+        .unwrap();
+    crate::core::delete_org(&client, &name).await;
+}
+
+/// Any object as JSON.
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap()
+}
