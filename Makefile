@@ -32,17 +32,25 @@ build: ## build the tenantry binary
 	cargo build --locked
 
 .PHONY: test
-test: controlplane ## run every test: unit tests, then integration tests on a local control plane
+test: controlplane helm ## run every test: unit tests, then integration tests on a local control plane
 	cargo test --locked --all-targets
 
 .PHONY: test-kind
 test-kind: ## run the integration suite against the existing cluster in KUBECONFIG (e.g. kind)
 	TENANTRY_TEST_KUBECONFIG="$${KUBECONFIG:-$$HOME/.kube/config}" cargo test --locked --test integration
 
+HELM := target/tools/helm
+
+.PHONY: helm
+helm: ## build helm from the Go module proxy into target/tools (cached by Go)
+	GOBIN=$(CURDIR)/target/tools CGO_ENABLED=0 go install -trimpath -ldflags '-s -w' helm.sh/helm/v3/cmd/helm@v3.22.0
+
 .PHONY: crds
-crds: ## regenerate crds/ and deploy/manifests.yaml from the Rust types
+crds: ## regenerate crds/, deploy/manifests.yaml and the chart's files/ from the Rust types
 	cargo run --locked --quiet -- crd > crds/tenantry.dev.yaml
 	cargo run --locked --quiet -- manifests > deploy/manifests.yaml
+	cp crds/tenantry.dev.yaml charts/tenantry/files/crds.yaml
+	cargo run --locked --quiet -- manifests --bindings=false > charts/tenantry/files/manifests.yaml
 
 .PHONY: check
 check: ## formatting, lints and generated files are up to date
@@ -52,5 +60,12 @@ check: ## formatting, lints and generated files are up to date
 		{ echo "crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
 	cargo run --locked --quiet -- manifests | diff -u deploy/manifests.yaml - || \
 		{ echo "deploy/manifests.yaml is stale: run 'make crds' and commit" >&2; exit 1; }
+	diff -u crds/tenantry.dev.yaml charts/tenantry/files/crds.yaml || \
+		{ echo "the chart's CRDs are stale: run 'make crds' and commit" >&2; exit 1; }
+	cargo run --locked --quiet -- manifests --bindings=false | diff -u charts/tenantry/files/manifests.yaml - || \
+		{ echo "the chart's manifests are stale: run 'make crds' and commit" >&2; exit 1; }
+	$(MAKE) --no-print-directory helm
+	$(HELM) lint --strict charts/tenantry
+	$(HELM) lint --strict charts/tenantry --set tokenServer.enabled=true,tokenServer.tlsSecretName=t,metrics.serviceMonitor.enabled=true
 	test -z "$$(gofmt -l hack/controlplane)" || { gofmt -l hack/controlplane; exit 1; }
 	cd hack/controlplane && CGO_ENABLED=0 go vet -trimpath ./...

@@ -14,6 +14,9 @@ pub const HASH: &str = "tenantry.dev/client-secret-hash";
 pub const PREVIOUS_HASH: &str = "tenantry.dev/previous-client-secret-hash";
 /// Until when (RFC 3339) the previous secret is still accepted.
 pub const PREVIOUS_EXPIRES: &str = "tenantry.dev/previous-client-secret-expires";
+/// The last rotation value acted on (annotation on the client's ServiceAccount, written
+/// with the verifier).
+pub const ROTATION: &str = "tenantry.dev/rotation";
 /// Set on a Membership to any new value to rotate its client secret.
 pub const ROTATE: &str = "tenantry.dev/rotate";
 /// Seconds the previous secret keeps working after a rotation (annotation on the

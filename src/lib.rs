@@ -28,6 +28,7 @@ pub mod tree;
 /// platform-admin and operator roles and their bindings, and the admission policies.
 pub fn manifests_yaml(
     settings: &settings::Settings,
+    bindings: bool,
 ) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     let mut push = |doc: String| {
@@ -39,8 +40,12 @@ pub fn manifests_yaml(
     }
     push(serde_saphyr::to_string(&rbac::platform_admin_role())?);
     push(serde_saphyr::to_string(&rbac::operator_role())?);
-    for b in rbac::platform_bindings(&settings.platform_admin_group, &settings.operator_namespace) {
-        push(serde_saphyr::to_string(&b)?);
+    if bindings {
+        for b in
+            rbac::platform_bindings(&settings.platform_admin_group, &settings.operator_namespace)
+        {
+            push(serde_saphyr::to_string(&b)?);
+        }
     }
     for p in policy::policies() {
         push(serde_saphyr::to_string(&p)?);

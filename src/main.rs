@@ -45,6 +45,10 @@ enum Command {
     Manifests {
         #[command(flatten)]
         settings: Settings,
+        /// Also print the ClusterRoleBindings of the platform-admin group and the operator's
+        /// ServiceAccount (the Helm chart templates those itself).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        bindings: bool,
     },
     /// Show an organization's namespaces, workspaces, bindings, members and client
     /// Secrets (by name; never their values).
@@ -79,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
             tenantry::token::serve(client, settings, shutdown_signal()).await?;
         }
         Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
-        Command::Manifests { settings } => print!("{}", tenantry::manifests_yaml(&settings)?),
+        Command::Manifests { settings, bindings } => {
+            print!("{}", tenantry::manifests_yaml(&settings, bindings)?)
+        }
         Command::Tree { organization } => {
             let client = kube::Client::try_default().await?;
             print!("{}", tenantry::tree::render(&client, &organization).await?);

@@ -23,7 +23,15 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD Tenantry serves, in install order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Organization::crd(), Workspace::crd(), Membership::crd()]
+    let mut crds = vec![Organization::crd(), Workspace::crd(), Membership::crd()];
+    for crd in &mut crds {
+        // Helm keeps them (and so every tenant's objects) on `helm uninstall`.
+        crd.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("helm.sh/resource-policy".into(), "keep".into());
+    }
+    crds
 }
 
 /// The CRDs as one multi-document YAML stream, as `tenantry crd` prints it.

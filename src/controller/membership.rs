@@ -333,21 +333,32 @@ async fn ensure_client(
     };
     let sa_name = names::client_service_account(&name);
     // The verifier lives on the ServiceAccount: read the live one (cache, else API).
-    let live_sa = match ctx
+    let rotate_to = m.annotations().get(credentials::ROTATE).cloned();
+    // The verifier and the last rotation handled live on the ServiceAccount, written
+    // together. Before issuing or rotating, confirm on the live object: the cache may
+    // not have our last write yet, and a secret must never be issued twice.
+    let cached = ctx
         .stores
         .service_accounts
-        .get(&ObjectRef::new(&sa_name).within(ns))
-    {
-        Some(sa) => Some(sa.as_ref().clone()),
-        None => Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
+        .get(&ObjectRef::new(&sa_name).within(ns));
+    let settled = cached.as_ref().is_some_and(|sa| {
+        let ann = sa.annotations();
+        ann.contains_key(credentials::HASH)
+            && (rotate_to.is_none() || ann.get(credentials::ROTATION) == rotate_to.as_ref())
+    });
+    let live_sa = if settled {
+        cached.map(|sa| sa.as_ref().clone())
+    } else {
+        Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
             .get_opt(&sa_name)
             .await
-            .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?,
+            .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?
     };
     let verifier_keys = [
         credentials::HASH,
         credentials::PREVIOUS_HASH,
         credentials::PREVIOUS_EXPIRES,
+        credentials::ROTATION,
     ];
     let mut annotations: BTreeMap<String, String> = live_sa
         .map(|sa| sa.annotations().clone())
@@ -355,8 +366,7 @@ async fn ensure_client(
         .into_iter()
         .filter(|(k, _)| verifier_keys.contains(&k.as_str()))
         .collect();
-    let rotate_to = m.annotations().get(credentials::ROTATE).cloned();
-    let handled = m.status.as_ref().and_then(|s| s.rotation.clone());
+    let handled = annotations.get(credentials::ROTATION).cloned();
     let first = !annotations.contains_key(credentials::HASH);
     let rotate = !first && rotate_to.is_some() && rotate_to != handled;
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -380,6 +390,10 @@ async fn ensure_client(
             }
         }
         annotations.insert(credentials::HASH.into(), hash);
+        match &rotate_to {
+            Some(value) => annotations.insert(credentials::ROTATION.into(), value.clone()),
+            None => annotations.remove(credentials::ROTATION),
+        };
         // The Secret first: if writing the verifier fails, the next pass issues again.
         let secret_name = names::client_secret_name(&name);
         let secret = Secret {
@@ -426,6 +440,7 @@ async fn ensure_client(
         annotations.remove(credentials::PREVIOUS_EXPIRES);
     }
     let mut sa_meta = meta(sa_name.clone(), "client-service-account");
+    let rotation = annotations.get(credentials::ROTATION).cloned();
     sa_meta.annotations = Some(annotations);
     let sa = ServiceAccount {
         metadata: sa_meta,
@@ -433,6 +448,5 @@ async fn ensure_client(
         ..Default::default()
     };
     provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
-    let rotation = if first || rotate { rotate_to } else { handled };
     Ok((sa_name, client_id, rotation))
 }

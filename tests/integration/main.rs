@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod chart;
 mod clients;
 mod controlplane;
 mod core;

@@ -1,0 +1,155 @@
+//! The Helm chart, rendered by helm and applied to the real API server: every object is
+//! valid (server-side validation, schemas and admission), and the operator's
+//! ServiceAccount has the rights it needs and no more.
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+
+use crate::harness::{admin, cluster};
+
+async fn sa_can(
+    client: &kube::Client,
+    ns: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    name: Option<&str>,
+) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{ns}:tenantry")),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                name: name.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    r.status.map(|s| s.allowed).unwrap_or(false)
+}
+
+#[tokio::test]
+async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let helm = format!("{root}/target/tools/helm");
+    assert!(
+        std::path::Path::new(&helm).exists(),
+        "helm is missing: run `make helm` (make test does)"
+    );
+    // The release namespace is the operator namespace the rest of the suite uses, so the
+    // chart's bindings are the very ones the in-process controller runs under.
+    let ns = "tenantry-system".to_string();
+    let rendered = std::process::Command::new(&helm)
+        .args([
+            "template",
+            "tenantry",
+            &format!("{root}/charts/tenantry"),
+            "-n",
+            &ns,
+            "--kube-version",
+            "1.37.2",
+        ])
+        .args([
+            "--set",
+            "tokenServer.enabled=true,tokenServer.tlsSecretName=tenantry-token-tls",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let file = std::env::temp_dir().join(format!("{}.yaml", crate::harness::unique("chart")));
+    std::fs::write(&file, &rendered.stdout).unwrap();
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl is installed")
+    };
+    let created = kubectl(&["create", "namespace", &ns]);
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(
+        created.status.success() || stderr.contains("AlreadyExists"),
+        "{stderr}"
+    );
+    // Applied for real: the API server validates every object against its schema and
+    // admission. (Without a kubelet its pods never start.)
+    let applied = kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        "helm-test",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        applied.status.success(),
+        "the rendered chart applies:\n{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    let client = admin().await;
+    // What the operator needs...
+    for (verb, group, resource, name) in [
+        ("create", "", "namespaces", None),
+        ("patch", "rbac.authorization.k8s.io", "rolebindings", None),
+        (
+            "bind",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            Some("tenantry-workspace-admin"),
+        ),
+        ("patch", "tenantry.dev", "workspaces", None),
+        ("manage", "tenantry.dev", "tenancy", None),
+        ("create", "", "serviceaccounts/token", None),
+    ] {
+        assert!(
+            sa_can(&client, &ns, verb, group, resource, name).await,
+            "the operator may {verb} {resource}"
+        );
+    }
+    // ...and nothing that would make it a cluster-admin in disguise.
+    for (verb, group, resource, name) in [
+        (
+            "bind",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            Some("cluster-admin"),
+        ),
+        (
+            "escalate",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            None,
+        ),
+        ("create", "apps", "deployments", None),
+        ("create", "", "pods", None),
+        ("verify", "tenantry.dev", "organizations", None),
+        ("impersonate", "", "users", None),
+        ("update", "", "nodes", None),
+    ] {
+        assert!(
+            !sa_can(&client, &ns, verb, group, resource, name).await,
+            "the operator may not {verb} {resource}"
+        );
+    }
+    let _ = std::fs::remove_file(&file);
+}
