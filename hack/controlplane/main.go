@@ -10,7 +10,7 @@
 //	controlplane up --dir DIR [--kubeconfig FILE] [--lifeline]
 //	controlplane kube-apiserver FLAGS...           (internal)
 //	controlplane kube-controller-manager FLAGS...  (internal)
-//	controlplane kstatus --kubeconfig FILE KIND NAMESPACE NAME
+//	controlplane kstatus < object.json              (kstatus verdict on one object)
 package main
 
 import (
@@ -38,6 +38,11 @@ func main() {
 		os.Exit(cli.Run(cmd))
 	case "up":
 		if err := up(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
+			os.Exit(1)
+		}
+	case "kstatus":
+		if err := kstatusCmd(); err != nil {
 			fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
 			os.Exit(1)
 		}

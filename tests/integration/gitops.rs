@@ -1,5 +1,5 @@
 //! GitOps: the Argo CD health checks shipped in deploy/argocd, run in a real Lua
-//! interpreter against objects read from the real API server.
+//! interpreter, and kstatus (what Flux reads), both on objects from the real API server.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
@@ -90,7 +90,7 @@ fn scripts() -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-async fn argo_cd_health_checks_read_live_status_right() {
+async fn argo_cd_and_flux_read_live_status_right() {
     let _ = controller();
     let client = admin().await;
     let name = unique("argo");
@@ -160,11 +160,57 @@ async fn argo_cd_health_checks_read_live_status_right() {
         }
     }
     println!("{table}");
+
+    // Flux reads health with kstatus: the library's verdict on the same live objects.
+    for (what, obj, want) in [
+        ("Organization Ready", &samples[0].1, "Current"),
+        ("Workspace Ready", &samples[1].1, "Current"),
+        ("Membership Reconciling", &samples[3].1, "InProgress"),
+        ("generation not yet observed", &samples[4].1, "InProgress"),
+        ("Workspace Stalled", &samples[2].1, "Failed"),
+    ] {
+        let got = kstatus(obj);
+        println!("kstatus {what}: {got}");
+        assert!(
+            got.starts_with(&format!("{want}\t")),
+            "kstatus on {what}: {got}"
+        );
+    }
     Api::<Namespace>::all(client.clone())
         .delete(&taken, &Default::default())
         .await
         .unwrap();
     crate::core::delete_org(&client, &name).await;
+}
+
+/// kstatus's verdict (`<status>\t<message>`), from the control plane binary's
+/// `kstatus` command (Go, sigs.k8s.io/cli-utils).
+fn kstatus(obj: &Value) -> String {
+    use std::io::Write;
+    let bin = format!(
+        "{}/target/controlplane/bin/controlplane",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut child = std::process::Command::new(bin)
+        .arg("kstatus")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the control plane binary (make controlplane)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(obj.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kstatus: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Any object as JSON.
