@@ -1,6 +1,10 @@
 //! Operator settings: flags, each also read from an environment variable (the Helm
 //! chart sets those).
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use crate::api::{PodSecurityLevel, WorkspacePolicy};
 use crate::names::DEFAULT_NAMESPACE_TEMPLATE;
 
@@ -18,6 +22,11 @@ pub struct Settings {
     /// Pod Security level of workspaces that set none (and whose organization sets none).
     #[arg(long, env = "TENANTRY_DEFAULT_POD_SECURITY", default_value = "baseline", value_parser = parse_level)]
     pub default_pod_security: PodSecurityLevel,
+
+    /// ResourceQuota hard limits of workspaces that set none (and whose organization sets
+    /// none), as `name=quantity` pairs: `pods=50,requests.cpu=4,requests.memory=8Gi`.
+    #[arg(long, env = "TENANTRY_DEFAULT_QUOTA", value_parser = parse_quota)]
+    pub default_quota: Option<BTreeMap<String, Quantity>>,
 
     /// Network isolation of workspaces that set none.
     #[arg(long, env = "TENANTRY_DEFAULT_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -51,6 +60,18 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
+fn parse_quota(s: &str) -> Result<BTreeMap<String, Quantity>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                Ok((k.trim().to_string(), Quantity(v.trim().to_string())))
+            }
+            _ => Err(format!("{pair:?} is not name=quantity")),
+        })
+        .collect()
+}
+
 fn parse_level(s: &str) -> Result<PodSecurityLevel, String> {
     match s {
         "privileged" => Ok(PodSecurityLevel::Privileged),
@@ -69,6 +90,7 @@ impl Default for Settings {
             namespace_template: DEFAULT_NAMESPACE_TEMPLATE.into(),
             default_pod_security: PodSecurityLevel::Baseline,
             default_network_isolation: true,
+            default_quota: None,
             platform_admin_group: "tenantry:platform-admins".into(),
             require_verification: false,
             max_organizations_per_owner: None,
@@ -89,10 +111,25 @@ impl Settings {
     /// The operator-wide workspace defaults, the last fallback of every field.
     pub fn workspace_defaults(&self) -> WorkspacePolicy {
         WorkspacePolicy {
-            quota: None,
+            quota: self.default_quota.clone(),
             limit_range: None,
             pod_security: Some(self.default_pod_security),
             network_isolation: Some(self.default_network_isolation),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_parse_from_pairs() {
+        let q = parse_quota("pods=50, requests.cpu=4").unwrap();
+        assert_eq!(q["pods"].0, "50");
+        assert_eq!(q["requests.cpu"].0, "4");
+        assert!(parse_quota("pods").is_err());
+        assert!(parse_quota("=3").is_err());
+        assert!(parse_quota("").unwrap().is_empty());
     }
 }
