@@ -18,6 +18,9 @@ $bin manifests | kubectl apply --server-side -f - >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/organizations.tenantry.dev crd/workspaces.tenantry.dev crd/memberships.tenantry.dev >/dev/null
 
+# The operator's namespace: its leader-election Lease lives there.
+kubectl create namespace tenantry-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
 echo "== start the controller (log: $demo/controller.log)"
 if [[ -f $demo/controller.pid ]] && kill -0 "$(cat "$demo/controller.pid")" 2>/dev/null; then
   echo "   already running (pid $(cat "$demo/controller.pid"))"

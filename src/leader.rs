@@ -145,6 +145,9 @@ impl Elector {
                     return;
                 }
                 Ok(false) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => warn!(
+                    "leader election: the operator namespace does not exist; create it or set --operator-namespace (TENANTRY_NAMESPACE)"
+                ),
                 Err(e) => warn!(error = %e, "leader election: reading the lease failed"),
             }
             tokio::time::sleep(self.period()).await;
