@@ -33,6 +33,7 @@ build: ## build the tenantry binary
 
 .PHONY: test
 test: controlplane helm ## run every test: unit tests, then integration tests on a local control plane
+	hack/require.sh
 	cargo test --locked --all-targets
 
 .PHONY: test-kind
