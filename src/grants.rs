@@ -268,7 +268,7 @@ pub fn org_role_holders(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Limits, MembershipSpec, OrganizationSpec, WorkspaceGrant};
+    use crate::api::{Limits, MembershipSpec, OrganizationSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn org(max_members: Option<i32>, max_workspaces: Option<i32>) -> Organization {
@@ -300,20 +300,7 @@ mod tests {
         ws: &[(&str, WorkspaceRole)],
         age: i64,
     ) -> Membership {
-        let mut m = Membership::new(
-            name,
-            MembershipSpec {
-                subject,
-                role,
-                workspaces: ws
-                    .iter()
-                    .map(|(n, r)| WorkspaceGrant {
-                        name: n.to_string(),
-                        role: *r,
-                    })
-                    .collect(),
-            },
-        );
+        let mut m = Membership::new(name, MembershipSpec::new(subject, role, ws));
         m.metadata.creation_timestamp = Some(at(age));
         m
     }

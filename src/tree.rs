@@ -20,6 +20,16 @@ fn ready(conditions: &[Condition]) -> String {
     }
 }
 
+/// A RoleBinding's subjects, `Kind:name, ...`.
+fn subjects(rb: &RoleBinding) -> String {
+    rb.subjects
+        .iter()
+        .flatten()
+        .map(|s| format!("{}:{}", s.kind, s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Renders the tree of one organization.
 pub async fn render(client: &Client, org: &str) -> anyhow::Result<String> {
     let o = Api::<Organization>::all(client.clone()).get(org).await?;
@@ -42,18 +52,8 @@ pub async fn render(client: &Client, org: &str) -> anyhow::Result<String> {
         .iter()
         .filter(|rb| rb.name_any().starts_with("tenantry-org-"))
     {
-        let who: Vec<String> = rb
-            .subjects
-            .iter()
-            .flatten()
-            .map(|s| format!("{}:{}", s.kind, s.name))
-            .collect();
-        writeln!(
-            out,
-            "│  ├─ RoleBinding {} → {}",
-            rb.name_any(),
-            who.join(", ")
-        )?;
+        let who = subjects(rb);
+        writeln!(out, "│  ├─ RoleBinding {} → {}", rb.name_any(), who)?;
     }
     let secrets = Api::<Secret>::namespaced(client.clone(), &org_ns)
         .list(&ListParams::default().labels("tenantry.dev/component=client-credentials"))
@@ -97,18 +97,8 @@ pub async fn render(client: &Client, org: &str) -> anyhow::Result<String> {
                 .list(&ListParams::default().labels("tenantry.dev/component=workspace-binding"))
                 .await?;
             for rb in &rbs.items {
-                let who: Vec<String> = rb
-                    .subjects
-                    .iter()
-                    .flatten()
-                    .map(|s| format!("{}:{}", s.kind, s.name))
-                    .collect();
-                writeln!(
-                    out,
-                    "│  │  ├─ RoleBinding {} → {}",
-                    rb.name_any(),
-                    who.join(", ")
-                )?;
+                let who = subjects(rb);
+                writeln!(out, "│  │  ├─ RoleBinding {} → {}", rb.name_any(), who)?;
             }
         }
     }

@@ -44,6 +44,23 @@ pub struct MembershipSpec {
     pub workspaces: Vec<WorkspaceGrant>,
 }
 
+impl MembershipSpec {
+    /// A spec for `subject` in `role`, reaching `workspaces` (name, workspace role).
+    pub fn new(subject: Subject, role: OrgRole, workspaces: &[(&str, WorkspaceRole)]) -> Self {
+        Self {
+            subject,
+            role,
+            workspaces: workspaces
+                .iter()
+                .map(|(name, role)| WorkspaceGrant {
+                    name: name.to_string(),
+                    role: *role,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// An organization role.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,

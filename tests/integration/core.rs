@@ -20,6 +20,21 @@ use crate::harness::{
 
 // ---------- fixtures ----------
 
+/// Creates an empty ConfigMap: something a member created.
+pub async fn put_configmap(client: &Client, ns: &str, name: &str) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create ConfigMap");
+}
+
 /// A resource list, e.g. `quantities(&[("pods", "10")])`.
 pub fn quantities(
     items: &[(&str, &str)],
@@ -134,20 +149,7 @@ pub fn membership(
     role: OrgRole,
     ws: &[(&str, WorkspaceRole)],
 ) -> Membership {
-    Membership::new(
-        name,
-        MembershipSpec {
-            subject,
-            role,
-            workspaces: ws
-                .iter()
-                .map(|(n, r)| WorkspaceGrant {
-                    name: n.to_string(),
-                    role: *r,
-                })
-                .collect(),
-        },
-    )
+    Membership::new(name, MembershipSpec::new(subject, role, ws))
 }
 
 pub async fn add_member(client: &Client, org: &str, m: Membership) {
@@ -689,19 +691,7 @@ async fn workspace_deletion_removes_its_namespace_and_bindings() {
     create_ws(&client, &name, "doomed", Default::default()).await;
     wait_ws_ready(&client, &name, "doomed").await;
     let ns = format!("{name}-doomed");
-    Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some("data".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    put_configmap(&client, &ns, "data").await;
     let wss: Api<Workspace> = Api::namespaced(client.clone(), &format!("org-{name}"));
     wss.delete("doomed", &DeleteParams::default())
         .await
@@ -868,19 +858,7 @@ async fn role_and_workspace_changes_move_bindings_and_removal_leaves_nothing() {
     .await;
 
     // Something the member created stays when the member goes.
-    Api::<ConfigMap>::namespaced(client.clone(), &a)
-        .create(
-            &PostParams::default(),
-            &ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some("made-by-dev".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    put_configmap(&client, &a, "made-by-dev").await;
     mbrs.delete("dev", &DeleteParams::default()).await.unwrap();
     for ns in [&a, &b, &format!("{name}-later")] {
         wait_binding(
