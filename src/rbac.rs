@@ -290,11 +290,7 @@ pub fn platform_bindings(group: &str, namespace: &str) -> Vec<ClusterRoleBinding
             labels: Some(shipped_labels()),
             ..Default::default()
         },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: name.into(),
-        },
+        role_ref: cluster_role_ref(name),
         subjects: Some(vec![subject]),
     };
     vec![
@@ -317,12 +313,6 @@ pub fn platform_bindings(group: &str, namespace: &str) -> Vec<ClusterRoleBinding
             },
         ),
     ]
-}
-
-/// Applies the shipped ClusterRoles (used by `make demo` and the tests; the Helm chart
-/// installs the same objects).
-pub async fn install_cluster_roles(client: &Client) -> Result<(), kube::Error> {
-    install(client, &crate::settings::Settings::default()).await
 }
 
 /// Applies everything `tenantry manifests` prints: the roles Tenantry binds, the
@@ -377,4 +367,26 @@ pub async fn install(
             .await?;
     }
     Ok(())
+}
+
+/// A reference to ClusterRole `name`.
+pub fn cluster_role_ref(name: &str) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+        name: name.to_string(),
+    }
+}
+
+/// Sorted, without repeats (a subject may hold a role through its owner entry and a
+/// Membership).
+pub fn dedup(
+    mut subjects: Vec<k8s_openapi::api::rbac::v1::Subject>,
+) -> Vec<k8s_openapi::api::rbac::v1::Subject> {
+    let key = |s: &k8s_openapi::api::rbac::v1::Subject| {
+        (s.kind.clone(), s.namespace.clone(), s.name.clone())
+    };
+    subjects.sort_by_key(key);
+    subjects.dedup_by_key(|s| key(s));
+    subjects
 }

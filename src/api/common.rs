@@ -169,7 +169,6 @@ pub mod reason {
     pub const WORKSPACE_PENDING: &str = "WorkspacePending";
     pub const GRANTED: &str = "Granted";
     pub const DELETING: &str = "Deleting";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const ORGANIZATION_NOT_VERIFIED: &str = "OrganizationNotVerified";
     pub const OWNER_LIMIT_REACHED: &str = "OwnerLimitReached";
     pub const INVITATION_PENDING: &str = "InvitationPending";

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -26,8 +24,9 @@ use tracing::{info, instrument};
 use super::{Context, log_result, managed, requeue_on_error};
 use crate::api::{OrgRole, Organization, OrganizationStatus, Workspace, WorkspaceSpec, reason};
 use crate::error::{Context as _, Error, Result};
-use crate::grants::{self, MemberState};
+use crate::grants;
 use crate::provision::{self, NamespaceClaim};
+use crate::rbac::{cluster_role_ref, dedup};
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
@@ -328,30 +327,5 @@ async fn apply_bindings(org: &Organization, ns: &str, ctx: &Context) -> Result<(
         };
         provision::apply_cluster(&ctx.client, &ctx.stores.cluster_role_bindings, &binding).await?;
     }
-    let _ = states
-        .values()
-        .filter(|s| **s == MemberState::Granted)
-        .count();
     Ok(())
-}
-
-pub(crate) fn cluster_role_ref(name: &str) -> RoleRef {
-    RoleRef {
-        api_group: Some("rbac.authorization.k8s.io".into()),
-        kind: "ClusterRole".into(),
-        name: name.to_string(),
-    }
-}
-
-/// Sorted, without repeats (a subject may hold a role through its owner entry and a
-/// Membership).
-pub(crate) fn dedup(
-    mut subjects: Vec<k8s_openapi::api::rbac::v1::Subject>,
-) -> Vec<k8s_openapi::api::rbac::v1::Subject> {
-    let key = |s: &k8s_openapi::api::rbac::v1::Subject| {
-        (s.kind.clone(), s.namespace.clone(), s.name.clone())
-    };
-    subjects.sort_by_key(key);
-    subjects.dedup_by_key(|s| key(s));
-    subjects
 }

@@ -31,10 +31,10 @@ use crate::api::{
     DeletionPolicy, Membership, Organization, Workspace, WorkspaceMember, WorkspacePolicy,
     WorkspaceRole, WorkspaceStatus, reason,
 };
-use crate::controller::organization::{cluster_role_ref, dedup};
 use crate::error::{Context as _, Error, Result};
 use crate::grants;
 use crate::provision::{self, NamespaceClaim};
+use crate::rbac::{cluster_role_ref, dedup};
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
