@@ -21,6 +21,7 @@ pub mod provision;
 pub mod rbac;
 pub mod settings;
 pub mod status;
+pub mod synthetic;
 pub mod token;
 pub mod tree;
 

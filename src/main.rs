@@ -50,6 +50,15 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bindings: bool,
     },
+    /// Print a generated tenancy as YAML (load tests, demos): organizations, their
+    /// workspaces, members and machine clients.
+    Generate {
+        #[command(flatten)]
+        size: tenantry::synthetic::Size,
+        /// Names start with this (organizations are `<prefix>00000`, ...).
+        #[arg(long, default_value = "load")]
+        prefix: String,
+    },
     /// Show an organization's namespaces, workspaces, bindings, members and client
     /// Secrets (by name; never their values).
     Tree {
@@ -82,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default().await?;
             tenantry::token::serve(client, settings, shutdown_signal()).await?;
         }
+        Command::Generate { size, prefix } => print!(
+            "{}",
+            tenantry::synthetic::to_yaml(&tenantry::synthetic::tenancy(&prefix, size))?
+        ),
         Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
         Command::Manifests { settings, bindings } => {
             print!("{}", tenantry::manifests_yaml(&settings, bindings)?)
@@ -97,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
             log_format,
         } => {
             init_tracing(log_format);
-            let client = kube::Client::try_default().await?;
+            let client = tenantry::metrics::counted_client(kube::Config::infer().await?)?;
             let (stop_tx, stop_rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;

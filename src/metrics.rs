@@ -34,6 +34,12 @@ pub struct WriteLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub verb: String,
+    pub resource: String,
+}
+
 /// Every metric Tenantry exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -42,6 +48,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub managed: Family<KindLabels, Gauge>,
     pub writes: Family<WriteLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -83,8 +90,15 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Writes Tenantry sent to the API server, by verb and kind",
         writes.clone(),
     );
+    let requests = Family::<RequestLabels, Counter>::default();
+    registry.register(
+        "api_requests",
+        "Every request sent to the API server, by verb (get, list, watch, create, update, patch, delete) and resource",
+        requests.clone(),
+    );
     Metrics {
         registry,
+        requests,
         reconciles,
         duration,
         errors,
@@ -102,6 +116,62 @@ pub fn write(verb: &str, kind: &str) {
             kind: kind.into(),
         })
         .inc();
+}
+
+/// The Kubernetes verb and resource of an API request, from its method, path and query.
+pub fn classify(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    // /api/v1/... or /apis/<group>/<version>/...
+    let rest: &[&str] = match segments.as_slice() {
+        ["api", _, rest @ ..] => rest,
+        ["apis", _, _, rest @ ..] => rest,
+        _ => &[],
+    };
+    // Namespaced paths: namespaces/<ns>/<resource>[/<name>[/<subresource>]]; the namespace
+    // itself: namespaces/<name>[/status|finalize].
+    let (resource, named) = match rest {
+        ["namespaces", _, sub] if matches!(*sub, "status" | "finalize") => ("namespaces", true),
+        ["namespaces", _, resource, tail @ ..] => (*resource, !tail.is_empty()),
+        [resource, tail @ ..] => (*resource, !tail.is_empty()),
+        [] => ("", false),
+    };
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let verb = match *method {
+        http::Method::GET if watch => "watch",
+        http::Method::GET if named => "get",
+        http::Method::GET => "list",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    };
+    (verb, resource.to_string())
+}
+
+/// Counts one API request in `tenantry_api_requests_total`.
+pub fn count_request<B>(req: http::Request<B>) -> http::Request<B> {
+    let (verb, resource) = classify(req.method(), req.uri());
+    METRICS
+        .requests
+        .get_or_create(&RequestLabels {
+            verb: verb.into(),
+            resource,
+        })
+        .inc();
+    req
+}
+
+/// A kube client that counts its requests (`tenantry_api_requests_total`).
+pub fn counted_client(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder
+        .with_layer(&tower::util::MapRequestLayer::new(
+            count_request::<kube::client::Body>,
+        ))
+        .build())
 }
 
 /// Records a reconcile's duration when dropped.
@@ -125,6 +195,64 @@ impl Drop for ReconcileTimer {
                 kind: self.kind.into(),
             })
             .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classify;
+    use http::Method;
+
+    #[test]
+    fn requests_are_classified_by_verb_and_resource() {
+        let c = |m: Method, u: &str| {
+            let (v, r) = classify(&m, &u.parse().unwrap());
+            format!("{v} {r}")
+        };
+        assert_eq!(
+            c(Method::GET, "/api/v1/namespaces?labelSelector=x"),
+            "list namespaces"
+        );
+        assert_eq!(c(Method::GET, "/api/v1/namespaces/a"), "get namespaces");
+        assert_eq!(
+            c(Method::GET, "/api/v1/namespaces/a/status"),
+            "get namespaces"
+        );
+        assert_eq!(
+            c(Method::GET, "/api/v1/namespaces/a/secrets"),
+            "list secrets"
+        );
+        assert_eq!(
+            c(Method::GET, "/api/v1/namespaces/a/secrets/s"),
+            "get secrets"
+        );
+        assert_eq!(
+            c(
+                Method::GET,
+                "/apis/tenantry.dev/v1alpha1/organizations?watch=true&resourceVersion=1"
+            ),
+            "watch organizations"
+        );
+        assert_eq!(
+            c(
+                Method::PATCH,
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/n/rolebindings/b?fieldManager=t"
+            ),
+            "patch rolebindings"
+        );
+        assert_eq!(
+            c(
+                Method::PATCH,
+                "/apis/tenantry.dev/v1alpha1/namespaces/o/workspaces/w/status"
+            ),
+            "patch workspaces"
+        );
+        assert_eq!(c(Method::POST, "/api/v1/namespaces"), "create namespaces");
+        assert_eq!(
+            c(Method::DELETE, "/api/v1/namespaces/a"),
+            "delete namespaces"
+        );
+        assert_eq!(c(Method::GET, "/version"), "list ");
     }
 }
 
