@@ -198,6 +198,14 @@ impl Drop for ReconcileTimer {
     }
 }
 
+/// The metrics in the Prometheus text format.
+pub fn encode() -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &METRICS.registry)
+        .expect("writing to a String");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::classify;
@@ -254,12 +262,4 @@ mod tests {
         );
         assert_eq!(c(Method::GET, "/version"), "list ");
     }
-}
-
-/// The metrics in the Prometheus text format.
-pub fn encode() -> String {
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &METRICS.registry)
-        .expect("writing to a String");
-    out
 }
