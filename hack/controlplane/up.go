@@ -38,7 +38,27 @@ func up(args []string) error {
 	readyFile := fs.String("ready-file", "", "write this file once ready (holds the kubeconfig path), remove it on exit")
 	pidFile := fs.String("pid-file", "", "write this process's pid here, remove it on exit")
 	lifeline := fs.Bool("lifeline", false, "stop when standard input reaches end of file (the parent process exited)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: controlplane up [flags]
+
+Starts etcd, kube-apiserver and kube-controller-manager on 127.0.0.1 and free ports,
+prints READY <kubeconfig>, and stops on SIGTERM/SIGINT (or, with --lifeline, when
+standard input closes).
+
+Signals for resilience tests (an API server outage on demand):
+  SIGUSR1  stop kube-apiserver, then etcd, cleanly (the data is kept)
+  SIGUSR2  start etcd, then kube-apiserver again on the same ports with the same data
+           and certificates; logs "outage over" once /readyz answers
+kube-controller-manager keeps running through the outage and reconnects.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 
@@ -48,6 +68,12 @@ func up(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// A deliberate outage, for resilience tests: SIGUSR1 stops kube-apiserver and etcd,
+	// SIGUSR2 starts them again (same ports, data and certificates). Registered before
+	// anything starts, so an early signal waits for the control plane to be ready.
+	outage := make(chan os.Signal, 4)
+	signal.Notify(outage, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(outage)
 	if *lifeline {
 		go func() {
 			_, _ = io.Copy(io.Discard, os.Stdin)
@@ -108,13 +134,18 @@ func up(args []string) error {
 	etcdPeerURL := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[1])}
 	apiPort := ports[2]
 
-	etcd, err := startEtcd(filepath.Join(*dir, "etcd"), filepath.Join(*dir, "logs", "etcd.log"), etcdClientURL, etcdPeerURL)
+	etcdDir, etcdLog := filepath.Join(*dir, "etcd"), filepath.Join(*dir, "logs", "etcd.log")
+	etcd, err := startEtcd(etcdDir, etcdLog, etcdClientURL, etcdPeerURL)
 	if err != nil {
 		return fmt.Errorf("starting etcd: %w", err)
 	}
+	// etcd and the apiserver are replaced after an outage: the deferred stops read the
+	// variables when they run.
 	defer func() {
-		etcd.Close()
-		logf("etcd stopped")
+		if etcd != nil {
+			etcd.Close()
+			logf("etcd stopped")
+		}
 	}()
 	logf("etcd ready on %s", etcdClientURL.String())
 
@@ -138,12 +169,17 @@ func up(args []string) error {
 		"--authorization-mode=Node,RBAC",
 		"--allow-privileged=true",
 		"--profiling=false",
+		// Graceful termination ends ~2 s after in-flight requests drain, instead of
+		// waiting up to a minute for the watches clients keep open (an outage stops the
+		// apiserver while kube-controller-manager and the operator under test watch).
+		"--shutdown-send-retry-after=true",
 	}
-	apiserverProc, err := startChild(self, "kube-apiserver", apiArgs, filepath.Join(*dir, "logs", "kube-apiserver.log"))
+	apiserverLog := filepath.Join(*dir, "logs", "kube-apiserver.log")
+	apiserverProc, err := startChild(self, "kube-apiserver", apiArgs, apiserverLog)
 	if err != nil {
 		return err
 	}
-	defer apiserverProc.stop()
+	defer func() { apiserverProc.stop() }()
 
 	server := "https://127.0.0.1:" + strconv.Itoa(apiPort)
 	kubeconfig := filepath.Join(*dir, "admin.kubeconfig")
@@ -205,14 +241,50 @@ func up(args []string) error {
 	logf("ready in %.1fs; logs in %s", time.Since(start).Seconds(), filepath.Join(*dir, "logs"))
 	fmt.Printf("READY %s\n", kubeconfig)
 
-	select {
-	case <-ctx.Done():
-		logf("stopping")
-		return nil
-	case <-apiserverProc.done:
-		return fmt.Errorf("kube-apiserver exited unexpectedly: %v\n%s", apiserverProc.err, tail(apiserverProc.log, 30))
-	case <-kcmProc.done:
-		return fmt.Errorf("kube-controller-manager exited unexpectedly: %v\n%s", kcmProc.err, tail(kcmProc.log, 30))
+	down := false // between SIGUSR1 and SIGUSR2: the apiserver's exit is deliberate
+	for {
+		var apiserverDone <-chan struct{}
+		if !down {
+			apiserverDone = apiserverProc.done
+		}
+		select {
+		case <-ctx.Done():
+			logf("stopping")
+			return nil
+		case <-apiserverDone:
+			return fmt.Errorf("kube-apiserver exited unexpectedly: %v\n%s", apiserverProc.err, tail(apiserverProc.log, 30))
+		case <-kcmProc.done:
+			return fmt.Errorf("kube-controller-manager exited unexpectedly: %v\n%s", kcmProc.err, tail(kcmProc.log, 30))
+		case sig := <-outage:
+			switch {
+			case sig == syscall.SIGUSR1 && !down:
+				logf("SIGUSR1: outage: stopping kube-apiserver and etcd (data kept)")
+				apiserverProc.stop()
+				etcd.Close()
+				etcd, down = nil, true
+				logf("outage: kube-apiserver and etcd are down; SIGUSR2 starts them again")
+			case sig == syscall.SIGUSR2 && down:
+				logf("SIGUSR2: starting etcd and kube-apiserver again")
+				began := time.Now()
+				if etcd, err = startEtcd(etcdDir, etcdLog, etcdClientURL, etcdPeerURL); err != nil {
+					return fmt.Errorf("restarting etcd after the outage: %w", err)
+				}
+				if apiserverProc, err = startChild(self, "kube-apiserver", apiArgs, apiserverLog); err != nil {
+					return fmt.Errorf("restarting kube-apiserver after the outage: %w", err)
+				}
+				down = false
+				if err := waitFor(ctx, apiserverProc, apiserverReadyTimeout, "kube-apiserver /readyz after the outage", func() bool {
+					return get(client, server+"/readyz") == http.StatusOK
+				}); err != nil {
+					return err
+				}
+				logf("outage over: kube-apiserver ready again on %s (%.1fs)", server, time.Since(began).Seconds())
+			case down:
+				logf("%v ignored: the outage is on (SIGUSR2 ends it)", sig)
+			default:
+				logf("%v ignored: the control plane is up (SIGUSR1 starts an outage)", sig)
+			}
+		}
 	}
 }
 
@@ -255,7 +327,8 @@ type child struct {
 }
 
 func startChild(self, name string, args []string, logFile string) (*child, error) {
-	f, err := os.Create(logFile)
+	// Appends: a child restarted after an outage keeps its earlier lines.
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -279,6 +352,9 @@ func startChild(self, name string, args []string, logFile string) (*child, error
 
 // stop sends SIGTERM and waits; after stopTimeout it kills.
 func (c *child) stop() {
+	if c == nil { // a restart after an outage failed
+		return
+	}
 	select {
 	case <-c.done:
 		return
