@@ -29,6 +29,8 @@ pub enum SubjectKind {
 )]
 #[x_kube(validation = kube::core::Rule::new("self.kind != 'ServiceAccount' || (has(self.__namespace__) && self.__namespace__ != '')").message("a ServiceAccount subject needs a namespace"))]
 #[x_kube(validation = kube::core::Rule::new("self.kind == 'ServiceAccount' || !has(self.__namespace__)").message("only a ServiceAccount subject has a namespace"))]
+#[x_kube(validation = kube::core::Rule::new("self.kind != 'ServiceAccount' || self.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("a ServiceAccount subject's name is a DNS-1123 subdomain (lowercase letters, digits, '-', '.'), as Kubernetes names ServiceAccounts"))]
+#[x_kube(validation = kube::core::Rule::new("self.kind != 'ServiceAccount' || !has(self.__namespace__) || self.__namespace__.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a ServiceAccount subject's namespace is a DNS-1123 label (lowercase letters, digits, '-', at most 63 characters)"))]
 pub struct Subject {
     /// User, Group, ServiceAccount or Client.
     pub kind: SubjectKind,
@@ -38,6 +40,7 @@ pub struct Subject {
     pub name: String,
     /// The ServiceAccount's namespace (ServiceAccount only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub namespace: Option<String>,
 }
 
@@ -100,18 +103,38 @@ impl PodSecurityLevel {
     }
 }
 
+/// The schema of a resource list (quota hard limits, LimitRange values): at most 64
+/// entries, each an integer or a quantity string (at most 64 characters, which keeps the
+/// CEL rule's cost bounded), checked to be a quantity and not negative: the API server
+/// refuses the ResourceQuota or LimitRange Tenantry writes from anything else.
+fn resource_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "maxProperties": 64,
+        "additionalProperties": {"x-kubernetes-int-or-string": true, "maxLength": 64},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, isQuantity(string(self[k])) && !quantity(string(self[k])).isLessThan(quantity('0')))",
+            "message": "every value is a Kubernetes quantity (e.g. 500m, 2Gi, 10) and not negative",
+        }],
+    })
+}
+
 /// Container defaults for a workspace namespace's LimitRange.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitDefaults {
     /// Default limits for containers that set none (e.g. `cpu: 500m`, `memory: 512Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resource_list")]
     pub default: Option<BTreeMap<String, Quantity>>,
     /// Default requests for containers that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resource_list")]
     pub default_request: Option<BTreeMap<String, Quantity>>,
     /// Largest limits a container may set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resource_list")]
     pub max: Option<BTreeMap<String, Quantity>>,
 }
 
@@ -122,6 +145,7 @@ pub struct LimitDefaults {
 pub struct WorkspacePolicy {
     /// ResourceQuota hard limits (e.g. `requests.cpu: "4"`, `pods: "50"`). No quota when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resource_list")]
     pub quota: Option<BTreeMap<String, Quantity>>,
     /// LimitRange container defaults. No LimitRange when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +186,7 @@ pub mod reason {
     pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     pub const INVALID_NAME: &str = "InvalidName";
+    pub const INVALID_POLICY: &str = "InvalidPolicy";
     pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
     pub const WORKSPACE_LIMIT_REACHED: &str = "WorkspaceLimitReached";
     pub const MEMBER_LIMIT_REACHED: &str = "MemberLimitReached";

@@ -136,7 +136,10 @@ impl WorkspaceRole {
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceGrant {
     /// The Workspace's name in the same organization.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Admin, Editor or Viewer.
     pub role: WorkspaceRole,

@@ -128,7 +128,7 @@ impl Context {
         let event = Event {
             type_,
             reason: outcome.reason().to_string(),
-            note: Some(outcome.message().chars().take(1000).collect()),
+            note: Some(event_note(outcome.message())),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -141,6 +141,17 @@ impl Context {
             Err(e) => warn!(error = %e, "publishing an event failed"),
         }
     }
+}
+
+/// The Event API refuses a note over 1024 bytes (not characters): a message quoting a
+/// long unicode name is cut at a character boundary within that.
+fn event_note(message: &str) -> String {
+    const MAX: usize = 1024;
+    let mut end = message.len().min(MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
 }
 
 fn reflect<K: Object>(api: Api<K>, config: watcher::Config) -> (Store<K>, BoxFuture<'static, ()>)
@@ -410,5 +421,19 @@ pub fn log_result<K>(
             name,
             ok,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_note;
+
+    #[test]
+    fn event_notes_fit_the_event_api_in_bytes() {
+        assert_eq!(event_note("short"), "short");
+        let long = "😀".repeat(300); // 1200 bytes
+        let note = event_note(&long);
+        assert!(note.len() <= 1024 && note.len() > 1020, "{}", note.len());
+        assert!(long.starts_with(&note));
     }
 }

@@ -262,6 +262,10 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
         ..Default::default()
     };
 
+    // A quota or LimitRange the API server refuses (a resource name a quota cannot have, a
+    // default above its max) is a bad spec, not an error to retry: it is reported, the
+    // previous object (if any) stays, and the rest is provisioned, bindings included.
+    let mut refusals = Vec::new();
     match &plan.policy.quota {
         Some(hard) => {
             let quota = ResourceQuota {
@@ -272,7 +276,9 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
                 }),
                 ..Default::default()
             };
-            provision::apply(&ctx.client, &s.quotas, &quota).await?;
+            if let Some(why) = refused(provision::apply(&ctx.client, &s.quotas, &quota).await)? {
+                refusals.push(why);
+            }
         }
         None => {
             provision::delete_cached(&ctx.client, &s.quotas, name, QUOTA).await?;
@@ -293,7 +299,9 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
                     }],
                 }),
             };
-            provision::apply(&ctx.client, &s.limit_ranges, &lr).await?;
+            if let Some(why) = refused(provision::apply(&ctx.client, &s.limit_ranges, &lr).await)? {
+                refusals.push(why);
+            }
         }
         _ => {
             provision::delete_cached(&ctx.client, &s.limit_ranges, name, LIMITS).await?;
@@ -359,14 +367,37 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
             membership: g.membership,
         })
         .collect::<Vec<_>>();
-    let outcome = Outcome::ready(
-        reason::PROVISIONED,
-        format!(
-            "namespace {name} is provisioned; {} members have access",
-            members.len()
-        ),
-    );
+    let outcome = if refusals.is_empty() {
+        Outcome::ready(
+            reason::PROVISIONED,
+            format!(
+                "namespace {name} is provisioned; {} members have access",
+                members.len()
+            ),
+        )
+    } else {
+        Outcome::stalled(
+            reason::INVALID_POLICY,
+            format!(
+                "the API server refuses the workspace's quota or limitRange (from the Workspace or the organization's workspaceDefaults): {}",
+                refusals.join("; ")
+            ),
+        )
+    };
     Ok((outcome, members))
+}
+
+/// The API server's message when it refused an object as invalid (400, 422); other
+/// failures stay errors, to be retried.
+fn refused(applied: Result<bool>) -> Result<Option<String>> {
+    match applied {
+        Ok(_) => Ok(None),
+        Err(Error::Kube {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 400 || s.code == 422 => Ok(Some(s.message.clone())),
+        Err(e) => Err(e),
+    }
 }
 
 fn namespace(plan: &Plan<'_>) -> Namespace {
