@@ -38,13 +38,26 @@ impl<K> Object for K where
 /// element by element). Fields only the server or others set are ignored.
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| is_subset(dv, lv))),
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => is_subset(dv, lv),
+            // The API server omits empty values (`omitempty`): a desired `""`, `[]`, `{}`
+            // or `null` is what an absent field means.
+            None => is_empty(dv),
+        }),
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
         }
         (d, l) => d == l,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 
@@ -65,7 +78,13 @@ pub fn up_to_date<K: Object>(live: Option<&K>, desired: &K) -> Result<bool> {
         meta.remove("name");
         meta.remove("namespace");
     }
-    Ok(is_subset(&d, &to_value(live, &what)?))
+    let l = to_value(live, &what)?;
+    let same = is_subset(&d, &l);
+    if !same {
+        // Kind and name only: a Secret's values never reach a log.
+        tracing::debug!(kind = %K::kind(&()), name = %what, "live object differs from desired: applying");
+    }
+    Ok(same)
 }
 
 async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Result<bool> {
@@ -369,5 +388,15 @@ mod tests {
             &json!({"subjects": [{"name": "a", "x": 1}, {"name": "b"}]})
         ));
         assert!(!is_subset(&json!({"a": 1}), &json!({})));
+    }
+
+    #[test]
+    fn empty_desired_values_match_fields_the_server_omits() {
+        // A ServiceAccount subject's apiGroup is "": the API server leaves it out.
+        let desired = json!({"subjects": [{"apiGroup": "", "kind": "ServiceAccount", "name": "a"}], "x": [], "y": {}, "z": null});
+        let live = json!({"subjects": [{"kind": "ServiceAccount", "name": "a"}]});
+        assert!(is_subset(&desired, &live));
+        assert!(!is_subset(&json!({"a": "b"}), &json!({})));
+        assert!(!is_subset(&json!({"a": []}), &json!({"a": [1]})));
     }
 }

@@ -1,0 +1,924 @@
+//! `make bench`: Tenantry at scale on the local control plane, against the limit a direct
+//! client reaches on the same API server.
+//!
+//! For each size (multiples of the default 200 organizations x 5 workspaces x 10 members
+//! + 1 machine client), on a fresh control plane:
+//!
+//! 1. start `tenantry run` (this build, release profile) and apply the generated tenancy
+//!    (`tenantry::synthetic`) with `--concurrency` parallel creates; measure apply to
+//!    Ready per object (p50/p99) and in total, the controller's API requests by verb
+//!    (`tenantry_api_requests_total`), its peak RSS and CPU seconds, and the control
+//!    plane's CPU seconds;
+//! 2. idle for `--idle-seconds`: count the controller's writes (target 0), settled RSS;
+//! 3. restart the controller with everything converged: time until every object has been
+//!    reconciled and the controller is quiet, and the writes it made (target 0);
+//! 4. on a second fresh control plane, create the same final namespaces, quotas, limit
+//!    ranges, network policies, roles, role bindings, ServiceAccounts and Secrets directly,
+//!    with the same client (no QPS limit) and the controller's total concurrency: the
+//!    limit. Report Tenantry's convergence time as a ratio to it.
+//!
+//! Results: a Markdown table on standard output and in `target/bench/report.md`, raw
+//! numbers in `target/bench/results.jsonl`. Benchmarks measure; nothing here asserts a
+//! timing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, Resource, ResourceExt};
+use serde::Serialize;
+use tenantry::api::{Membership, Organization, Workspace};
+use tenantry::synthetic::{Size, Tenancy};
+
+#[derive(Parser)]
+#[command(about = "Tenantry at scale on the local control plane")]
+struct Args {
+    /// Sizes to run, as multiples of the base size (e.g. 1,5,25).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    scales: Vec<usize>,
+    #[command(flatten)]
+    size: Size,
+    /// Reconciles in flight per kind (`tenantry run --concurrency`); the apply and the
+    /// direct-client baseline use three times this (the three controllers together).
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+    /// Seconds of idle after convergence in which writes are counted.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
+    /// Give up on one size after this many seconds.
+    #[arg(long, default_value_t = 7200)]
+    timeout_seconds: u64,
+    /// Skip the direct-client baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    // `cargo bench` passes --bench.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+// ---------- the control plane and the controller as processes ----------
+
+struct ControlPlane {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    kubeconfig: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(dir: &Path) -> anyhow::Result<Self> {
+        let bin = root().join("target/controlplane/bin/controlplane");
+        if !bin.exists() {
+            bail!("{} is missing: run `make controlplane`", bin.display());
+        }
+        std::fs::create_dir_all(dir)?;
+        let log = std::fs::File::create(dir.join("up.log"))?;
+        let mut child = Command::new(&bin)
+            .args(["up", "--lifeline", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped");
+        for line in BufReader::new(stdout).lines() {
+            if let Some(k) = line?.strip_prefix("READY ") {
+                return Ok(Self {
+                    child,
+                    stdin,
+                    kubeconfig: PathBuf::from(k),
+                });
+            }
+        }
+        bail!(
+            "the control plane exited before it was ready; see {}",
+            dir.join("up.log").display()
+        )
+    }
+
+    /// The supervisor and its children (etcd runs inside the supervisor).
+    fn pids(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        let mut pids = vec![pid];
+        if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            pids.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+        pids
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
+        let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        config.read_timeout = Some(Duration::from_secs(300));
+        Ok(Client::try_from(config)?)
+    }
+
+    fn stop(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+struct Controller {
+    child: Child,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Controller {
+    async fn start(kubeconfig: &Path, concurrency: u16, log: &Path) -> anyhow::Result<Self> {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["run", "--leader-election=false", "--log-format=json"])
+            .arg(format!("--admin-address=127.0.0.1:{port}"))
+            .arg(format!("--concurrency={concurrency}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("TENANTRY_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(std::fs::File::create(log)?)
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let c = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while http_get(port, "/readyz").await.map(|(s, _)| s) != Some(200) {
+            if Instant::now() > deadline {
+                bail!("the controller was not ready within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(c)
+    }
+
+    async fn metrics(&self) -> Metrics {
+        Metrics::parse(&self.metrics_text().await)
+    }
+
+    async fn metrics_text(&self) -> String {
+        http_get(self.port, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// Keeps the controller's metrics as they are now in `file` (for a reader of the run).
+    async fn save_metrics(&self, file: &Path) {
+        let _ = std::fs::write(file, self.metrics_text().await);
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, buf.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+/// A Prometheus text exposition: sample name with labels -> value.
+#[derive(Default, Clone)]
+struct Metrics(BTreeMap<String, f64>);
+
+impl Metrics {
+    fn parse(text: &str) -> Self {
+        Self(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let (k, v) = l.rsplit_once(' ')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+    /// Sum of samples of `name` whose labels contain every `label="value"` given.
+    fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with(&format!("{name}{{")) && labels.iter().all(|l| k.contains(l))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+    /// `tenantry_api_requests_total` by verb, minus `before`.
+    fn requests_by_verb(&self, before: &Metrics) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for verb in [
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ] {
+            let l = format!("verb=\"{verb}\"");
+            let n = self.sum("tenantry_api_requests_total", &[&l])
+                - before.sum("tenantry_api_requests_total", &[&l]);
+            out.insert(verb.to_string(), n.max(0.0) as u64);
+        }
+        out
+    }
+}
+
+fn writes(by_verb: &BTreeMap<String, u64>) -> u64 {
+    ["create", "update", "patch", "delete"]
+        .iter()
+        .map(|v| by_verb.get(*v).copied().unwrap_or(0))
+        .sum()
+}
+
+// ---------- process accounting from /proc ----------
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+/// A `/proc/<pid>/status` value in MiB (VmRSS, VmHWM).
+fn status_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+// ---------- readiness ----------
+
+fn ready(obj: &DynamicObject) -> bool {
+    let generation = obj.metadata.generation;
+    obj.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["type"] == "Ready"
+                && c["status"] == "True"
+                && c["observedGeneration"].as_i64() == generation
+        })
+}
+
+type Key = (String, String, String);
+
+fn key(kind: &str, obj: &DynamicObject) -> Key {
+    (
+        kind.to_string(),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any(),
+    )
+}
+
+/// Records when each object is first seen Ready.
+fn watch_ready(
+    client: &Client,
+    seen: Arc<Mutex<HashMap<Key, Instant>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (kind, ar) in [
+        ("Organization", ApiResource::erase::<Organization>(&())),
+        ("Workspace", ApiResource::erase::<Workspace>(&())),
+        ("Membership", ApiResource::erase::<Membership>(&())),
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let seen = seen.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let objs = match ev {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                    _ => vec![],
+                };
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap();
+                for o in objs.iter().filter(|o| ready(o)) {
+                    seen.entry(key(kind, o)).or_insert(now);
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+// ---------- applying ----------
+
+async fn install(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply("tenantry-bench").force();
+    for crd in tenantry::api::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &pp, &Patch::Apply(&crd)).await?;
+        await_condition(crds.clone(), &name, conditions::is_crd_established()).await?;
+    }
+    tenantry::rbac::install(client, &tenantry::settings::Settings::default()).await?;
+    let ns = Namespace {
+        metadata: kube::core::ObjectMeta {
+            name: Some("tenantry-system".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+/// Creates `objs` with `concurrency` requests in flight, retrying while the namespace is
+/// missing (the controller creates `org-<org>`); returns when each was created.
+async fn create_all<K>(
+    client: &Client,
+    kind: &'static str,
+    objs: Vec<K>,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(Key, Instant)>>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let ar = ApiResource::erase::<K>(&());
+    let objs: Vec<DynamicObject> = objs
+        .iter()
+        .map(|o| serde_json::from_value(serde_json::to_value(o)?))
+        .collect::<Result<_, _>>()?;
+    futures::stream::iter(objs.into_iter().map(|obj| {
+        let client = client.clone();
+        let ar = ar.clone();
+        async move {
+            let ns = obj.namespace();
+            let api: Api<DynamicObject> = match &ns {
+                Some(ns) => Api::namespaced_with(client, ns, &ar),
+                None => Api::all_with(client, &ar),
+            };
+            let key = (kind.to_string(), ns.unwrap_or_default(), obj.name_any());
+            loop {
+                match api.create(&PostParams::default(), &obj).await {
+                    Ok(_) => return Ok((key, Instant::now())),
+                    // The controller has not made the organization's namespace yet.
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(anyhow::anyhow!("creating {kind} {key:?}: {e}")),
+                }
+            }
+        }
+    }))
+    .buffer_unordered(concurrency)
+    .try_collect()
+    .await
+}
+
+// ---------- the direct-client baseline ----------
+
+/// The managed objects of a converged cluster, ready to be created elsewhere.
+struct Snapshot {
+    cluster: Vec<(ApiResource, DynamicObject)>,
+    namespaces: Vec<DynamicObject>,
+    namespaced: Vec<(ApiResource, DynamicObject)>,
+}
+
+impl Snapshot {
+    fn len(&self) -> usize {
+        self.cluster.len() + self.namespaces.len() + self.namespaced.len()
+    }
+}
+
+fn clean(mut o: DynamicObject) -> DynamicObject {
+    let m = &mut o.metadata;
+    m.uid = None;
+    m.resource_version = None;
+    m.creation_timestamp = None;
+    m.managed_fields = None;
+    m.owner_references = None;
+    m.generation = None;
+    m.finalizers = None;
+    if let Some(obj) = o.data.as_object_mut() {
+        obj.remove("status");
+    }
+    o
+}
+
+async fn list_all(client: &Client, ar: &ApiResource) -> anyhow::Result<Vec<DynamicObject>> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let mut out = Vec::new();
+    let mut lp = ListParams::default()
+        .labels(&tenantry::labels::managed_selector())
+        .limit(500);
+    loop {
+        let page = api.list(&lp).await?;
+        out.extend(page.items.into_iter().map(clean));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => return Ok(out),
+        }
+    }
+}
+
+async fn snapshot(client: &Client) -> anyhow::Result<Snapshot> {
+    let mut s = Snapshot {
+        cluster: Vec::new(),
+        namespaces: list_all(client, &ApiResource::erase::<Namespace>(&())).await?,
+        namespaced: Vec::new(),
+    };
+    for ar in [
+        ApiResource::erase::<ClusterRole>(&()),
+        ApiResource::erase::<ClusterRoleBinding>(&()),
+    ] {
+        for o in list_all(client, &ar).await? {
+            s.cluster.push((ar.clone(), o));
+        }
+    }
+    for ar in [
+        ApiResource::erase::<ResourceQuota>(&()),
+        ApiResource::erase::<LimitRange>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
+        ApiResource::erase::<Role>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Secret>(&()),
+    ] {
+        for o in list_all(client, &ar).await? {
+            s.namespaced.push((ar.clone(), o));
+        }
+    }
+    Ok(s)
+}
+
+/// Creates the snapshot directly: cluster objects and namespaces, then what is in them.
+async fn replay(client: &Client, s: &Snapshot, concurrency: usize) -> anyhow::Result<u64> {
+    let ns_ar = ApiResource::erase::<Namespace>(&());
+    let first = s
+        .cluster
+        .iter()
+        .cloned()
+        .chain(s.namespaces.iter().map(|n| (ns_ar.clone(), n.clone())));
+    let mut requests = 0u64;
+    for batch in [first.collect::<Vec<_>>(), s.namespaced.clone()] {
+        requests += batch.len() as u64;
+        futures::stream::iter(batch.into_iter().map(|(ar, o)| {
+            let client = client.clone();
+            async move {
+                let api: Api<DynamicObject> = match o.namespace() {
+                    Some(ns) => Api::namespaced_with(client, &ns, &ar),
+                    None => Api::all_with(client, &ar),
+                };
+                match api.create(&PostParams::default(), &o).await {
+                    Ok(_) => Ok(()),
+                    // The namespace controller makes some ServiceAccounts itself.
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    Err(e) => Err(anyhow::anyhow!(
+                        "creating {} {}: {e}",
+                        ar.kind,
+                        o.name_any()
+                    )),
+                }
+            }
+        }))
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    }
+    Ok(requests)
+}
+
+// ---------- one size ----------
+
+#[derive(Serialize, Default, Debug)]
+struct SizeResult {
+    scale: usize,
+    organizations: usize,
+    workspaces: usize,
+    memberships: usize,
+    managed_objects: usize,
+    apply_seconds: f64,
+    converge_seconds: f64,
+    p50_seconds: f64,
+    p99_seconds: f64,
+    requests: BTreeMap<String, u64>,
+    controller_cpu_seconds: f64,
+    controlplane_cpu_seconds: f64,
+    peak_rss_mib: f64,
+    settled_rss_mib: f64,
+    idle_seconds: u64,
+    idle_writes: u64,
+    restart_settle_seconds: f64,
+    restart_writes: u64,
+    restart_requests: BTreeMap<String, u64>,
+    baseline_seconds: Option<f64>,
+    baseline_requests: Option<u64>,
+    ratio: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
+    let size = args.size.times(scale);
+    let tenancy: Tenancy = tenantry::synthetic::tenancy("b", size);
+    let total = tenancy.organizations.len() + tenancy.workspaces.len() + tenancy.memberships.len();
+    let dir = root().join(format!(
+        "target/{}/x{scale}",
+        if args.bench { "bench" } else { "bench-smoke" }
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let parallel = 3 * args.concurrency as usize;
+    let deadline = Duration::from_secs(args.timeout_seconds);
+    eprintln!(
+        "bench x{scale}: {} organizations, {} workspaces, {} memberships",
+        tenancy.organizations.len(),
+        tenancy.workspaces.len(),
+        tenancy.memberships.len()
+    );
+
+    let cp = ControlPlane::start(&dir.join("controlplane"))?;
+    let client = cp.client().await?;
+    install(&client).await?;
+    let controller = Controller::start(
+        &cp.kubeconfig,
+        args.concurrency,
+        &dir.join("controller.log"),
+    )
+    .await?;
+    let pid = controller.child.id();
+    let cp_cpu0: f64 = cp.pids().iter().map(|p| cpu_seconds(*p)).sum();
+    let cpu0 = cpu_seconds(pid);
+    let m0 = controller.metrics().await;
+
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let watchers = watch_ready(&client, seen.clone());
+    let t0 = Instant::now();
+    let mut created = create_all(
+        &client,
+        "Organization",
+        tenancy.organizations.clone(),
+        parallel,
+    )
+    .await?;
+    let (ws, ms) = futures::join!(
+        create_all(
+            &client,
+            "Workspace",
+            tenancy.workspaces.clone(),
+            parallel / 2
+        ),
+        create_all(
+            &client,
+            "Membership",
+            tenancy.memberships.clone(),
+            parallel / 2
+        ),
+    );
+    created.extend(ws?);
+    created.extend(ms?);
+    let apply_seconds = t0.elapsed().as_secs_f64();
+    eprintln!("bench x{scale}: applied {total} objects in {apply_seconds:.1} s; waiting for Ready");
+
+    let mut last_report = Instant::now();
+    loop {
+        let n = seen.lock().unwrap().len();
+        if n >= total {
+            break;
+        }
+        if t0.elapsed() > deadline {
+            bail!("x{scale}: only {n} of {total} objects Ready after {deadline:?}");
+        }
+        if last_report.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "bench x{scale}: {n}/{total} Ready after {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let converged = Instant::now();
+    watchers.iter().for_each(|w| w.abort());
+    let converge_seconds = {
+        let seen = seen.lock().unwrap();
+        seen.values()
+            .max()
+            .map(|t| t.duration_since(t0).as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let mut latencies: Vec<f64> = {
+        let seen = seen.lock().unwrap();
+        created
+            .iter()
+            .filter_map(|(k, at)| {
+                seen.get(k)
+                    .map(|r| r.saturating_duration_since(*at).as_secs_f64())
+            })
+            .collect()
+    };
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    controller
+        .save_metrics(&dir.join("metrics-converged.txt"))
+        .await;
+    let m1 = controller.metrics().await;
+    let controller_cpu_seconds = cpu_seconds(pid) - cpu0;
+    let controlplane_cpu_seconds = cp.pids().iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cp_cpu0;
+    let requests = m1.requests_by_verb(&m0);
+    let peak_rss_mib = status_mib(pid, "VmHWM:");
+    eprintln!(
+        "bench x{scale}: all Ready in {converge_seconds:.1} s (waited {:.1} s after the apply); idling {} s",
+        converged.duration_since(t0).as_secs_f64() - apply_seconds,
+        args.idle_seconds
+    );
+
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    controller.save_metrics(&dir.join("metrics-idle.txt")).await;
+    let m2 = controller.metrics().await;
+    let idle_writes = writes(&m2.requests_by_verb(&m1));
+    let settled_rss_mib = status_mib(pid, "VmRSS:");
+    let managed_objects = m2.sum("tenantry_managed_objects", &[]) as usize;
+
+    // Restart with everything converged.
+    controller.stop();
+    let t_restart = Instant::now();
+    let controller = Controller::start(
+        &cp.kubeconfig,
+        args.concurrency,
+        &dir.join("controller-restart.log"),
+    )
+    .await?;
+    let mut last = (0.0, Instant::now());
+    let restart_settle_seconds = loop {
+        let m = controller.metrics().await;
+        let n = m.sum("tenantry_reconciles_total", &[]);
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n >= total as f64 && last.1.elapsed() > Duration::from_secs(3) {
+            break last.1.duration_since(t_restart).as_secs_f64();
+        }
+        if t_restart.elapsed() > deadline {
+            bail!("x{scale}: the restarted controller did not settle");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    controller
+        .save_metrics(&dir.join("metrics-restart.txt"))
+        .await;
+    let restart_requests = controller
+        .metrics()
+        .await
+        .requests_by_verb(&Metrics::default());
+    let restart_writes = writes(&restart_requests);
+    controller.stop();
+
+    let mut result = SizeResult {
+        scale,
+        organizations: tenancy.organizations.len(),
+        workspaces: tenancy.workspaces.len(),
+        memberships: tenancy.memberships.len(),
+        managed_objects,
+        apply_seconds,
+        converge_seconds,
+        p50_seconds: percentile(&latencies, 0.5),
+        p99_seconds: percentile(&latencies, 0.99),
+        requests,
+        controller_cpu_seconds,
+        controlplane_cpu_seconds,
+        peak_rss_mib,
+        settled_rss_mib,
+        idle_seconds: args.idle_seconds,
+        idle_writes,
+        restart_settle_seconds,
+        restart_writes,
+        restart_requests,
+        ..Default::default()
+    };
+
+    if !args.no_baseline {
+        let snap = snapshot(&client).await?;
+        cp.stop();
+        eprintln!(
+            "bench x{scale}: baseline: creating {} objects directly",
+            snap.len()
+        );
+        let cp = ControlPlane::start(&dir.join("baseline"))?;
+        let client = cp.client().await?;
+        let t = Instant::now();
+        let n = replay(&client, &snap, parallel).await?;
+        let secs = t.elapsed().as_secs_f64();
+        cp.stop();
+        result.baseline_seconds = Some(secs);
+        result.baseline_requests = Some(n);
+        result.ratio = Some(converge_seconds / secs);
+    } else {
+        cp.stop();
+    }
+    Ok(result)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = status_mem_total();
+    format!(
+        "{cores} cores ({cpu}), {mem:.0} GiB memory, Linux {}",
+        kernel()
+    )
+}
+
+fn status_mem_total() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+        / 1024.0
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn report(args: &Args, results: &[SizeResult]) -> String {
+    let mut out = String::new();
+    let size = args.size;
+    out.push_str(&format!(
+        "Machine: {}. Kubernetes v1.37.2 (local control plane, etcd embedded). Base size: {} organizations x {} workspaces x {} members + {} client(s); controller concurrency {} per kind, apply and baseline concurrency {}.\n\n",
+        machine(),
+        size.organizations,
+        size.workspaces,
+        size.members,
+        size.clients,
+        args.concurrency,
+        3 * args.concurrency
+    ));
+    out.push_str("| scale | orgs / workspaces / members | managed objects | apply to all Ready | p50 / p99 per object | direct client (limit) | ratio | controller requests (get/list/watch/create/patch/update/delete) | controller CPU | control plane CPU | peak / settled RSS | writes in idle | restart: settle / writes |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in results {
+        let q = |v: &str| r.requests.get(v).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "| {}x | {} / {} / {} | {} | {:.1} s | {:.2} s / {:.2} s | {} | {} | {}/{}/{}/{}/{}/{}/{} | {:.1} s | {:.1} s | {:.0} / {:.0} MiB | {} in {} s | {:.1} s / {} |\n",
+            r.scale,
+            r.organizations,
+            r.workspaces,
+            r.memberships,
+            r.managed_objects,
+            r.converge_seconds,
+            r.p50_seconds,
+            r.p99_seconds,
+            r.baseline_seconds
+                .zip(r.baseline_requests)
+                .map(|(s, n)| format!("{s:.1} s ({n} creates)"))
+                .unwrap_or_else(|| "-".into()),
+            r.ratio.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+            q("get"),
+            q("list"),
+            q("watch"),
+            q("create"),
+            q("patch"),
+            q("update"),
+            q("delete"),
+            r.controller_cpu_seconds,
+            r.controlplane_cpu_seconds,
+            r.peak_rss_mib,
+            r.settled_rss_mib,
+            r.idle_writes,
+            r.idle_seconds,
+            r.restart_settle_seconds,
+            r.restart_writes,
+        ));
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    // `cargo test --all-targets` runs this without `--bench`: a small smoke run, so that
+    // the benchmark keeps working (it fails on any error, as a test does).
+    let smoke = !args.bench;
+    if smoke {
+        args.scales = vec![1];
+        args.size = Size {
+            organizations: 3,
+            workspaces: 2,
+            members: 3,
+            clients: 1,
+        };
+        args.idle_seconds = 3;
+        args.timeout_seconds = 300;
+    }
+    let dir = root().join(if smoke {
+        "target/bench-smoke"
+    } else {
+        "target/bench"
+    });
+    std::fs::create_dir_all(&dir)?;
+    let mut results = Vec::new();
+    for &scale in &args.scales {
+        let r = run_size(&args, scale).await?;
+        if smoke && (r.idle_writes != 0 || r.restart_writes != 0) {
+            bail!(
+                "a converged controller wrote: {} writes in idle, {} after a restart (see {})",
+                r.idle_writes,
+                r.restart_writes,
+                dir.join("x1").display()
+            );
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("results.jsonl"))?;
+        writeln!(f, "{}", serde_json::to_string(&r)?)?;
+        results.push(r);
+        let md = report(&args, &results);
+        std::fs::write(dir.join("report.md"), &md)?;
+        println!("{md}");
+    }
+    Ok(())
+}
