@@ -36,6 +36,13 @@ test: controlplane helm ## run every test: unit tests, then integration tests on
 	hack/require.sh
 	cargo test --locked --all-targets
 
+SCALES ?= 1
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: controlplane ## measure Tenantry at scale on fresh local control planes (SCALES=1,5,25 BENCH_ARGS=...); see docs/benchmarks.md
+	cargo bench --locked --bench scale -- --scales $(SCALES) $(BENCH_ARGS)
+
 .PHONY: test-kind
 test-kind: ## run the integration suite against the existing cluster in KUBECONFIG (e.g. kind)
 	TENANTRY_TEST_KUBECONFIG="$${KUBECONFIG:-$$HOME/.kube/config}" cargo test --locked --test integration
