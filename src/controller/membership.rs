@@ -370,8 +370,26 @@ async fn ensure_client(
     let first = !annotations.contains_key(credentials::HASH);
     let rotate = !first && rotate_to.is_some() && rotate_to != handled;
     let now = k8s_openapi::jiff::Timestamp::now();
+    let secret_name = names::client_secret_name(&name);
     if first || rotate {
-        let secret_value = credentials::generate().map_err(|e| Error::Random(e.to_string()))?;
+        // An issuance cut short after the Secret and before the verifier (the process
+        // was killed, the API server went away) left a delivered secret that no verifier
+        // accepts yet: finish that issuance instead of issuing another, so a secret once
+        // delivered is never replaced by a restart.
+        let interrupted = interrupted_issuance(
+            ctx,
+            ns,
+            &secret_name,
+            &uid,
+            &client_id,
+            annotations.get(credentials::HASH),
+        )
+        .await?;
+        let adopted = interrupted.is_some();
+        let secret_value = match interrupted {
+            Some(value) => value,
+            None => credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
+        };
         let hash = credentials::hash(&secret_value).map_err(Error::Random)?;
         let grace: i64 = m
             .annotations()
@@ -394,8 +412,8 @@ async fn ensure_client(
             Some(value) => annotations.insert(credentials::ROTATION.into(), value.clone()),
             None => annotations.remove(credentials::ROTATION),
         };
-        // The Secret first: if writing the verifier fails, the next pass issues again.
-        let secret_name = names::client_secret_name(&name);
+        // The Secret first: if writing the verifier fails, the next pass finds the
+        // Secret (above) and writes the verifier of the same secret.
         let secret = Secret {
             metadata: meta(secret_name.clone(), "client-credentials"),
             type_: Some("tenantry.dev/client-credentials".into()),
@@ -414,16 +432,20 @@ async fn ensure_client(
             ),
             ..Default::default()
         };
-        crate::metrics::write("apply", "Secret");
-        Api::<Secret>::namespaced(ctx.client.clone(), ns)
-            .patch(
-                &secret_name,
-                &PatchParams::apply(labels::FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .context(|| format!("writing Secret {ns}/{secret_name}"))?;
-        let what = if rotate {
+        if !adopted {
+            crate::metrics::write("apply", "Secret");
+            Api::<Secret>::namespaced(ctx.client.clone(), ns)
+                .patch(
+                    &secret_name,
+                    &PatchParams::apply(labels::FIELD_MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+                .context(|| format!("writing Secret {ns}/{secret_name}"))?;
+        }
+        let what = if adopted {
+            "completed an interrupted issuance of the client secret"
+        } else if rotate {
             "rotated the client secret"
         } else {
             "issued client credentials"
@@ -449,4 +471,39 @@ async fn ensure_client(
     };
     provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
     Ok((sa_name, client_id, rotation))
+}
+
+/// The secret in the live credentials Secret when it is an issuance whose verifier was
+/// never written: Tenantry's Secret for this very Membership (owner reference by UID,
+/// same client id) holding a secret that the current verifier, if any, does not accept.
+async fn interrupted_issuance(
+    ctx: &Context,
+    ns: &str,
+    secret_name: &str,
+    membership_uid: &str,
+    client_id: &str,
+    current_hash: Option<&String>,
+) -> Result<Option<String>> {
+    let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(secret_name)
+        .await
+        .context(|| format!("reading Secret {ns}/{secret_name}"))?
+    else {
+        return Ok(None);
+    };
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|r| r.uid == membership_uid);
+    let data = secret.data.unwrap_or_default();
+    let field = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    if !ours || field("client-id").as_deref() != Some(client_id) {
+        return Ok(None);
+    }
+    Ok(field("client-secret").filter(|value| {
+        !value.is_empty() && !current_hash.is_some_and(|h| credentials::verify(value, h))
+    }))
 }
