@@ -77,6 +77,23 @@ fn start() -> Result<Cluster, String> {
 }
 
 fn start_local() -> Result<Cluster, String> {
+    let bin = controlplane_bin()?;
+    // The control plane keeps its state in a temporary folder it removes on exit; its own
+    // progress lines (and the reason, if it fails) go to this log.
+    let log = repo_root().join("target/controlplane/test-run.log");
+    let (child, stdin, kubeconfig) = launch(&bin, &log)?;
+    eprintln!(
+        "harness: control plane ready, kubeconfig {}",
+        kubeconfig.display()
+    );
+    Ok(Cluster {
+        kubeconfig,
+        _lifeline: Some(Mutex::new((child, stdin))),
+    })
+}
+
+/// `target/controlplane/bin/controlplane`, built with `make controlplane` when missing.
+fn controlplane_bin() -> Result<PathBuf, String> {
     let root = repo_root();
     let bin = root.join("target/controlplane/bin/controlplane");
     if !bin.exists() {
@@ -96,11 +113,14 @@ fn start_local() -> Result<Cluster, String> {
             ));
         }
     }
-    // The control plane keeps its state in a temporary folder it removes on exit; its own
-    // progress lines (and the reason, if it fails) go to this log.
-    let log = root.join("target/controlplane/test-run.log");
-    let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let mut child = Command::new(&bin)
+    Ok(bin)
+}
+
+/// Starts `controlplane up --lifeline` (stderr to `log`) and waits for its READY line:
+/// the process, its lifeline and the kubeconfig.
+fn launch(bin: &Path, log: &Path) -> Result<(Child, ChildStdin, PathBuf), String> {
+    let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = Command::new(bin)
         .arg("up")
         .arg("--lifeline")
         .stdin(Stdio::piped())
@@ -122,19 +142,93 @@ fn start_local() -> Result<Cluster, String> {
     }
     let Some(kubeconfig) = kubeconfig else {
         let _ = child.wait();
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let log = std::fs::read_to_string(log).unwrap_or_default();
         return Err(format!(
             "the control plane exited before it was ready:\n{log}"
         ));
     };
-    eprintln!(
-        "harness: control plane ready, kubeconfig {}",
-        kubeconfig.display()
-    );
-    Ok(Cluster {
-        kubeconfig,
-        _lifeline: Some(Mutex::new((child, stdin))),
+    Ok((child, stdin, kubeconfig))
+}
+
+/// A control plane of one test's own (for tests that run the real binary and must be the
+/// only controller writing, or that take the API server down): started with its own
+/// `controlplane up --lifeline`, with the CRDs and roles installed as for the shared one.
+/// Dropping it stops it.
+pub struct Dedicated {
+    pub kubeconfig: PathBuf,
+    /// The `controlplane up` process: SIGUSR1 takes the API server and etcd down,
+    /// SIGUSR2 brings them back (see `hack/controlplane/up.go`).
+    pub pid: u32,
+    /// Its progress lines (outages included).
+    pub log: PathBuf,
+    child: Child,
+    lifeline: Option<ChildStdin>,
+}
+
+/// Starts a dedicated control plane; panics with the reason if it cannot (never skips).
+pub async fn dedicated() -> Dedicated {
+    let name = unique("dedicated");
+    let started = tokio::task::spawn_blocking(move || {
+        let bin = controlplane_bin()?;
+        let log = repo_root().join(format!("target/controlplane/{name}.log"));
+        launch(&bin, &log).map(|(child, stdin, kubeconfig)| (child, stdin, kubeconfig, log))
     })
+    .await
+    .expect("starting a dedicated control plane panicked");
+    let (child, stdin, kubeconfig, log) = match started {
+        Ok(started) => started,
+        Err(why) => panic!("no dedicated Kubernetes control plane for this test: {why}"),
+    };
+    let cluster = Dedicated {
+        pid: child.id(),
+        kubeconfig,
+        log,
+        child,
+        lifeline: Some(stdin),
+    };
+    eprintln!(
+        "harness: dedicated control plane {} ready, kubeconfig {}",
+        cluster.pid,
+        cluster.kubeconfig.display()
+    );
+    if let Err(why) = install(&cluster.kubeconfig).await {
+        panic!("installing the CRDs and roles on the dedicated control plane: {why}");
+    }
+    cluster
+}
+
+impl Dedicated {
+    /// A cluster-admin client of this control plane.
+    pub async fn admin(&self) -> Client {
+        client_for(&self.kubeconfig, None, &[]).await
+    }
+
+    /// Sends `signal` (e.g. `"USR1"`) to the `controlplane up` process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {}: {status}", self.pid);
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        // Closing the lifeline stops it cleanly; wait (bounded) so that its memory is back
+        // before the next test starts another.
+        drop(self.lifeline.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn install(kubeconfig: &Path) -> Result<(), String> {

@@ -10,4 +10,5 @@ mod clients;
 mod controlplane;
 mod core;
 mod gitops;
+mod resilience;
 mod runtime;
