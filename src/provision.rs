@@ -252,6 +252,10 @@ pub async fn claim_namespace(
     let managed =
         ns.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE);
     Ok(match owner {
+        // Ours, but deleted (by someone else): made again once it is gone.
+        Some(uid) if uid == owner_uid && ns.meta().deletion_timestamp.is_some() => {
+            NamespaceClaim::Terminating
+        }
         Some(uid) if uid == owner_uid => NamespaceClaim::Ours(Box::new(ns)),
         Some(_) if managed && ns.meta().deletion_timestamp.is_some() => NamespaceClaim::Terminating,
         Some(_) if managed => NamespaceClaim::Foreign(format!(

@@ -120,7 +120,12 @@ pub fn tenancy(prefix: &str, size: Size) -> Tenancy {
                     .map(|k| {
                         (
                             workspaces[(m + k) % workspaces.len()].as_str(),
-                            roles[(m + k) % roles.len()],
+                            // An organization Viewer holds only the Viewer role.
+                            if role == OrgRole::Viewer {
+                                WorkspaceRole::Viewer
+                            } else {
+                                roles[(m + k) % roles.len()]
+                            },
                         )
                     })
                     .collect()

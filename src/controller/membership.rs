@@ -222,15 +222,17 @@ async fn granted(
     ctx: &Context,
     found: &mut Found,
 ) -> Result<Outcome> {
+    let mut secret_missing = false;
     // An accepted invitation needs no Role any more.
     let invitation = invitation_name(m);
     provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, &invitation).await?;
     provision::delete_cached(&ctx.client, &ctx.stores.roles, ns, &invitation).await?;
     if m.spec.subject.kind == SubjectKind::Client {
-        let (sa, id, rotation) = ensure_client(org, m, ns, ctx).await?;
-        found.service_account = Some(sa);
-        found.client_id = Some(id);
-        found.rotation = rotation;
+        let client = ensure_client(org, m, ns, ctx).await?;
+        found.service_account = Some(client.service_account);
+        found.client_id = Some(client.client_id);
+        found.rotation = client.rotation;
+        secret_missing = client.secret_missing;
     }
     let provisioned = |name: &str| {
         ctx.stores
@@ -284,7 +286,17 @@ async fn granted(
         .filter(|w| w.state == AccessState::Pending)
         .map(|w| w.name.as_str())
         .collect();
-    Ok(if pending.is_empty() {
+    Ok(if secret_missing {
+        Outcome::stalled(
+            reason::SECRET_MISSING,
+            format!(
+                "Secret {} with this client's credentials was deleted: the issued secret still works for whoever holds it but cannot be shown again; to issue a new one: kubectl annotate membership {} -n {ns} {}=<a new value>",
+                names::client_secret_name(&m.name_any()),
+                m.name_any(),
+                credentials::ROTATE
+            ),
+        )
+    } else if pending.is_empty() {
         Outcome::ready(
             reason::GRANTED,
             format!(
@@ -312,7 +324,7 @@ async fn ensure_client(
     m: &Membership,
     ns: &str,
     ctx: &Context,
-) -> Result<(String, String, Option<String>)> {
+) -> Result<ClientState> {
     let name = m.name_any();
     let uid = m
         .uid()
@@ -470,7 +482,34 @@ async fn ensure_client(
         ..Default::default()
     };
     provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
-    Ok((sa_name, client_id, rotation))
+    // Issued before, and the Secret is gone (confirmed on the live object when the cache
+    // lacks it): the value cannot be shown again.
+    let secret_missing = !(first || rotate)
+        && ctx
+            .stores
+            .secrets
+            .get(&ObjectRef::new(&secret_name).within(ns))
+            .is_none()
+        && Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&secret_name)
+            .await
+            .context(|| format!("reading Secret {ns}/{secret_name}"))?
+            .is_none();
+    Ok(ClientState {
+        service_account: sa_name,
+        client_id,
+        rotation,
+        secret_missing,
+    })
+}
+
+/// What `ensure_client` found and made.
+struct ClientState {
+    service_account: String,
+    client_id: String,
+    rotation: Option<String>,
+    /// The credentials Secret was deleted after the secret was issued.
+    secret_missing: bool,
 }
 
 /// The secret in the live credentials Secret when it is an issuance whose verifier was

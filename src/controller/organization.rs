@@ -157,7 +157,7 @@ async fn provision_org(
             NamespaceClaim::Terminating => Outcome::progressing(
                 reason::NAMESPACE_TERMINATING,
                 format!(
-                    "namespace {ns_name} of a previous organization of this name is still terminating"
+                    "namespace {ns_name} is terminating (it was deleted, or belonged to an earlier organization of this name); it is made again once it is gone"
                 ),
             ),
             NamespaceClaim::Free => {

@@ -232,7 +232,9 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
             return Ok((
                 Outcome::progressing(
                     reason::NAMESPACE_TERMINATING,
-                    format!("namespace {name} of an earlier workspace is terminating"),
+                    format!(
+                        "namespace {name} is terminating (it was deleted, or belonged to an earlier workspace of this name); it is made again once it is gone"
+                    ),
                 ),
                 vec![],
             ));

@@ -10,5 +10,6 @@ mod clients;
 mod controlplane;
 mod core;
 mod gitops;
+mod repair;
 mod resilience;
 mod runtime;

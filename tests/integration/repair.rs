@@ -1,0 +1,347 @@
+//! Another writer edits or deletes what Tenantry manages: Tenantry puts it back, and the
+//! test reports how long each repair took (measured, not asserted beyond the timeout).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tenantry::api::{Membership, Workspace};
+use tenantry::synthetic::{Size, tenancy};
+
+use crate::core::{wait_member_reason, wait_org_ready, wait_ws_ready};
+use crate::harness::{TIMEOUT, admin, controller, unique};
+
+/// Polls `check` until it holds; returns how long that took. Fails the test after
+/// [`TIMEOUT`].
+async fn repaired<F, Fut>(what: &str, check: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "not repaired within {TIMEOUT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    start.elapsed()
+}
+
+fn managed() -> ListParams {
+    ListParams::default().labels(&tenantry::labels::managed_selector())
+}
+
+/// RoleBinding name -> sorted subjects (kind/name) in `ns`.
+async fn bindings(client: &Client, ns: &str) -> BTreeMap<String, Vec<String>> {
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .list(&managed())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|rb| {
+            let mut s: Vec<String> = rb
+                .subjects
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| format!("{}/{}", s.kind, s.name))
+                .collect();
+            s.sort();
+            (rb.name_any(), s)
+        })
+        .collect()
+}
+
+async fn names<K>(api: &Api<K>) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&managed())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect()
+}
+
+#[tokio::test]
+async fn edits_and_deletions_by_another_writer_are_undone() {
+    let _rx = controller();
+    let client = admin().await;
+    let t = tenancy(
+        &unique("rp"),
+        Size {
+            organizations: 1,
+            workspaces: 2,
+            members: 6,
+            clients: 1,
+        },
+    );
+    let org = t.organizations[0].name_any();
+    let org_ns = format!("org-{org}");
+    let ws0 = format!("{org}-w0");
+    let ws1 = format!("{org}-w1");
+    let pp = PostParams::default();
+    Api::<tenantry::api::Organization>::all(client.clone())
+        .create(&pp, &t.organizations[0])
+        .await
+        .unwrap();
+    wait_org_ready(&client, &org).await;
+    for w in &t.workspaces {
+        Api::<Workspace>::namespaced(client.clone(), &org_ns)
+            .create(&pp, w)
+            .await
+            .unwrap();
+    }
+    for m in &t.memberships {
+        Api::<Membership>::namespaced(client.clone(), &org_ns)
+            .create(&pp, m)
+            .await
+            .unwrap();
+    }
+    for w in &t.workspaces {
+        wait_ws_ready(&client, &org, &w.name_any()).await;
+    }
+    for m in &t.memberships {
+        wait_member_reason(&client, &org, &m.name_any(), "Granted").await;
+    }
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ws0);
+    let limits: Api<LimitRange> = Api::namespaced(client.clone(), &ws0);
+    let netpols: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ws0);
+    let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), &ws0);
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &org_ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &org_ns);
+    let merge = PatchParams::default();
+
+    let ns_labels = namespaces.get(&ws0).await.unwrap().labels().clone();
+    let ws0_bindings = bindings(&client, &ws0).await;
+    let org_bindings = bindings(&client, &org_ns).await;
+    let quota = names(&quotas).await.pop().expect("a ResourceQuota");
+    let quota_hard = quotas.get(&quota).await.unwrap().spec.unwrap().hard;
+    let limit = names(&limits).await.pop().expect("a LimitRange");
+    let netpol = names(&netpols).await.pop().expect("a NetworkPolicy");
+    let (binding, subjects) = ws0_bindings
+        .iter()
+        .find(|(_, s)| !s.is_empty())
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .expect("a RoleBinding in the workspace");
+    let org_binding = org_bindings.keys().next().expect("an org binding").clone();
+    let sa = tenantry::names::client_service_account("client-0");
+    let secret = tenantry::names::client_secret_name("client-0");
+    let secret_data = secrets.get(&secret).await.unwrap().data;
+
+    let mut report: Vec<(&str, Duration)> = Vec::new();
+
+    // 1. Pod Security loosened on the namespace.
+    namespaces
+        .patch(
+            &ws0,
+            &merge,
+            &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})),
+        )
+        .await
+        .unwrap();
+    let took = repaired("namespace labels", || async {
+        namespaces.get(&ws0).await.unwrap().labels() == &ns_labels
+    })
+    .await;
+    report.push(("namespace Pod Security label changed", took));
+
+    // 2. The namespace's Tenantry labels removed (it leaves Tenantry's caches).
+    let strip: BTreeMap<String, Option<String>> = ns_labels
+        .keys()
+        .filter(|k| k.starts_with("tenantry.dev/") || k.starts_with("app.kubernetes.io/"))
+        .map(|k| (k.clone(), None))
+        .collect();
+    namespaces
+        .patch(
+            &ws0,
+            &merge,
+            &Patch::Merge(json!({"metadata": {"labels": strip}})),
+        )
+        .await
+        .unwrap();
+    let took = repaired("namespace identity labels", || async {
+        namespaces.get(&ws0).await.unwrap().labels() == &ns_labels
+    })
+    .await;
+    report.push(("namespace Tenantry labels removed", took));
+
+    // 3. Someone adds themselves to a workspace RoleBinding.
+    let mut with_mallory = rbs.get(&binding).await.unwrap();
+    with_mallory.metadata.managed_fields = None;
+    with_mallory
+        .subjects
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::rbac::v1::Subject {
+            kind: "User".into(),
+            name: "mallory@evil.example".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        });
+    rbs.replace(&binding, &pp, &with_mallory).await.unwrap();
+    let took = repaired("RoleBinding subjects", || async {
+        bindings(&client, &ws0).await.get(&binding) == Some(&subjects)
+    })
+    .await;
+    report.push(("RoleBinding subject added", took));
+
+    // 4. The same in the organization's namespace.
+    let org_rbs: Api<RoleBinding> = Api::namespaced(client.clone(), &org_ns);
+    org_rbs
+        .patch(
+            &org_binding,
+            &merge,
+            &Patch::Merge(json!({"subjects": [{"kind": "User", "name": "mallory@evil.example", "apiGroup": "rbac.authorization.k8s.io"}]})),
+        )
+        .await
+        .unwrap();
+    let took = repaired("organization RoleBinding", || async {
+        bindings(&client, &org_ns).await == org_bindings
+    })
+    .await;
+    report.push(("organization RoleBinding subjects replaced", took));
+
+    // 5. A RoleBinding deleted.
+    rbs.delete(&binding, &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = repaired("deleted RoleBinding", || async {
+        bindings(&client, &ws0).await == ws0_bindings
+    })
+    .await;
+    report.push(("RoleBinding deleted", took));
+
+    // 6. The quota raised.
+    quotas
+        .patch(
+            &quota,
+            &merge,
+            &Patch::Merge(json!({"spec": {"hard": {"pods": "5000"}}})),
+        )
+        .await
+        .unwrap();
+    let took = repaired("quota values", || async {
+        quotas.get(&quota).await.unwrap().spec.unwrap().hard == quota_hard
+    })
+    .await;
+    report.push(("ResourceQuota hard.pods raised", took));
+
+    // 7. The LimitRange and the NetworkPolicy deleted.
+    limits
+        .delete(&limit, &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = repaired("LimitRange", || async {
+        limits.get_opt(&limit).await.unwrap().is_some()
+    })
+    .await;
+    report.push(("LimitRange deleted", took));
+    netpols
+        .delete(&netpol, &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = repaired("NetworkPolicy", || async {
+        netpols.get_opt(&netpol).await.unwrap().is_some()
+    })
+    .await;
+    report.push(("NetworkPolicy deleted", took));
+
+    // 8. The client's ServiceAccount (which holds the verifier) deleted: it comes back
+    //    with the verifier of the same secret; the Secret is untouched.
+    sas.delete(&sa, &DeleteParams::default()).await.unwrap();
+    let took = repaired("client ServiceAccount", || async {
+        sas.get_opt(&sa)
+            .await
+            .unwrap()
+            .is_some_and(|sa| sa.annotations().contains_key(tenantry::credentials::HASH))
+    })
+    .await;
+    report.push(("client ServiceAccount deleted", took));
+    let restored = sas.get(&sa).await.unwrap();
+    let value =
+        String::from_utf8(secret_data.as_ref().unwrap()["client-secret"].0.clone()).unwrap();
+    assert!(
+        tenantry::credentials::verify(&value, &restored.annotations()[tenantry::credentials::HASH]),
+        "the restored verifier accepts the secret that was issued"
+    );
+    assert_eq!(
+        secrets.get(&secret).await.unwrap().data,
+        secret_data,
+        "the client secret was not reissued"
+    );
+
+    // 9. A whole workspace namespace deleted: it is made again once the old one is gone.
+    let ws1_bindings = bindings(&client, &ws1).await;
+    namespaces
+        .delete(&ws1, &DeleteParams::default())
+        .await
+        .unwrap();
+    crate::core::wait_ws_reason(&client, &org, "w1", "NamespaceTerminating").await;
+    let took = repaired("deleted workspace namespace", || async {
+        namespaces
+            .get_opt(&ws1)
+            .await
+            .unwrap()
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_none())
+            && bindings(&client, &ws1).await == ws1_bindings
+    })
+    .await;
+    report.push(("workspace namespace deleted (incl. termination)", took));
+    wait_ws_ready(&client, &org, "w1").await;
+
+    // 10. The credentials Secret deleted: the value cannot be shown again, so the
+    //     Membership says so, and a rotation issues a new secret.
+    secrets
+        .delete(&secret, &DeleteParams::default())
+        .await
+        .unwrap();
+    let m = wait_member_reason(&client, &org, "client-0", "SecretMissing").await;
+    let status = m.status.unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    let message = &ready.message;
+    assert!(message.contains("tenantry.dev/rotate"), "{message}");
+    Api::<Membership>::namespaced(client.clone(), &org_ns)
+        .patch(
+            "client-0",
+            &merge,
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tenantry.dev/rotate": "after-deletion"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_member_reason(&client, &org, "client-0", "Granted").await;
+    let new = secrets.get(&secret).await.unwrap().data;
+    assert!(
+        new.is_some() && new != secret_data,
+        "a new secret was issued"
+    );
+
+    // Nothing else changed in the organization.
+    assert_eq!(bindings(&client, &ws0).await, ws0_bindings);
+    assert_eq!(bindings(&client, &org_ns).await, org_bindings);
+    wait_org_ready(&client, &org).await;
+
+    println!("time to repair, by what another writer did:");
+    for (what, took) in &report {
+        println!("  {what:<50} {:>8.0} ms", took.as_secs_f64() * 1000.0);
+    }
+    crate::core::delete_org(&client, &org).await;
+}
