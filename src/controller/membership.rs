@@ -61,6 +61,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         move |o| memberships_of(&s3, &names::org_namespace(&o.name_any())),
     )
     .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
     .for_each(|r| {

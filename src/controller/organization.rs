@@ -71,6 +71,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         },
     )
     .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
     .for_each(|r| {
