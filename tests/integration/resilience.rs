@@ -71,7 +71,8 @@ impl Prng {
 // ---------- the binary ----------
 
 /// `tenantry run` as a child process, alone on a dedicated control plane, without leader
-/// election (nothing else writes). Its logs go to `log` (appended across restarts).
+/// election (nothing else writes). Its logs go to `log` (appended across restarts): info,
+/// and at debug which objects it found different from the desired ones and applied.
 struct Operator {
     child: tokio::process::Child,
     port: u16,
