@@ -58,6 +58,21 @@ pub struct Settings {
     /// Reconciles running at once, per kind.
     #[arg(long, env = "TENANTRY_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+
+    /// Milliseconds an object's reconcile waits for more changes to the same object
+    /// (trailing-edge debounce): a burst of triggers becomes one reconcile and one status
+    /// write. 0 turns it off.
+    #[arg(long, env = "TENANTRY_DEBOUNCE_MS", default_value_t = 250)]
+    pub debounce_ms: u64,
+}
+
+impl Settings {
+    /// The kube-runtime controller configuration every reconciler uses.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default()
+            .concurrency(self.concurrency)
+            .debounce(std::time::Duration::from_millis(self.debounce_ms))
+    }
 }
 
 fn parse_quota(s: &str) -> Result<BTreeMap<String, Quantity>, String> {
@@ -96,6 +111,7 @@ impl Default for Settings {
             max_organizations_per_owner: None,
             resync_seconds: 600,
             concurrency: 8,
+            debounce_ms: 250,
         }
     }
 }

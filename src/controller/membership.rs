@@ -16,7 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -60,7 +60,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default(),
         move |o| memberships_of(&s3, &names::org_namespace(&o.name_any())),
     )
-    .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .with_config(ctx.settings.controller_config())
     .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())

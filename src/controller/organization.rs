@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding};
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -70,7 +70,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
         },
     )
-    .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .with_config(ctx.settings.controller_config())
     .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())

@@ -19,7 +19,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ObjectMeta};
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -91,7 +91,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default(),
         move |o| workspaces_of(&s2, &names::org_namespace(&o.name_any())),
     )
-    .with_config(Config::default().concurrency(ctx.settings.concurrency))
+    .with_config(ctx.settings.controller_config())
     .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
