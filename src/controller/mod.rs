@@ -20,7 +20,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::api::{Membership, Organization, Workspace};
+use crate::api::{Membership, Organization, Workspace, reason};
 use crate::error::Error;
 use crate::labels;
 use crate::provision::Object;
@@ -117,7 +117,15 @@ impl Context {
         previous_reason: Option<&str>,
         outcome: &Outcome,
     ) {
-        if previous_reason == Some(outcome.reason()) {
+        // Events say what a user should see: becoming Ready, a problem (Stalled), or a
+        // wait on someone (an invitation, verification, a namespace terminating). Plain
+        // progress (creating, waiting for workspaces) is in the condition only: at scale
+        // those Events were a fifth of all API requests.
+        let quiet = matches!(
+            outcome.reason(),
+            reason::PROGRESSING | reason::WORKSPACE_PENDING
+        );
+        if previous_reason == Some(outcome.reason()) || quiet {
             return;
         }
         let type_ = if outcome.is_stalled() {
