@@ -197,6 +197,4 @@ pub mod reason {
     pub const ORGANIZATION_NOT_VERIFIED: &str = "OrganizationNotVerified";
     pub const OWNER_LIMIT_REACHED: &str = "OwnerLimitReached";
     pub const INVITATION_PENDING: &str = "InvitationPending";
-    /// A machine client's credentials Secret was deleted; the secret cannot be shown again.
-    pub const SECRET_MISSING: &str = "SecretMissing";
 }

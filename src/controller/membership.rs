@@ -287,21 +287,24 @@ async fn granted(
         .filter(|w| w.state == AccessState::Pending)
         .map(|w| w.name.as_str())
         .collect();
-    Ok(if secret_missing {
-        Outcome::stalled(
-            reason::SECRET_MISSING,
-            format!(
-                "Secret {} with this client's credentials was deleted: the issued secret still works for whoever holds it but cannot be shown again; to issue a new one: kubectl annotate membership {} -n {ns} {}=<a new value>",
-                names::client_secret_name(&m.name_any()),
-                m.name_any(),
-                credentials::ROTATE
-            ),
+    // A deleted credentials Secret is a supported choice (copy the secret, delete the
+    // Secret, as SaaS consoles show a secret once): the member stays Ready, and the
+    // message says how to get a new secret.
+    let delivered = if secret_missing {
+        format!(
+            "; Secret {} was deleted after issuance: the secret still works for whoever holds it, and cannot be shown again (to issue a new one: kubectl annotate membership {} -n {ns} {}=<a new value>)",
+            names::client_secret_name(&m.name_any()),
+            m.name_any(),
+            credentials::ROTATE
         )
-    } else if pending.is_empty() {
+    } else {
+        String::new()
+    };
+    Ok(if pending.is_empty() {
         Outcome::ready(
             reason::GRANTED,
             format!(
-                "{:?} of the organization, in {} workspaces",
+                "{:?} of the organization, in {} workspaces{delivered}",
                 m.spec.role,
                 found.workspaces.len()
             ),

@@ -4,6 +4,7 @@ pub mod membership;
 pub mod organization;
 pub mod workspace;
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,23 +45,31 @@ pub struct Stores {
     pub network_policies: Store<NetworkPolicy>,
     pub service_accounts: Store<ServiceAccount>,
     pub secrets: Store<Secret>,
+    /// Workspaces and Memberships by organization namespace.
+    pub workspace_index: NamespaceIndex,
+    pub membership_index: NamespaceIndex,
 }
 
 impl Stores {
     /// The organization whose namespace is `ns`.
     pub fn organization_of_namespace(&self, ns: &str) -> Option<Arc<Organization>> {
-        self.organizations
-            .find(|o| crate::names::org_namespace(&o.name_any()) == ns)
+        // `org-<name>`: a lookup by name (organization names are short enough never to
+        // be shortened); a scan only for a namespace that is not of that form.
+        ns.strip_prefix(crate::names::ORG_NAMESPACE_PREFIX)
+            .and_then(|name| self.organizations.get(&ObjectRef::new(name)))
+            .filter(|o| crate::names::org_namespace(&o.name_any()) == ns)
+            .or_else(|| {
+                self.organizations
+                    .find(|o| crate::names::org_namespace(&o.name_any()) == ns)
+            })
     }
 
     pub fn workspaces_in(&self, ns: &str) -> Vec<Arc<Workspace>> {
-        self.workspaces
-            .state_filter(|w| w.namespace().as_deref() == Some(ns))
+        self.workspace_index.objects_in(&self.workspaces, ns)
     }
 
     pub fn memberships_in(&self, ns: &str) -> Vec<Arc<Membership>> {
-        self.memberships
-            .state_filter(|m| m.namespace().as_deref() == Some(ns))
+        self.membership_index.objects_in(&self.memberships, ns)
     }
 }
 
@@ -216,16 +225,86 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
-fn reflect<K: Object>(api: Api<K>, config: watcher::Config) -> (Store<K>, BoxFuture<'static, ()>)
+/// Names of a kind's objects by namespace, kept by the watch that feeds its cache, so
+/// "the workspaces of this organization" costs what is in it, not a scan of the cluster.
+#[derive(Clone, Default)]
+pub struct NamespaceIndex(Arc<std::sync::RwLock<HashMap<String, BTreeSet<String>>>>);
+
+/// The index's side of a watch: a relist builds a new index, swapped in when complete.
+#[derive(Default)]
+struct IndexWriter {
+    index: NamespaceIndex,
+    pending: Option<HashMap<String, BTreeSet<String>>>,
+}
+
+impl IndexWriter {
+    fn apply<K: Resource>(&mut self, event: &watcher::Event<K>) {
+        let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.name_any());
+        let mut index = self.index.0.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(o) => {
+                let (ns, name) = key(o);
+                index.entry(ns).or_default().insert(name);
+            }
+            watcher::Event::Delete(o) => {
+                let (ns, name) = key(o);
+                if let Some(names) = index.get_mut(&ns) {
+                    names.remove(&name);
+                    if names.is_empty() {
+                        index.remove(&ns);
+                    }
+                }
+            }
+            watcher::Event::Init => self.pending = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                let (ns, name) = key(o);
+                self.pending
+                    .get_or_insert_with(HashMap::new)
+                    .entry(ns)
+                    .or_default()
+                    .insert(name);
+            }
+            watcher::Event::InitDone => *index = self.pending.take().unwrap_or_default(),
+        }
+    }
+}
+
+impl NamespaceIndex {
+    /// The objects of `store` in namespace `ns`.
+    pub fn objects_in<K: Object>(&self, store: &Store<K>, ns: &str) -> Vec<Arc<K>> {
+        let index = self.0.read().unwrap_or_else(|e| e.into_inner());
+        index
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| store.get(&ObjectRef::new(name).within(ns)))
+            .collect()
+    }
+}
+
+fn reflect<K: Object>(
+    api: Api<K>,
+    config: watcher::Config,
+    index: Option<NamespaceIndex>,
+) -> (Store<K>, BoxFuture<'static, ()>)
 where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
     let kind = K::kind(&Default::default()).to_string();
+    let mut indexer = index.map(|index| IndexWriter {
+        index,
+        pending: None,
+    });
     let task = reflector::reflector(writer, watcher(api, config).backoff(WatchBackoff::cache()))
         .for_each(move |event| {
-            if let Err(e) = event {
-                warn!(kind, error = %e, "watch failed; retrying");
+            match event {
+                Ok(event) => {
+                    if let Some(indexer) = &mut indexer {
+                        indexer.apply(&event);
+                    }
+                }
+                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
             }
             futures::future::ready(())
         })
@@ -243,25 +322,34 @@ fn managed() -> watcher::Config {
 pub fn stores(client: &Client) -> (Stores, Vec<BoxFuture<'static, ()>>) {
     let mut tasks = Vec::new();
     macro_rules! cache {
-        ($api:expr, $cfg:expr) => {{
-            let (store, task) = reflect($api, $cfg);
+        ($api:expr, $cfg:expr) => {
+            cache!($api, $cfg, None)
+        };
+        ($api:expr, $cfg:expr, $index:expr) => {{
+            let (store, task) = reflect($api, $cfg, $index);
             tasks.push(task);
             store
         }};
     }
     let c = client;
+    let (workspace_index, membership_index) =
+        (NamespaceIndex::default(), NamespaceIndex::default());
     let stores = Stores {
+        workspace_index: workspace_index.clone(),
+        membership_index: membership_index.clone(),
         organizations: cache!(
             Api::all(c.clone()),
             watcher::Config::default().any_semantic()
         ),
         workspaces: cache!(
             Api::all(c.clone()),
-            watcher::Config::default().any_semantic()
+            watcher::Config::default().any_semantic(),
+            Some(workspace_index)
         ),
         memberships: cache!(
             Api::all(c.clone()),
-            watcher::Config::default().any_semantic()
+            watcher::Config::default().any_semantic(),
+            Some(membership_index)
         ),
         namespaces: cache!(Api::all(c.clone()), managed()),
         role_bindings: cache!(Api::all(c.clone()), managed()),
@@ -488,7 +576,7 @@ pub fn log_result<K>(
 
 #[cfg(test)]
 mod tests {
-    use super::event_note;
+    use super::{IndexWriter, event_note};
 
     #[test]
     fn event_notes_fit_the_event_api_in_bytes() {
@@ -518,5 +606,39 @@ mod tests {
             cache.iter().all(|d| *d <= Duration::from_millis(2500)),
             "{cache:?}"
         );
+    }
+
+    #[test]
+    fn the_namespace_index_follows_the_watch() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::watcher;
+        let cm = |ns: &str, name: &str| ConfigMap {
+            metadata: kube::core::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let names = |w: &IndexWriter, ns: &str| -> Vec<String> {
+            let index = w.index.0.read().unwrap();
+            index.get(ns).into_iter().flatten().cloned().collect()
+        };
+        let mut w = IndexWriter::default();
+        w.apply(&watcher::Event::<ConfigMap>::Init);
+        w.apply(&watcher::Event::InitApply(cm("a", "x")));
+        w.apply(&watcher::Event::InitApply(cm("b", "y")));
+        assert!(names(&w, "a").is_empty(), "a relist shows once complete");
+        w.apply(&watcher::Event::<ConfigMap>::InitDone);
+        assert_eq!(names(&w, "a"), ["x"]);
+        w.apply(&watcher::Event::Apply(cm("a", "z")));
+        w.apply(&watcher::Event::Delete(cm("b", "y")));
+        assert_eq!(names(&w, "a"), ["x", "z"]);
+        assert!(names(&w, "b").is_empty());
+        // A relist replaces everything: what was deleted meanwhile is gone.
+        w.apply(&watcher::Event::<ConfigMap>::Init);
+        w.apply(&watcher::Event::InitApply(cm("a", "z")));
+        w.apply(&watcher::Event::<ConfigMap>::InitDone);
+        assert_eq!(names(&w, "a"), ["z"]);
     }
 }
