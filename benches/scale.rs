@@ -65,6 +65,10 @@ struct Args {
     /// Skip the direct-client baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// An extra kube-apiserver flag for the control planes (repeatable), e.g.
+    /// `--apiserver-arg=--profiling=true` to take a CPU profile during a run.
+    #[arg(long)]
+    apiserver_arg: Vec<String>,
     // `cargo bench` passes --bench.
     #[arg(long, hide = true)]
     bench: bool,
@@ -83,7 +87,7 @@ struct ControlPlane {
 }
 
 impl ControlPlane {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
+    fn start(dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let bin = root().join("target/controlplane/bin/controlplane");
         if !bin.exists() {
             bail!("{} is missing: run `make controlplane`", bin.display());
@@ -93,6 +97,7 @@ impl ControlPlane {
         let mut child = Command::new(&bin)
             .args(["up", "--lifeline", "--dir"])
             .arg(dir)
+            .args(extra.iter().map(|a| format!("--apiserver-arg={a}")))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -557,6 +562,7 @@ struct SizeResult {
     managed_objects: usize,
     apply_seconds: f64,
     converge_seconds: f64,
+    quiet_seconds: f64,
     p50_seconds: f64,
     p99_seconds: f64,
     requests: BTreeMap<String, u64>,
@@ -601,7 +607,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         tenancy.memberships.len()
     );
 
-    let cp = ControlPlane::start(&dir.join("controlplane"))?;
+    let cp = ControlPlane::start(&dir.join("controlplane"), &args.apiserver_arg)?;
     let client = cp.client().await?;
     install(&client).await?;
     let controller = Controller::start(
@@ -682,6 +688,28 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             .collect()
     };
     latencies.sort_by(|a, b| a.total_cmp(b));
+    // Writes may follow the last Ready: status details the controller holds back for up to
+    // `--status-interval-ms`. Convergence ends with the last write (none for 5 s after it).
+    let mut last = (
+        writes(&controller.metrics().await.requests_by_verb(&m0)),
+        Instant::now(),
+    );
+    let quiet_seconds = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = writes(&controller.metrics().await.requests_by_verb(&m0));
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(5) {
+            break last
+                .1
+                .duration_since(t0)
+                .as_secs_f64()
+                .max(converge_seconds);
+        }
+        if t0.elapsed() > deadline {
+            bail!("x{scale}: the controller kept writing after everything was Ready");
+        }
+    };
     controller
         .save_metrics(&dir.join("metrics-converged.txt"))
         .await;
@@ -691,7 +719,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     let requests = m1.requests_by_verb(&m0);
     let peak_rss_mib = status_mib(pid, "VmHWM:");
     eprintln!(
-        "bench x{scale}: all Ready in {converge_seconds:.1} s (waited {:.1} s after the apply); idling {} s",
+        "bench x{scale}: all Ready in {converge_seconds:.1} s (waited {:.1} s after the apply), last write at {quiet_seconds:.1} s; idling {} s",
         converged.duration_since(t0).as_secs_f64() - apply_seconds,
         args.idle_seconds
     );
@@ -701,7 +729,12 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     let m2 = controller.metrics().await;
     let idle_writes = writes(&m2.requests_by_verb(&m1));
     let settled_rss_mib = status_mib(pid, "VmRSS:");
-    let managed_objects = m2.sum("tenantry_managed_objects", &[]) as usize;
+    // What Tenantry made: every cached kind but the three it is given.
+    let managed_objects = (m2.sum("tenantry_managed_objects", &[])
+        - ["Organization", "Workspace", "Membership"]
+            .iter()
+            .map(|k| m2.sum("tenantry_managed_objects", &[&format!("kind=\"{k}\"")]))
+            .sum::<f64>()) as usize;
 
     // Restart with everything converged.
     controller.stop();
@@ -744,6 +777,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         managed_objects,
         apply_seconds,
         converge_seconds,
+        quiet_seconds,
         p50_seconds: percentile(&latencies, 0.5),
         p99_seconds: percentile(&latencies, 0.99),
         requests,
@@ -766,7 +800,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             "bench x{scale}: baseline: creating {} objects directly",
             snap.len()
         );
-        let cp = ControlPlane::start(&dir.join("baseline"))?;
+        let cp = ControlPlane::start(&dir.join("baseline"), &args.apiserver_arg)?;
         let client = cp.client().await?;
         let t = Instant::now();
         let n = replay(&client, &snap, parallel).await?;
@@ -837,18 +871,19 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
         args.concurrency,
         3 * args.concurrency
     ));
-    out.push_str("| scale | orgs / workspaces / members | managed objects | apply to all Ready | p50 / p99 per object | direct client (limit) | ratio | controller requests (get/list/watch/create/patch/update/delete) | controller CPU | control plane CPU | peak / settled RSS | writes in idle | restart: settle / writes |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| scale | orgs / workspaces / members | objects Tenantry made | apply to all Ready | last write | p50 / p99 per object | direct client (limit) | ratio | controller requests (get/list/watch/create/patch/update/delete) | controller CPU | control plane CPU | peak / settled RSS | writes in idle | restart: settle / writes |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in results {
         let q = |v: &str| r.requests.get(v).copied().unwrap_or(0);
         out.push_str(&format!(
-            "| {}x | {} / {} / {} | {} | {:.1} s | {:.2} s / {:.2} s | {} | {} | {}/{}/{}/{}/{}/{}/{} | {:.1} s | {:.1} s | {:.0} / {:.0} MiB | {} in {} s | {:.1} s / {} |\n",
+            "| {}x | {} / {} / {} | {} | {:.1} s | {:.1} s | {:.2} s / {:.2} s | {} | {} | {}/{}/{}/{}/{}/{}/{} | {:.1} s | {:.1} s | {:.0} / {:.0} MiB | {} in {} s | {:.1} s / {} |\n",
             r.scale,
             r.organizations,
             r.workspaces,
             r.memberships,
             r.managed_objects,
             r.converge_seconds,
+            r.quiet_seconds,
             r.p50_seconds,
             r.p99_seconds,
             r.baseline_seconds

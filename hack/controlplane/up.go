@@ -38,6 +38,9 @@ func up(args []string) error {
 	readyFile := fs.String("ready-file", "", "write this file once ready (holds the kubeconfig path), remove it on exit")
 	pidFile := fs.String("pid-file", "", "write this process's pid here, remove it on exit")
 	lifeline := fs.Bool("lifeline", false, "stop when standard input reaches end of file (the parent process exited)")
+	var extraAPIArgs repeated
+	fs.Var(&extraAPIArgs, "apiserver-arg", "an extra kube-apiserver flag, e.g. --apiserver-arg=--profiling=true (repeatable; a later flag overrides an earlier one)")
+	etcdQuota := fs.Int64("etcd-quota-bytes", 8<<30, "etcd's backend quota (etcd's own default, 2 GiB, is reached by the largest benchmark)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: controlplane up [flags]
 
@@ -135,7 +138,7 @@ flags:
 	apiPort := ports[2]
 
 	etcdDir, etcdLog := filepath.Join(*dir, "etcd"), filepath.Join(*dir, "logs", "etcd.log")
-	etcd, err := startEtcd(etcdDir, etcdLog, etcdClientURL, etcdPeerURL)
+	etcd, err := startEtcd(etcdDir, etcdLog, etcdClientURL, etcdPeerURL, *etcdQuota)
 	if err != nil {
 		return fmt.Errorf("starting etcd: %w", err)
 	}
@@ -174,6 +177,7 @@ flags:
 		// apiserver while kube-controller-manager and the operator under test watch).
 		"--shutdown-send-retry-after=true",
 	}
+	apiArgs = append(apiArgs, extraAPIArgs...)
 	apiserverLog := filepath.Join(*dir, "logs", "kube-apiserver.log")
 	apiserverProc, err := startChild(self, "kube-apiserver", apiArgs, apiserverLog)
 	if err != nil {
@@ -266,7 +270,7 @@ flags:
 			case sig == syscall.SIGUSR2 && down:
 				logf("SIGUSR2: starting etcd and kube-apiserver again")
 				began := time.Now()
-				if etcd, err = startEtcd(etcdDir, etcdLog, etcdClientURL, etcdPeerURL); err != nil {
+				if etcd, err = startEtcd(etcdDir, etcdLog, etcdClientURL, etcdPeerURL, *etcdQuota); err != nil {
 					return fmt.Errorf("restarting etcd after the outage: %w", err)
 				}
 				if apiserverProc, err = startChild(self, "kube-apiserver", apiArgs, apiserverLog); err != nil {
@@ -288,13 +292,14 @@ flags:
 	}
 }
 
-func startEtcd(dataDir, logFile string, client, peer url.URL) (*embed.Etcd, error) {
+func startEtcd(dataDir, logFile string, client, peer url.URL, quota int64) (*embed.Etcd, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
 	cfg := embed.NewConfig()
 	cfg.Dir = dataDir
 	cfg.UnsafeNoFsync = true
+	cfg.QuotaBackendBytes = quota
 	cfg.LogLevel = "warn"
 	cfg.LogOutputs = []string{logFile}
 	cfg.ListenClientUrls = []url.URL{client}
@@ -508,3 +513,9 @@ func tail(file string, n int) string {
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s controlplane: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
+
+// repeated is a flag that may be given more than once.
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, " ") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
