@@ -64,6 +64,12 @@ pub struct Settings {
     /// write. 0 turns it off.
     #[arg(long, env = "TENANTRY_DEBOUNCE_MS", default_value_t = 250)]
     pub debounce_ms: u64,
+
+    /// Milliseconds between two status writes of one object that change only details
+    /// (counts, lists of workspaces or members, messages). A change of `Ready`, of its
+    /// reason or of `observedGeneration` is written at once. 0 writes every change at once.
+    #[arg(long, env = "TENANTRY_STATUS_INTERVAL_MS", default_value_t = 5000)]
+    pub status_interval_ms: u64,
 }
 
 impl Settings {
@@ -112,6 +118,7 @@ impl Default for Settings {
             resync_seconds: 600,
             concurrency: 8,
             debounce_ms: 250,
+            status_interval_ms: 5000,
         }
     }
 }

@@ -149,9 +149,14 @@ pub struct WorkspaceGrant {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MembershipStatus {
-    /// The workspaces the subject reaches now, and those it waits for.
+    /// The listed workspaces the subject reaches now, and those it waits for.
     #[serde(default)]
     pub workspaces: Vec<WorkspaceAccess>,
+    /// Owner, Admin and Manager: the subject reaches every workspace of the organization
+    /// as Admin, including those created later (`workspaces` is then empty: each
+    /// Workspace's `status.members` lists who reaches it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_workspaces: bool,
     /// A Client's id (its secret is only in the `<membership>-credentials` Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,

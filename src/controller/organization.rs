@@ -126,20 +126,25 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> 
         observed_generation: org.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, org.meta().generation),
     };
-    if !same_status(&old, &new) {
-        provision::apply_status(
+    let held = if same_status(&old, &new) {
+        None
+    } else {
+        ctx.write_status(
             &Api::<Organization>::all(ctx.client.clone()),
             org.as_ref(),
+            &old.conditions,
+            &new.conditions,
             &new,
         )
-        .await?;
-    }
+        .await?
+    };
     Ok(ctx
         .conclude(
             org.as_ref(),
             &old.conditions,
             &outcome,
             Duration::from_secs(2),
+            held,
         )
         .await)
 }

@@ -202,16 +202,19 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
         observed_generation: ws.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, ws.meta().generation),
     };
-    if old.namespace != new.namespace
+    let held = if old.namespace != new.namespace
         || old.members != new.members
         || old.observed_generation != new.observed_generation
         || !status::same_conditions(&old.conditions, &new.conditions)
     {
         let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &org_ns);
-        provision::apply_status(&api, ws, &new).await?;
-    }
+        ctx.write_status(&api, ws, &old.conditions, &new.conditions, &new)
+            .await?
+    } else {
+        None
+    };
     Ok(ctx
-        .conclude(ws, &old.conditions, &outcome, Duration::from_secs(5))
+        .conclude(ws, &old.conditions, &outcome, Duration::from_secs(5), held)
         .await)
 }
 

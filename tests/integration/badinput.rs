@@ -34,7 +34,7 @@ use crate::core::{
     create_org, create_ws, membership, org_spec, unprotect, wait_member_reason, wait_org_ready,
     wait_ws_ready,
 };
-use crate::harness::{TIMEOUT, admin, controller, unique, wait_reconciled};
+use crate::harness::{TIMEOUT, admin, controller, unique, wait_for, wait_reconciled};
 
 /// The field manager the corpus is applied with.
 const MANAGER: &str = "badinput-corpus";
@@ -477,26 +477,38 @@ async fn the_bad_input_corpus_is_rejected_or_reported_and_the_controller_survive
     .await;
     wait_ws_ready(&client, &org, "after-corpus").await;
     wait_member_reason(&client, &org, "after-corpus", "Granted").await;
-    let ws = wait_ws_ready(&client, &org, "after-corpus").await;
-    let members = ws.status.unwrap_or_default().members;
-    assert!(
-        members
-            .iter()
-            .any(|m| m.name == "after@healthy.example" && m.role == WorkspaceRole::Editor),
-        "the new member reaches the new workspace: {members:?}"
-    );
-    let healthy = wait_org_ready(&client, &org).await;
+    // Status details (who a workspace reaches, an organization's counts) follow within
+    // --status-interval-ms of the change; Ready comes at once.
+    wait_for(
+        &Api::<Workspace>::namespaced(client.clone(), &org_ns),
+        "after-corpus",
+        "the new member reaches the new workspace",
+        |w: Option<&Workspace>| {
+            w.and_then(|w| w.status.as_ref()).is_some_and(|s| {
+                s.members
+                    .iter()
+                    .any(|m| m.name == "after@healthy.example" && m.role == WorkspaceRole::Editor)
+            })
+        },
+    )
+    .await;
+    wait_org_ready(&client, &org).await;
     let listed = Api::<Membership>::namespaced(client.clone(), &org_ns)
         .list(&Default::default())
         .await
         .expect("list memberships")
         .items
         .len();
-    assert_eq!(
-        healthy.status.unwrap_or_default().members as usize,
-        listed,
-        "the healthy organization's status counts every Membership, the corpus's included"
-    );
+    wait_for(
+        &Api::<Organization>::all(client.clone()),
+        &org,
+        "the healthy organization's status counts every Membership, the corpus's included",
+        |o: Option<&Organization>| {
+            o.and_then(|o| o.status.as_ref())
+                .is_some_and(|s| s.members as usize == listed)
+        },
+    )
+    .await;
 
     // Cleanup (not awaited to the end: the control plane goes with the test run).
     for (_, created) in &outcomes {

@@ -270,8 +270,18 @@ async fn organization_gets_its_namespace_default_workspace_and_a_stable_code() {
             .map(String::as_str),
         Some("baseline")
     );
-    let org = wait_org_ready(&client, &name).await;
-    assert_eq!(org.status.as_ref().unwrap().workspaces, 1);
+    wait_org_ready(&client, &name).await;
+    // Counts are status details: written within --status-interval-ms of the change.
+    wait_for(
+        &Api::<Organization>::all(client.clone()),
+        &name,
+        "the organization counts its default workspace",
+        |o: Option<&Organization>| {
+            o.and_then(|o| o.status.as_ref())
+                .is_some_and(|s| s.workspaces == 1)
+        },
+    )
+    .await;
 
     // The owner holds the Owner role in the organization namespace.
     wait_binding(
@@ -1303,7 +1313,7 @@ async fn an_idle_reconcile_writes_nothing() {
     .await;
     wait_member_reason(&client, &name, "m", "Granted").await;
     wait_member_reason(&client, &name, "c", "Granted").await;
-    let org = wait_org_ready(&client, &name).await;
+    wait_org_ready(&client, &name).await;
     let org_ns = format!("org-{name}");
     // Let the last status writes settle: wait until a full pass over every object ends.
     let mut rx = controller();
@@ -1338,6 +1348,10 @@ async fn an_idle_reconcile_writes_nothing() {
             .unwrap()
             .resource_version()
     );
+    let org = Api::<Organization>::all(client.clone())
+        .get(&name)
+        .await
+        .unwrap();
     assert_eq!(org.status.unwrap().members, 2);
     delete_org(&client, &name).await;
 }
