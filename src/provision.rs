@@ -218,8 +218,10 @@ pub fn owner_ref<K: Resource<DynamicType = ()>>(
 /// Whether a namespace may be used for the Tenantry object with UID `owner_uid`.
 #[derive(Debug, Clone)]
 pub enum NamespaceClaim {
-    /// It does not exist: create it.
-    Free,
+    /// It did not exist, and has just been created (with its identity only).
+    Created,
+    /// It existed a moment ago and is gone now: the next pass creates it.
+    Gone,
     /// It was created for this object.
     Ours(Box<Namespace>),
     /// It was created for an earlier object of the same name and is still terminating.
@@ -228,25 +230,34 @@ pub enum NamespaceClaim {
     Foreign(String),
 }
 
-/// Decides whether namespace `name` is free, ours or someone else's. A namespace is ours
-/// only when its `tenantry.dev/owner-uid` annotation names `owner_uid`; the decision is
-/// made on the live object when the cache does not have it (the cache holds only
-/// Tenantry-labelled namespaces).
+/// Claims namespace `desired` for the Tenantry object with UID `owner_uid`: creates it
+/// when it does not exist, and otherwise decides whether it is ours. A namespace is ours
+/// only when its `tenantry.dev/owner-uid` annotation names `owner_uid`. The cache holds only
+/// Tenantry-labelled namespaces: when it does not have this one, the create is tried first
+/// (a new workspace's namespace, the common case, costs one request), and only a conflict
+/// reads the live object to decide.
 pub async fn claim_namespace(
     client: &Client,
     store: &Store<Namespace>,
-    name: &str,
+    desired: &Namespace,
     owner_uid: &str,
 ) -> Result<NamespaceClaim> {
-    let ns = match store.get(&ObjectRef::new(name)) {
-        Some(ns) => Some(ns.as_ref().clone()),
-        None => Api::<Namespace>::all(client.clone())
-            .get_opt(name)
-            .await
-            .context(|| format!("reading namespace {name}"))?,
-    };
-    let Some(ns) = ns else {
-        return Ok(NamespaceClaim::Free);
+    let name = desired.name_any();
+    let ns = match store.get(&ObjectRef::new(&name)) {
+        Some(ns) => ns.as_ref().clone(),
+        None => {
+            if create_namespace(client, desired).await? {
+                return Ok(NamespaceClaim::Created);
+            }
+            match Api::<Namespace>::all(client.clone())
+                .get_opt(&name)
+                .await
+                .context(|| format!("reading namespace {name}"))?
+            {
+                Some(ns) => ns,
+                None => return Ok(NamespaceClaim::Gone),
+            }
+        }
     };
     let owner = ns.annotations().get(labels::OWNER_UID).cloned();
     let managed =
@@ -278,9 +289,8 @@ const IDENTITY_LABELS: [&str; 4] = [
 
 /// Creates a namespace (never applies over an existing one) with only its identity: the
 /// owner-uid annotation and the labels that map it back to its owner. Everything else is
-/// applied afterwards with server-side apply. `Ok(false)` when it appeared meanwhile:
-/// the next reconcile decides again.
-pub async fn create_namespace(client: &Client, desired: &Namespace) -> Result<bool> {
+/// applied afterwards with server-side apply. `Ok(false)` when it exists already.
+async fn create_namespace(client: &Client, desired: &Namespace) -> Result<bool> {
     let keep = |m: &Option<BTreeMap<String, String>>, keys: &[&str]| {
         m.as_ref().map(|m| {
             m.iter()

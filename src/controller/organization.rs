@@ -158,7 +158,14 @@ async fn provision_org(
 ) -> Result<Outcome> {
     let ns_store = &ctx.stores.namespaces;
     Ok(
-        match provision::claim_namespace(&ctx.client, ns_store, ns_name, uid).await? {
+        match provision::claim_namespace(
+            &ctx.client,
+            ns_store,
+            &org_namespace(org, ns_name, uid),
+            uid,
+        )
+        .await?
+        {
             NamespaceClaim::Foreign(why) => Outcome::stalled(reason::NAMESPACE_CONFLICT, why),
             NamespaceClaim::Terminating => Outcome::progressing(
                 reason::NAMESPACE_TERMINATING,
@@ -166,15 +173,13 @@ async fn provision_org(
                     "namespace {ns_name} is terminating (it was deleted, or belonged to an earlier organization of this name); it is made again once it is gone"
                 ),
             ),
-            NamespaceClaim::Free => {
-                if provision::create_namespace(&ctx.client, &org_namespace(org, ns_name, uid))
-                    .await?
-                {
-                    info!(namespace = %ns_name, "created the organization namespace");
-                }
+            NamespaceClaim::Gone => {
                 Outcome::progressing(reason::PROGRESSING, format!("creating namespace {ns_name}"))
             }
-            NamespaceClaim::Ours(_) => {
+            claim @ (NamespaceClaim::Created | NamespaceClaim::Ours(_)) => {
+                if matches!(claim, NamespaceClaim::Created) {
+                    info!(namespace = %ns_name, "created the organization namespace");
+                }
                 provision::apply_cluster(&ctx.client, ns_store, &org_namespace(org, ns_name, uid))
                     .await?;
                 ensure_default_workspace(org, ns_name, ctx).await?;

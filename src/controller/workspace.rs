@@ -222,7 +222,9 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
 async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<WorkspaceMember>)> {
     let name = &plan.namespace;
     let s = &ctx.stores;
-    match provision::claim_namespace(&ctx.client, &s.namespaces, name, &plan.uid).await? {
+    match provision::claim_namespace(&ctx.client, &s.namespaces, &namespace(plan), &plan.uid)
+        .await?
+    {
         NamespaceClaim::Foreign(why) => {
             return Ok((
                 Outcome::stalled(
@@ -243,16 +245,15 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
                 vec![],
             ));
         }
-        NamespaceClaim::Free => {
-            if provision::create_namespace(&ctx.client, &namespace(plan)).await? {
-                info!(namespace = %name, "created the workspace namespace");
-            }
-            // Provision the rest on the next pass, once the cache has the namespace.
+        NamespaceClaim::Gone => {
             return Ok((
                 Outcome::progressing(reason::PROGRESSING, format!("creating namespace {name}")),
                 vec![],
             ));
         }
+        // Just created: the rest is provisioned in the same pass (one status write, Ready,
+        // instead of a Progressing one first).
+        NamespaceClaim::Created => info!(namespace = %name, "created the workspace namespace"),
         NamespaceClaim::Ours(_) => {}
     }
     provision::apply_cluster(&ctx.client, &s.namespaces, &namespace(plan)).await?;
