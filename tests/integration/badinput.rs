@@ -499,14 +499,11 @@ async fn the_bad_input_corpus_is_rejected_or_reported_and_the_controller_survive
         .expect("list memberships")
         .items
         .len();
-    wait_for(
-        &Api::<Organization>::all(client.clone()),
+    crate::core::wait_org_status(
+        &client,
         &org,
         "the healthy organization's status counts every Membership, the corpus's included",
-        |o: Option<&Organization>| {
-            o.and_then(|o| o.status.as_ref())
-                .is_some_and(|s| s.members as usize == listed)
-        },
+        move |s| s.members as usize == listed,
     )
     .await;
 

@@ -101,6 +101,23 @@ pub async fn wait_org_ready(client: &Client, name: &str) -> Organization {
     .expect("organization")
 }
 
+/// Waits until the organization's status satisfies `cond`. Counts are status details:
+/// written within `--status-interval-ms` of the change, not with Ready.
+pub async fn wait_org_status(
+    client: &Client,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&OrganizationStatus) -> bool + Send + 'static,
+) {
+    wait_for(
+        &Api::<Organization>::all(client.clone()),
+        name,
+        what,
+        move |o: Option<&Organization>| o.and_then(|o| o.status.as_ref()).is_some_and(&cond),
+    )
+    .await;
+}
+
 pub async fn create_ws(client: &Client, org: &str, name: &str, spec: WorkspaceSpec) {
     let mut ws = Workspace::new(name, spec);
     ws.metadata.namespace = Some(format!("org-{org}"));
@@ -271,15 +288,11 @@ async fn organization_gets_its_namespace_default_workspace_and_a_stable_code() {
         Some("baseline")
     );
     wait_org_ready(&client, &name).await;
-    // Counts are status details: written within --status-interval-ms of the change.
-    wait_for(
-        &Api::<Organization>::all(client.clone()),
+    wait_org_status(
+        &client,
         &name,
         "the organization counts its default workspace",
-        |o: Option<&Organization>| {
-            o.and_then(|o| o.status.as_ref())
-                .is_some_and(|s| s.workspaces == 1)
-        },
+        |s| s.workspaces == 1,
     )
     .await;
 
