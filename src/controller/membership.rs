@@ -18,12 +18,11 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use tracing::{info, instrument};
 
-use super::{Context, log_result, managed, memberships_of, requeue_on_error};
+use super::{Change, Context, Feeds, feed, log_result, memberships_of, requeue_on_error};
 use crate::api::{
     AccessState, Membership, MembershipStatus, Organization, SubjectKind, Workspace,
     WorkspaceAccess, reason,
@@ -34,34 +33,54 @@ use crate::provision;
 use crate::status::{self, Outcome};
 use crate::{credentials, labels, names};
 
+/// Whether a Membership's change can change the state of its siblings: deleted or being
+/// deleted (a place under `maxMembers`, or a subject, is freed), a changed spec (subject,
+/// role) or annotations (an accepted invitation). Not a new Membership: newer ones never
+/// displace older ones. Not a status write: those were most of all reconciles, n² for an
+/// organization of n members.
+fn sibling_change(change: &Change<'_, Membership>) -> bool {
+    match change {
+        Change::Listed(_) | Change::Deleted(_) => true,
+        Change::Applied { old: None, .. } => false,
+        Change::Applied {
+            old: Some(old),
+            new,
+        } => {
+            let (o, n) = (old.meta(), new.meta());
+            o.generation != n.generation
+                || o.annotations != n.annotations
+                || o.deletion_timestamp != n.deletion_timestamp
+        }
+    }
+}
+
 /// Runs the Membership reconciler until `shutdown`.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
+pub async fn run(
+    ctx: Arc<Context>,
+    feeds: &Feeds,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let (s1, s2, s3) = (ctx.stores.clone(), ctx.stores.clone(), ctx.stores.clone());
-    Controller::new(
-        Api::<Membership>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+    Controller::for_stream(
+        feeds.memberships.subscribe(true, feed::applied),
+        ctx.stores.memberships.clone(),
     )
-    .owns(Api::<ServiceAccount>::all(client.clone()), managed())
-    .owns(Api::<Secret>::all(client.clone()), managed())
+    .owns_stream(feeds.service_accounts.subscribe(false, feed::any))
+    .owns_stream(feeds.secrets.subscribe(false, feed::any))
     // Siblings decide duplicates and limits; workspaces decide what is granted.
-    .watches(
-        Api::<Membership>::all(client.clone()),
-        watcher::Config::default(),
-        move |m| memberships_of(&s1, &m.namespace().unwrap_or_default()),
+    .watches_stream(
+        feeds.memberships.subscribe(false, sibling_change),
+        move |m: Membership| memberships_of(&s1, &m.namespace().unwrap_or_default()),
     )
-    .watches(
-        Api::<Workspace>::all(client.clone()),
-        watcher::Config::default(),
-        move |w| memberships_of(&s2, &w.namespace().unwrap_or_default()),
+    .watches_stream(
+        feeds.workspaces.subscribe(false, feed::meaningful),
+        move |w: Workspace| memberships_of(&s2, &w.namespace().unwrap_or_default()),
     )
-    .watches(
-        Api::<Organization>::all(client.clone()),
-        watcher::Config::default(),
-        move |o| memberships_of(&s3, &names::org_namespace(&o.name_any())),
+    .watches_stream(
+        feeds.organizations.subscribe(false, feed::meaningful),
+        move |o: Organization| memberships_of(&s3, &names::org_namespace(&o.name_any())),
     )
     .with_config(ctx.settings.controller_config())
-    .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
     .for_each(|r| {

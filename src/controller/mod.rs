@@ -1,5 +1,6 @@
 //! The controller: shared caches, one reconciler per kind, and their wiring.
 
+pub mod feed;
 pub mod membership;
 pub mod organization;
 pub mod workspace;
@@ -27,6 +28,7 @@ use crate::labels;
 use crate::provision::Object;
 use crate::settings::Settings;
 use crate::status::Outcome;
+pub use feed::{Change, Feed};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Caches of everything the reconcilers read. Child kinds are label-selected: the caches
@@ -306,9 +308,9 @@ fn event_note(message: &str) -> String {
 /// outage each watch fails once more (its resourceVersion expired with the API server's
 /// watch cache) and lists again; with the default, those failures queued up behind 30-60 s
 /// pauses one after the other, and the reconcilers saw no change for minutes (measured:
-/// 15 organizations still not converged 200 s after the API server was back). The caches
-/// retry each on their own, up to every 2 s ([`WatchBackoff::cache`]); a reconciler's
-/// triggers, whose pauses add up, up to every 500 ms ([`WatchBackoff::triggers`]).
+/// 15 organizations still not converged 200 s after the API server was back). Each cache's
+/// watch retries on its own, up to every 2 s ([`WatchBackoff::cache`]); the reconcilers'
+/// triggers come from those same watches ([`feed`]) and never fail on their own.
 pub struct WatchBackoff {
     next: Duration,
     max: Duration,
@@ -322,14 +324,6 @@ impl WatchBackoff {
         Self {
             next: Self::MIN,
             max: Duration::from_secs(2),
-        }
-    }
-
-    /// For the watches a reconciler shares (`Controller::trigger_backoff`).
-    pub fn triggers() -> Self {
-        Self {
-            next: Self::MIN,
-            max: Duration::from_millis(500),
         }
     }
 }
@@ -413,11 +407,12 @@ fn reflect<K: Object>(
     api: Api<K>,
     config: watcher::Config,
     index: Option<NamespaceIndex>,
-) -> (Store<K>, BoxFuture<'static, ()>)
+) -> (Store<K>, Feed<K>, BoxFuture<'static, ()>)
 where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
+    let (reader, mut writer) = reflector::store();
+    let feed = Feed::new(reader.clone());
     let kind = K::kind(&Default::default()).to_string();
     let mut indexer = index.map(|index| IndexWriter {
         index,
@@ -428,12 +423,28 @@ where
     let stream = watcher(api, config)
         .backoff(WatchBackoff::cache())
         .modify(|o| o.meta_mut().managed_fields = None);
-    let task = reflector::reflector(writer, stream)
+    let (cache, publisher) = (reader.clone(), feed.clone());
+    let task = stream
         .for_each(move |event| {
             match event {
                 Ok(event) => {
+                    // What the cache held before, for the subscribers that compare.
+                    let old = match &event {
+                        watcher::Event::Apply(o) => cache.get(&ObjectRef::from_obj(o)),
+                        _ => None,
+                    };
+                    writer.apply_watcher_event(&event);
                     if let Some(indexer) = &mut indexer {
                         indexer.apply(&event);
+                    }
+                    match &event {
+                        watcher::Event::Apply(o) => publisher.publish(Change::Applied {
+                            old: old.as_deref(),
+                            new: o,
+                        }),
+                        watcher::Event::InitApply(o) => publisher.publish(Change::Listed(o)),
+                        watcher::Event::Delete(o) => publisher.publish(Change::Deleted(o)),
+                        watcher::Event::Init | watcher::Event::InitDone => {}
                     }
                 }
                 Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
@@ -441,60 +452,98 @@ where
             futures::future::ready(())
         })
         .boxed();
-    (reader, task)
+    (reader, feed, task)
 }
 
+/// The label selector of every cache of what Tenantry makes.
 fn managed() -> watcher::Config {
     watcher::Config::default()
         .labels(&labels::managed_selector())
         .any_semantic()
 }
 
-/// Starts the caches; returns them with the tasks that feed them.
-pub fn stores(client: &Client) -> (Stores, Vec<BoxFuture<'static, ()>>) {
+/// The changes of every cached kind (see [`feed`]).
+#[derive(Clone)]
+pub struct Feeds {
+    pub organizations: Feed<Organization>,
+    pub workspaces: Feed<Workspace>,
+    pub memberships: Feed<Membership>,
+    pub namespaces: Feed<Namespace>,
+    pub role_bindings: Feed<RoleBinding>,
+    pub roles: Feed<Role>,
+    pub cluster_roles: Feed<ClusterRole>,
+    pub cluster_role_bindings: Feed<ClusterRoleBinding>,
+    pub quotas: Feed<ResourceQuota>,
+    pub limit_ranges: Feed<LimitRange>,
+    pub network_policies: Feed<NetworkPolicy>,
+    pub service_accounts: Feed<ServiceAccount>,
+    pub secrets: Feed<Secret>,
+}
+
+/// Starts the caches, one watch per kind; returns them, the feeds of their changes, and
+/// the tasks that run the watches.
+pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
     let mut tasks = Vec::new();
-    macro_rules! cache {
-        ($api:expr, $cfg:expr) => {
-            cache!($api, $cfg, None)
-        };
-        ($api:expr, $cfg:expr, $index:expr) => {{
-            let (store, task) = reflect($api, $cfg, $index);
-            tasks.push(task);
-            store
-        }};
-    }
     let c = client;
     let (workspace_index, membership_index) =
         (NamespaceIndex::default(), NamespaceIndex::default());
+    macro_rules! cache {
+        ($cfg:expr) => {
+            cache!($cfg, None)
+        };
+        ($cfg:expr, $index:expr) => {{
+            let (store, feed, task) = reflect(Api::all(c.clone()), $cfg, $index);
+            tasks.push(task);
+            (store, feed)
+        }};
+    }
+    let all = || watcher::Config::default().any_semantic();
+    let organizations = cache!(all());
+    let workspaces = cache!(all(), Some(workspace_index.clone()));
+    let memberships = cache!(all(), Some(membership_index.clone()));
+    let namespaces = cache!(managed());
+    let role_bindings = cache!(managed());
+    let roles = cache!(managed());
+    let cluster_roles = cache!(managed());
+    let cluster_role_bindings = cache!(managed());
+    let quotas = cache!(managed());
+    let limit_ranges = cache!(managed());
+    let network_policies = cache!(managed());
+    let service_accounts = cache!(managed());
+    let secrets = cache!(managed());
     let stores = Stores {
-        workspace_index: workspace_index.clone(),
-        membership_index: membership_index.clone(),
-        organizations: cache!(
-            Api::all(c.clone()),
-            watcher::Config::default().any_semantic()
-        ),
-        workspaces: cache!(
-            Api::all(c.clone()),
-            watcher::Config::default().any_semantic(),
-            Some(workspace_index)
-        ),
-        memberships: cache!(
-            Api::all(c.clone()),
-            watcher::Config::default().any_semantic(),
-            Some(membership_index)
-        ),
-        namespaces: cache!(Api::all(c.clone()), managed()),
-        role_bindings: cache!(Api::all(c.clone()), managed()),
-        roles: cache!(Api::all(c.clone()), managed()),
-        cluster_roles: cache!(Api::all(c.clone()), managed()),
-        cluster_role_bindings: cache!(Api::all(c.clone()), managed()),
-        quotas: cache!(Api::all(c.clone()), managed()),
-        limit_ranges: cache!(Api::all(c.clone()), managed()),
-        network_policies: cache!(Api::all(c.clone()), managed()),
-        service_accounts: cache!(Api::all(c.clone()), managed()),
-        secrets: cache!(Api::all(c.clone()), managed()),
+        workspace_index,
+        membership_index,
+        organizations: organizations.0,
+        workspaces: workspaces.0,
+        memberships: memberships.0,
+        namespaces: namespaces.0,
+        role_bindings: role_bindings.0,
+        roles: roles.0,
+        cluster_roles: cluster_roles.0,
+        cluster_role_bindings: cluster_role_bindings.0,
+        quotas: quotas.0,
+        limit_ranges: limit_ranges.0,
+        network_policies: network_policies.0,
+        service_accounts: service_accounts.0,
+        secrets: secrets.0,
     };
-    (stores, tasks)
+    let feeds = Feeds {
+        organizations: organizations.1,
+        workspaces: workspaces.1,
+        memberships: memberships.1,
+        namespaces: namespaces.1,
+        role_bindings: role_bindings.1,
+        roles: roles.1,
+        cluster_roles: cluster_roles.1,
+        cluster_role_bindings: cluster_role_bindings.1,
+        quotas: quotas.1,
+        limit_ranges: limit_ranges.1,
+        network_policies: network_policies.1,
+        service_accounts: service_accounts.1,
+        secrets: secrets.1,
+    };
+    (stores, feeds, tasks)
 }
 
 impl Stores {
@@ -586,7 +635,7 @@ pub async fn run(
     health: Option<crate::admin::Health>,
 ) -> anyhow::Result<()> {
     wait_for_crds(&client).await;
-    let (stores, tasks) = stores(&client);
+    let (stores, feeds, tasks) = stores(&client);
     let caches = tokio::spawn(futures::future::join_all(tasks));
     stores.ready().await;
     info!("caches synced; starting reconcilers");
@@ -610,9 +659,9 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     futures::join!(
-        organization::run(ctx.clone(), stop(shutdown.clone())),
-        workspace::run(ctx.clone(), stop(shutdown.clone())),
-        membership::run(ctx.clone(), stop(shutdown.clone())),
+        organization::run(ctx.clone(), &feeds, stop(shutdown.clone())),
+        workspace::run(ctx.clone(), &feeds, stop(shutdown.clone())),
+        membership::run(ctx.clone(), &feeds, stop(shutdown.clone())),
     );
     caches.abort();
     gauges.abort();
@@ -624,22 +673,19 @@ pub async fn run(
 async fn count_managed(stores: Stores) {
     loop {
         let counts = [
-            ("Organization", stores.organizations.state().len()),
-            ("Workspace", stores.workspaces.state().len()),
-            ("Membership", stores.memberships.state().len()),
-            ("Namespace", stores.namespaces.state().len()),
-            ("RoleBinding", stores.role_bindings.state().len()),
-            ("ClusterRole", stores.cluster_roles.state().len()),
-            (
-                "ClusterRoleBinding",
-                stores.cluster_role_bindings.state().len(),
-            ),
-            ("Secret", stores.secrets.state().len()),
-            ("ServiceAccount", stores.service_accounts.state().len()),
-            ("Role", stores.roles.state().len()),
-            ("ResourceQuota", stores.quotas.state().len()),
-            ("LimitRange", stores.limit_ranges.state().len()),
-            ("NetworkPolicy", stores.network_policies.state().len()),
+            ("Organization", stores.organizations.len()),
+            ("Workspace", stores.workspaces.len()),
+            ("Membership", stores.memberships.len()),
+            ("Namespace", stores.namespaces.len()),
+            ("RoleBinding", stores.role_bindings.len()),
+            ("ClusterRole", stores.cluster_roles.len()),
+            ("ClusterRoleBinding", stores.cluster_role_bindings.len()),
+            ("Secret", stores.secrets.len()),
+            ("ServiceAccount", stores.service_accounts.len()),
+            ("Role", stores.roles.len()),
+            ("ResourceQuota", stores.quotas.len()),
+            ("LimitRange", stores.limit_ranges.len()),
+            ("NetworkPolicy", stores.network_policies.len()),
         ];
         for (kind, n) in counts {
             crate::metrics::METRICS
@@ -728,21 +774,16 @@ mod tests {
     fn watch_backoff_is_short_capped_and_reset_by_an_event() {
         use kube::runtime::utils::Backoff;
         use std::time::Duration;
-        let mut b = super::WatchBackoff::triggers();
-        let delays: Vec<Duration> = b.by_ref().take(8).collect();
+        let mut b = super::WatchBackoff::cache();
+        let delays: Vec<Duration> = b.by_ref().take(10).collect();
         assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(125));
         assert!(
-            delays.iter().all(|d| *d <= Duration::from_millis(625)),
+            delays.iter().all(|d| *d <= Duration::from_millis(2500)),
             "{delays:?}"
         );
-        assert!(delays[7] >= Duration::from_millis(500));
+        assert!(delays[9] >= Duration::from_secs(2));
         b.reset();
         assert!(b.next().unwrap() <= Duration::from_millis(125));
-        let cache: Vec<Duration> = super::WatchBackoff::cache().take(10).collect();
-        assert!(
-            cache.iter().all(|d| *d <= Duration::from_millis(2500)),
-            "{cache:?}"
-        );
     }
 
     #[test]

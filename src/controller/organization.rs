@@ -6,7 +6,6 @@
 //! owner reference to the Organization, so Kubernetes' garbage collector removes them,
 //! and the Workspaces and Memberships go with the organization namespace.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +16,10 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::{Context, log_result, managed, requeue_on_error};
+use super::{Context, Feeds, feed, log_result, requeue_on_error};
 use crate::api::{OrgRole, Organization, OrganizationStatus, Workspace, WorkspaceSpec, reason};
 use crate::error::{Context as _, Error, Result};
 use crate::grants;
@@ -31,47 +29,48 @@ use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
 /// Runs the Organization reconciler until `shutdown`.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
+pub async fn run(
+    ctx: Arc<Context>,
+    feeds: &Feeds,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let by_ns = ctx.stores.clone();
     let by_ns2 = ctx.stores.clone();
-    let org_of_label = |labels: &BTreeMap<String, String>| {
-        labels
-            .get(labels::ORGANIZATION)
-            .map(|org| ObjectRef::<Organization>::new(org))
-    };
-    Controller::new(
-        Api::<Organization>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+    Controller::for_stream(
+        feeds.organizations.subscribe(true, feed::applied),
+        ctx.stores.organizations.clone(),
     )
-    .owns(Api::<Namespace>::all(client.clone()), managed())
-    .owns(Api::<ClusterRole>::all(client.clone()), managed())
-    .owns(Api::<ClusterRoleBinding>::all(client.clone()), managed())
-    .watches(
-        Api::<RoleBinding>::all(client.clone()),
-        managed(),
-        move |rb| org_of_label(rb.labels()),
+    .owns_stream(feeds.namespaces.subscribe(false, feed::any))
+    .owns_stream(feeds.cluster_roles.subscribe(false, feed::any))
+    .owns_stream(feeds.cluster_role_bindings.subscribe(false, feed::any))
+    // The organization's own bindings, in its namespace (not those of its workspaces).
+    .watches_stream(
+        feeds.role_bindings.subscribe(false, feed::any),
+        |rb: RoleBinding| {
+            let org = rb.labels().get(labels::ORGANIZATION)?;
+            (rb.namespace()? == names::org_namespace(org))
+                .then(|| ObjectRef::<Organization>::new(org))
+        },
     )
-    .watches(
-        Api::<Workspace>::all(client.clone()),
-        watcher::Config::default(),
-        move |w| {
+    // Workspaces and Memberships it counts and binds: created, deleted, changed, not
+    // their status details.
+    .watches_stream(
+        feeds.workspaces.subscribe(false, feed::meaningful),
+        move |w: Workspace| {
             by_ns
                 .organization_of_namespace(&w.namespace().unwrap_or_default())
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
         },
     )
-    .watches(
-        Api::<crate::api::Membership>::all(client.clone()),
-        watcher::Config::default(),
-        move |m| {
+    .watches_stream(
+        feeds.memberships.subscribe(false, feed::meaningful),
+        move |m: crate::api::Membership| {
             by_ns2
                 .organization_of_namespace(&m.namespace().unwrap_or_default())
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
         },
     )
     .with_config(ctx.settings.controller_config())
-    .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
     .for_each(|r| {

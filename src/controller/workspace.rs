@@ -22,11 +22,10 @@ use kube::api::{Api, ObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::{Context, log_result, managed, requeue_on_error, workspaces_of};
+use super::{Change, Context, Feeds, feed, log_result, requeue_on_error, workspaces_of};
 use crate::api::{
     DeletionPolicy, Membership, Organization, Workspace, WorkspaceMember, WorkspacePolicy,
     WorkspaceRole, WorkspaceStatus, reason,
@@ -45,54 +44,76 @@ const ISOLATION: &str = "tenantry-isolation";
 /// provisioned (the Organization may be gone when the Workspace is cleaned up).
 const DELETION_POLICY: &str = "tenantry.dev/deletion-policy";
 
+/// Whether a workspace's change can free a place for another: deleted, or being deleted.
+fn frees_a_place(change: &Change<'_, Workspace>) -> bool {
+    match change {
+        Change::Listed(_) | Change::Deleted(_) => true,
+        Change::Applied { old, new } => {
+            new.meta().deletion_timestamp.is_some()
+                && old.is_none_or(|o| o.meta().deletion_timestamp.is_none())
+        }
+    }
+}
+
 /// Runs the Workspace reconciler until `shutdown`.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
-    let (s1, s2) = (ctx.stores.clone(), ctx.stores.clone());
+pub async fn run(
+    ctx: Arc<Context>,
+    feeds: &Feeds,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (s1, s2, s3) = (ctx.stores.clone(), ctx.stores.clone(), ctx.stores.clone());
     let by_labels = |l: &BTreeMap<String, String>| {
         let org = l.get(labels::ORGANIZATION)?;
         let ws = l.get(labels::WORKSPACE)?;
         Some(ObjectRef::<Workspace>::new(ws).within(&names::org_namespace(org)))
     };
-    Controller::new(
-        Api::<Workspace>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+    Controller::for_stream(
+        feeds.workspaces.subscribe(true, feed::applied),
+        ctx.stores.workspaces.clone(),
     )
-    .watches(Api::<Namespace>::all(client.clone()), managed(), move |o| {
+    // What it provisions, by the workspace labels on each: any edit or deletion is
+    // repaired.
+    .watches_stream(feeds.namespaces.subscribe(false, feed::any), move |o| {
         by_labels(o.labels())
     })
-    .watches(
-        Api::<RoleBinding>::all(client.clone()),
-        managed(),
+    .watches_stream(feeds.role_bindings.subscribe(false, feed::any), move |o| {
+        by_labels(o.labels())
+    })
+    .watches_stream(feeds.quotas.subscribe(false, feed::any), move |o| {
+        by_labels(o.labels())
+    })
+    .watches_stream(feeds.limit_ranges.subscribe(false, feed::any), move |o| {
+        by_labels(o.labels())
+    })
+    .watches_stream(
+        feeds.network_policies.subscribe(false, feed::any),
         move |o| by_labels(o.labels()),
     )
-    .watches(
-        Api::<ResourceQuota>::all(client.clone()),
-        managed(),
-        move |o| by_labels(o.labels()),
+    // Who is granted what, and the organization's policy.
+    .watches_stream(
+        feeds.memberships.subscribe(false, feed::meaningful),
+        move |m: Membership| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
     )
-    .watches(
-        Api::<LimitRange>::all(client.clone()),
-        managed(),
-        move |o| by_labels(o.labels()),
+    .watches_stream(
+        feeds.organizations.subscribe(false, feed::meaningful),
+        move |o: Organization| workspaces_of(&s2, &names::org_namespace(&o.name_any())),
     )
-    .watches(
-        Api::<NetworkPolicy>::all(client.clone()),
-        managed(),
-        move |o| by_labels(o.labels()),
-    )
-    .watches(
-        Api::<Membership>::all(client.clone()),
-        watcher::Config::default(),
-        move |m| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
-    )
-    .watches(
-        Api::<Organization>::all(client.clone()),
-        watcher::Config::default(),
-        move |o| workspaces_of(&s2, &names::org_namespace(&o.name_any())),
+    // A workspace that goes away frees a place under limits.maxWorkspaces.
+    .watches_stream(
+        feeds.workspaces.subscribe(false, frees_a_place),
+        move |w: Workspace| {
+            let ns = w.namespace().unwrap_or_default();
+            let limited = s3
+                .organization_of_namespace(&ns)
+                .is_some_and(|o| o.spec.max_workspaces().is_some());
+            if limited {
+                workspaces_of(&s3, &ns)
+            } else {
+                Vec::new()
+            }
+        },
     )
     .with_config(ctx.settings.controller_config())
-    .trigger_backoff(super::WatchBackoff::triggers())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
     .for_each(|r| {

@@ -1,0 +1,253 @@
+//! One watch per kind, shared by every reconciler that reacts to that kind.
+//!
+//! kube's `Controller::new`, `owns` and `watches` each open a watch of their own: with
+//! three reconcilers that was 34 watches on the API server for 13 kinds, every object
+//! decoded up to four times, and the three custom resources held twice in memory. Here
+//! the shared caches' watches ([`super::stores`]) publish each change to subscribers,
+//! which pick the changes they need: a reconciler's trigger for a sibling or a parent
+//! does not fire on a status-only change (measured: a Membership's status write woke
+//! every other Membership of its organization, so an organization of n members cost n²
+//! reconciles while it converged).
+
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use futures::channel::mpsc;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+
+use crate::api::{Membership, Organization, Workspace};
+use crate::provision::Object;
+
+/// A change of one object, as a watch brought it.
+pub enum Change<'a, K> {
+    /// Listed when the watch (re)started.
+    Listed(&'a K),
+    /// Created or changed; `old` is what the cache held before, if anything.
+    Applied { old: Option<&'a K>, new: &'a K },
+    /// Deleted: its last state.
+    Deleted(&'a K),
+}
+
+impl<K> Change<'_, K> {
+    pub fn object(&self) -> &K {
+        match self {
+            Change::Listed(o) | Change::Deleted(o) | Change::Applied { new: o, .. } => o,
+        }
+    }
+}
+
+type Wants<K> = Box<dyn Fn(&Change<'_, K>) -> bool + Send + Sync>;
+
+struct Subscriber<K> {
+    tx: mpsc::UnboundedSender<Result<K, watcher::Error>>,
+    wants: Wants<K>,
+}
+
+/// The changes of one kind, from the watch that feeds its cache.
+pub struct Feed<K: Object> {
+    subscribers: Arc<Mutex<Vec<Subscriber<K>>>>,
+    store: Store<K>,
+}
+
+impl<K: Object> Clone for Feed<K> {
+    fn clone(&self) -> Self {
+        Self {
+            subscribers: self.subscribers.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<K: Object> Feed<K> {
+    pub(super) fn new(store: Store<K>) -> Self {
+        Self {
+            subscribers: Default::default(),
+            store,
+        }
+    }
+
+    /// A trigger stream of the changes `wants` accepts. With `seed`, it starts with every
+    /// object in the cache now (a reconciler's own kind: everything is reconciled once
+    /// when it starts); changes that come meanwhile may come twice, never not at all.
+    pub fn subscribe(
+        &self,
+        seed: bool,
+        wants: impl Fn(&Change<'_, K>) -> bool + Send + Sync + 'static,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded();
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if seed {
+            for o in self.store.state() {
+                let _ = tx.unbounded_send(Ok(o.as_ref().clone()));
+            }
+        }
+        subscribers.push(Subscriber {
+            tx,
+            wants: Box::new(wants),
+        });
+        rx
+    }
+
+    /// Hands `change` to every subscriber that wants it.
+    pub(super) fn publish(&self, change: Change<'_, K>) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.retain(|s| !s.tx.is_closed());
+        for s in subscribers.iter().filter(|s| (s.wants)(&change)) {
+            let _ = s.tx.unbounded_send(Ok(change.object().clone()));
+        }
+    }
+}
+
+/// Every change: a child's edit or deletion is something to repair.
+pub fn any<K>(_: &Change<'_, K>) -> bool {
+    true
+}
+
+/// What a reconciler's own kind triggers: every object listed or changed.
+pub fn applied<K>(change: &Change<'_, K>) -> bool {
+    !matches!(change, Change::Deleted(_))
+}
+
+/// The `Ready` condition of a Tenantry object, as far as others depend on it.
+pub trait Readiness {
+    fn conditions(&self) -> &[Condition];
+}
+
+impl Readiness for Organization {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+impl Readiness for Workspace {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+impl Readiness for Membership {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+/// A change that others may depend on: listed, created, deleted, or a change of spec
+/// (generation), of metadata (labels, annotations, finalizers, owners, deletion), or of
+/// `Ready`'s status or reason. Not a change of status details (counts, lists, messages),
+/// which nothing else reads.
+pub fn meaningful<K: Resource + Readiness>(change: &Change<'_, K>) -> bool {
+    let Change::Applied {
+        old: Some(old),
+        new,
+    } = change
+    else {
+        return true;
+    };
+    let ready = |k: &K| {
+        k.conditions()
+            .iter()
+            .find(|c| c.type_ == crate::status::READY)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let (o, n) = (old.meta(), new.meta());
+    o.generation != n.generation
+        || o.labels != n.labels
+        || o.annotations != n.annotations
+        || o.finalizers != n.finalizers
+        || o.owner_references != n.owner_references
+        || o.deletion_timestamp != n.deletion_timestamp
+        || ready(old) != ready(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Outcome, conditions};
+    use futures::StreamExt;
+
+    fn ws(generation: i64, outcome: Outcome, members: usize) -> Workspace {
+        let mut w = Workspace::new("w", Default::default());
+        w.metadata.namespace = Some("org-a".into());
+        w.metadata.generation = Some(generation);
+        w.status = Some(crate::api::WorkspaceStatus {
+            conditions: conditions(&[], &outcome, Some(generation)),
+            members: (0..members)
+                .map(|i| crate::api::WorkspaceMember {
+                    kind: crate::api::SubjectKind::User,
+                    name: format!("u{i}"),
+                    namespace: None,
+                    role: crate::api::WorkspaceRole::Viewer,
+                    membership: Some(format!("m{i}")),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        w
+    }
+
+    #[test]
+    fn status_details_are_not_meaningful_to_others() {
+        let ready = || Outcome::ready("Provisioned", "ok");
+        let (a, more_members) = (ws(1, ready(), 1), ws(1, ready(), 2));
+        fn change<'a>(old: &'a Workspace, new: &'a Workspace) -> Change<'a, Workspace> {
+            Change::Applied {
+                old: Some(old),
+                new,
+            }
+        }
+        let next_generation = ws(2, ready(), 1);
+        assert!(!meaningful(&change(&a, &more_members)), "details");
+        assert!(meaningful(&change(&a, &next_generation)), "spec");
+        let progressing = ws(1, Outcome::progressing("Progressing", "x"), 1);
+        assert!(meaningful(&change(&progressing, &a)), "Ready");
+        let mut annotated = a.clone();
+        annotated
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("tenantry.dev/accepted".into(), "true".into());
+        assert!(meaningful(&change(&a, &annotated)), "annotations");
+        assert!(meaningful(&Change::Applied { old: None, new: &a }), "new");
+        assert!(meaningful(&Change::Deleted(&a)), "deleted");
+        assert!(meaningful(&Change::Listed(&a)), "listed");
+        assert!(!applied(&Change::Deleted(&a)) && applied(&Change::Listed(&a)));
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_what_they_want_and_a_seed_of_the_cache() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<Workspace>();
+        let a = ws(1, Outcome::ready("Provisioned", "ok"), 1);
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(a.clone()));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let feed = Feed::new(reader);
+        let mut own = feed.subscribe(true, applied);
+        let mut others = feed.subscribe(false, meaningful);
+        let first = own.next().await.unwrap().unwrap();
+        assert_eq!(first.metadata.generation, Some(1), "seeded");
+        let b = ws(1, Outcome::ready("Provisioned", "ok"), 2);
+        feed.publish(Change::Applied {
+            old: Some(&a),
+            new: &b,
+        });
+        feed.publish(Change::Deleted(&b));
+        let next = own.next().await.unwrap().unwrap();
+        assert_eq!(next.status.unwrap().members.len(), 2, "a details change");
+        let deleted = others.next().await.unwrap().unwrap();
+        assert_eq!(
+            deleted.status.unwrap().members.len(),
+            2,
+            "the details change was skipped, the deletion came"
+        );
+        drop(own);
+        feed.publish(Change::Listed(&a));
+        assert_eq!(
+            feed.subscribers.lock().unwrap().len(),
+            1,
+            "a dropped stream is forgotten"
+        );
+    }
+}
