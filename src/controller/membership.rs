@@ -54,6 +54,31 @@ fn sibling_change(change: &Change<'_, Membership>) -> bool {
     }
 }
 
+/// Whether a workspace's change can change what a Membership is granted: it appeared, went
+/// away or is going away, or became ready or stopped being ready. Not its spec, finalizer or
+/// status details.
+fn workspace_came_or_went(change: &Change<'_, Workspace>) -> bool {
+    match change {
+        Change::Listed(_) | Change::Deleted(_) | Change::Applied { old: None, .. } => true,
+        Change::Applied {
+            old: Some(old),
+            new,
+        } => {
+            old.meta().deletion_timestamp.is_some() != new.meta().deletion_timestamp.is_some()
+                || workspace_ready(old) != workspace_ready(new)
+        }
+    }
+}
+
+/// Whether a workspace's namespace is provisioned (its Ready condition is True).
+fn workspace_ready(w: &Workspace) -> bool {
+    w.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == status::READY && c.status == "True")
+    })
+}
+
 /// Runs the Membership reconciler until `shutdown`.
 pub async fn run(
     ctx: Arc<Context>,
@@ -73,7 +98,7 @@ pub async fn run(
         move |m: Membership| memberships_of(&s1, &m.namespace().unwrap_or_default()),
     )
     .watches_stream(
-        feeds.workspaces.subscribe(false, feed::meaningful),
+        feeds.workspaces.subscribe(false, workspace_came_or_went),
         move |w: Workspace| memberships_of(&s2, &w.namespace().unwrap_or_default()),
     )
     .watches_stream(
@@ -266,14 +291,7 @@ async fn granted(
         ctx.stores
             .workspaces
             .get(&ObjectRef::new(name).within(ns))
-            .is_some_and(|w| {
-                w.meta().deletion_timestamp.is_none()
-                    && w.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == status::READY && c.status == "True")
-                    })
-            })
+            .is_some_and(|w| w.meta().deletion_timestamp.is_none() && workspace_ready(&w))
     };
     if m.spec.role.reaches_all_workspaces() {
         // Not a list of the organization's workspaces: that list would change with every
@@ -568,4 +586,51 @@ async fn interrupted_issuance(
     Ok(field("client-secret").filter(|value| {
         !value.is_empty() && !current_hash.is_some_and(|h| credentials::verify(value, h))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Outcome, conditions};
+
+    fn ws(generation: i64, outcome: Outcome) -> Workspace {
+        let mut w = Workspace::new("w", Default::default());
+        w.metadata.namespace = Some("org-a".into());
+        w.metadata.generation = Some(generation);
+        w.status = Some(crate::api::WorkspaceStatus {
+            conditions: conditions(&[], &outcome, Some(generation)),
+            ..Default::default()
+        });
+        w
+    }
+
+    #[test]
+    fn members_wake_only_when_a_workspace_comes_goes_or_turns_ready() {
+        let ready = ws(1, Outcome::ready("Provisioned", "ok"));
+        let waiting = ws(1, Outcome::progressing("Progressing", "x"));
+        let changed = |old: &Workspace, new: &Workspace| {
+            workspace_came_or_went(&Change::Applied {
+                old: Some(old),
+                new,
+            })
+        };
+        assert!(changed(&waiting, &ready), "became ready");
+        assert!(changed(&ready, &waiting), "stopped being ready");
+        assert!(
+            !changed(&ready, &ws(2, Outcome::ready("Provisioned", "ok"))),
+            "spec"
+        );
+        let mut deleting = ready.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        assert!(changed(&ready, &deleting), "going away");
+        assert!(workspace_came_or_went(&Change::Applied {
+            old: None,
+            new: &ready
+        }));
+        assert!(workspace_came_or_went(&Change::Deleted(&ready)));
+        assert!(workspace_came_or_went(&Change::Listed(&ready)));
+    }
 }
