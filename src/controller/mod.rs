@@ -498,50 +498,34 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         }};
     }
     let all = || watcher::Config::default().any_semantic();
-    let organizations = cache!(all());
-    let workspaces = cache!(all(), Some(workspace_index.clone()));
-    let memberships = cache!(all(), Some(membership_index.clone()));
-    let namespaces = cache!(managed());
-    let role_bindings = cache!(managed());
-    let roles = cache!(managed());
-    let cluster_roles = cache!(managed());
-    let cluster_role_bindings = cache!(managed());
-    let quotas = cache!(managed());
-    let limit_ranges = cache!(managed());
-    let network_policies = cache!(managed());
-    let service_accounts = cache!(managed());
-    let secrets = cache!(managed());
-    let stores = Stores {
-        workspace_index,
-        membership_index,
-        organizations: organizations.0,
-        workspaces: workspaces.0,
-        memberships: memberships.0,
-        namespaces: namespaces.0,
-        role_bindings: role_bindings.0,
-        roles: roles.0,
-        cluster_roles: cluster_roles.0,
-        cluster_role_bindings: cluster_role_bindings.0,
-        quotas: quotas.0,
-        limit_ranges: limit_ranges.0,
-        network_policies: network_policies.0,
-        service_accounts: service_accounts.0,
-        secrets: secrets.0,
-    };
-    let feeds = Feeds {
-        organizations: organizations.1,
-        workspaces: workspaces.1,
-        memberships: memberships.1,
-        namespaces: namespaces.1,
-        role_bindings: role_bindings.1,
-        roles: roles.1,
-        cluster_roles: cluster_roles.1,
-        cluster_role_bindings: cluster_role_bindings.1,
-        quotas: quotas.1,
-        limit_ranges: limit_ranges.1,
-        network_policies: network_policies.1,
-        service_accounts: service_accounts.1,
-        secrets: secrets.1,
+    // Each kind once: its cache goes to `Stores`, the feed of its changes to `Feeds`.
+    macro_rules! caches {
+        ($($field:ident: $($cfg:expr),+;)*) => {{
+            $(let $field = cache!($($cfg),+);)*
+            (
+                Stores {
+                    workspace_index: workspace_index.clone(),
+                    membership_index: membership_index.clone(),
+                    $($field: $field.0,)*
+                },
+                Feeds { $($field: $field.1,)* },
+            )
+        }};
+    }
+    let (stores, feeds) = caches! {
+        organizations: all();
+        workspaces: all(), Some(workspace_index.clone());
+        memberships: all(), Some(membership_index.clone());
+        namespaces: managed();
+        role_bindings: managed();
+        roles: managed();
+        cluster_roles: managed();
+        cluster_role_bindings: managed();
+        quotas: managed();
+        limit_ranges: managed();
+        network_policies: managed();
+        service_accounts: managed();
+        secrets: managed();
     };
     (stores, feeds, tasks)
 }
