@@ -7,6 +7,7 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
+use k8s_openapi::jiff;
 
 /// The current verifier (annotation on the client's ServiceAccount).
 pub const HASH: &str = "tenantry.dev/client-secret-hash";
@@ -20,8 +21,39 @@ pub const ROTATION: &str = "tenantry.dev/rotation";
 /// Set on a Membership to any new value to rotate its client secret.
 pub const ROTATE: &str = "tenantry.dev/rotate";
 /// Seconds the previous secret keeps working after a rotation (annotation on the
-/// Membership; default 0).
+/// Membership; default 0, at most [`MAX_ROTATION_GRACE_SECONDS`]).
 pub const ROTATION_GRACE: &str = "tenantry.dev/rotation-grace-seconds";
+/// The longest grace a rotation gives the previous secret: one day. A rotation is often
+/// a response to a leak; a longer overlap would keep a leaked secret alive.
+pub const MAX_ROTATION_GRACE_SECONDS: u32 = 24 * 3600;
+
+/// The grace period `value` (the annotation [`ROTATION_GRACE`], absent means 0) asks for,
+/// or why it is refused: a whole number of seconds from 0 to
+/// [`MAX_ROTATION_GRACE_SECONDS`], digits only.
+pub fn rotation_grace(value: Option<&str>) -> Result<u32, String> {
+    let Some(raw) = value else { return Ok(0) };
+    let refused = || {
+        format!(
+            "annotation {ROTATION_GRACE}: \"{}\" is not a whole number of seconds from 0 to {MAX_ROTATION_GRACE_SECONDS}",
+            crate::names::printable(raw, 40)
+        )
+    };
+    let v = raw.trim();
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refused());
+    }
+    match v.parse::<u32>() {
+        Ok(n) if n <= MAX_ROTATION_GRACE_SECONDS => Ok(n),
+        _ => Err(refused()),
+    }
+}
+
+/// When a grace of `seconds` that starts at `now` ends; `None` if it cannot be
+/// represented (never for a grace [`rotation_grace`] accepted).
+pub fn grace_ends(now: jiff::Timestamp, seconds: u32) -> Option<jiff::Timestamp> {
+    now.checked_add(jiff::SignedDuration::from_secs(i64::from(seconds)))
+        .ok()
+}
 
 /// A new client secret: 32 random bytes, base64url (43 characters).
 pub fn generate() -> Result<String, getrandom::Error> {
@@ -73,5 +105,63 @@ mod tests {
         assert!(!verify(&b, &h));
         assert!(!verify(&a, "not a hash"));
         assert_ne!(hash(&a).unwrap(), h, "salted");
+    }
+
+    #[test]
+    fn rotation_grace_is_bounded() {
+        assert_eq!(rotation_grace(None), Ok(0));
+        assert_eq!(rotation_grace(Some("0")), Ok(0));
+        assert_eq!(rotation_grace(Some("3600")), Ok(3600));
+        assert_eq!(
+            rotation_grace(Some("86400")),
+            Ok(MAX_ROTATION_GRACE_SECONDS)
+        );
+        for bad in [
+            "86401",
+            "9223372036854775807",
+            "-1",
+            "-9223372036854775808",
+            "1e9",
+            "",
+            " ",
+            "+5",
+            "0x10",
+            "3600.5",
+            "99999999999999999999999999",
+            "\u{1b}[2J",
+        ] {
+            let e = rotation_grace(Some(bad)).unwrap_err();
+            assert!(e.contains(ROTATION_GRACE), "{e}");
+            assert!(!e.contains('\u{1b}'), "the value is shown escaped: {e}");
+        }
+        let now = jiff::Timestamp::MAX;
+        assert_eq!(grace_ends(now, 1), None, "no overflow panic");
+        assert!(grace_ends(jiff::Timestamp::UNIX_EPOCH, MAX_ROTATION_GRACE_SECONDS).is_some());
+    }
+
+    /// Any string: a value or a refusal, never a panic.
+    #[test]
+    fn rotation_grace_never_panics() {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 24) as usize;
+            let s: String = (0..len)
+                .map(|i| {
+                    let b = (seed >> (i % 8 * 8)) as u8;
+                    if i % 3 == 0 {
+                        char::from(b'0' + b % 10)
+                    } else {
+                        char::from(b % 128)
+                    }
+                })
+                .collect();
+            if let Ok(n) = rotation_grace(Some(&s)) {
+                assert!(n <= MAX_ROTATION_GRACE_SECONDS);
+                assert!(grace_ends(jiff::Timestamp::now(), n).is_some());
+            }
+        }
     }
 }

@@ -265,6 +265,20 @@ pub fn org_role_holders(
         .collect()
 }
 
+/// The credentials Secrets an organization Admin may read: those of machine clients whose
+/// organization role is not Owner. An Admin who could read an Owner client's secret
+/// could exchange it for an Owner token; Owners read every client's.
+pub fn admin_readable_credentials(memberships: &[&Membership]) -> Vec<String> {
+    let mut names: Vec<String> = memberships
+        .iter()
+        .filter(|m| m.spec.subject.kind == SubjectKind::Client && m.spec.role != OrgRole::Owner)
+        .map(|m| names::client_secret_name(&m.name_any()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +294,7 @@ mod tests {
                 limits: Some(Limits {
                     max_members,
                     max_workspaces,
+                    ..Default::default()
                 }),
                 workspace_defaults: None,
                 default_workspace: None,
@@ -309,6 +324,25 @@ mod tests {
         let mut w = Workspace::new(name, Default::default());
         w.metadata.creation_timestamp = Some(at(age));
         w
+    }
+
+    #[test]
+    fn admins_read_no_owner_clients_credentials() {
+        let owner = member(
+            "root-ci",
+            Subject::client("root-ci"),
+            OrgRole::Owner,
+            &[],
+            1,
+        );
+        let admin = member("ci", Subject::client("ci"), OrgRole::Admin, &[], 2);
+        let viewer = member("ro", Subject::client("ro"), OrgRole::Viewer, &[], 3);
+        let person = member("ann", Subject::user("ann"), OrgRole::Viewer, &[], 4);
+        assert_eq!(
+            admin_readable_credentials(&[&owner, &admin, &viewer, &person]),
+            vec!["ci-credentials".to_string(), "ro-credentials".to_string()]
+        );
+        assert!(admin_readable_credentials(&[&owner]).is_empty());
     }
 
     #[test]

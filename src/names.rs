@@ -28,6 +28,24 @@ pub fn shorten(name: &str, max: usize) -> String {
     format!("{prefix}-{hash}")
 }
 
+/// `s` made safe for a log line, a terminal or a condition message: control characters
+/// (newlines, escape sequences) shown escaped, at most `max` characters kept (then `...`).
+pub fn printable(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i >= max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Whether `s` is a DNS-1123 label: at most 63 lowercase alphanumerics or '-', starting
 /// and ending with an alphanumeric.
 pub fn is_dns_label(s: &str) -> bool {

@@ -4,11 +4,19 @@
 //! Role grants are checked with CEL's `authorizer` against custom verbs on the
 //! Organization, which RBAC hands out per organization (see `rbac`):
 //! - `grant-owner`: Owners and platform admins; needed to create, change or delete an
-//!   Owner Membership and to change `spec.owners`;
-//! - `grant-admin`: Owners, Admins and platform admins; needed for Admin Memberships;
+//!   Owner Membership, to change `spec.owners`, to grant or change one's own access, to
+//!   turn `deletionProtection` off, to change `deletionPolicy` or
+//!   `membership.requireAcceptance`;
+//! - `grant-admin`: Owners, Admins and platform admins; needed for Admin and Manager
+//!   Memberships and for the workspace Admin role;
 //! - `verify`: platform admins only; needed to set `spec.verified`;
+//! - `set-limits`: platform admins only; needed to change `spec.limits` (the ceilings);
 //! - `manage` on the virtual resource `tenancy`: the operator and platform admins; needed
-//!   to set or change the labels and annotations Tenantry tracks ownership with.
+//!   to set or change the labels and annotations Tenantry tracks ownership with, the
+//!   owner references and finalizers of the three kinds, pre-accepted Memberships and
+//!   subjects named `system:...`.
+//!
+//! Every rule is written against the least-trusted writer: see docs/security.md.
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -41,9 +49,47 @@ fn rules(group: &str, resources: &[&str], operations: &[&str]) -> Value {
     })
 }
 
+/// Kubernetes' own controllers (the namespace controller and the garbage collector delete
+/// what a deleted namespace or owner held; with --use-service-account-credentials they run
+/// as kube-system ServiceAccounts).
+const CONTROLLERS: &str = "(request.userInfo.username == 'system:kube-controller-manager' || request.userInfo.username.startsWith('system:serviceaccount:kube-system:'))";
+
+/// The platform's own verb: the operator and platform admins hold it.
+const PLATFORM: &str =
+    "authorizer.group('tenantry.dev').resource('tenancy').check('manage').allowed()";
+
+/// A subject name Kubernetes reserves (`system:masters`, `system:authenticated`, ...):
+/// only the platform may name it.
+fn reserved_subject(s: &str) -> String {
+    format!("(({s}.kind == 'User' || {s}.kind == 'Group') && {s}.name.startsWith('system:'))")
+}
+
+/// True when the request's user is `s` (a Membership subject in namespace `ns`), or a
+/// member of the group `s`.
+fn requester_is(s: &str, ns: &str) -> String {
+    format!(
+        "(({s}.kind == 'User' && request.userInfo.username == {s}.name) \
+        || ({s}.kind == 'Group' && {s}.name in request.userInfo.?groups.orValue([])) \
+        || ({s}.kind == 'ServiceAccount' && request.userInfo.username == 'system:serviceaccount:' + {s}.?namespace.orValue('') + ':' + {s}.name) \
+        || ({s}.kind == 'Client' && request.userInfo.username == 'system:serviceaccount:' + {ns} + ':' + {s}.name + '-client'))"
+    )
+}
+
 /// The policies, in install order.
 pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
     let roles = "(object != null ? [object.spec.role] : []) + (oldObject != null ? [oldObject.spec.role] : [])";
+    let ws_admin = "(object != null && object.spec.?workspaces.orValue([]).exists(w, w.role == 'Admin')) || (oldObject != null && oldObject.spec.?workspaces.orValue([]).exists(w, w.role == 'Admin'))";
+    let accepted = "'tenantry.dev/accepted'";
+    // An update that changes nothing but the acceptance annotation.
+    let only_acceptance = format!(
+        "request.operation == 'UPDATE' && object.spec == oldObject.spec \
+        && object.metadata.?labels.orValue({{}}) == oldObject.metadata.?labels.orValue({{}}) \
+        && object.metadata.?ownerReferences.orValue([]) == oldObject.metadata.?ownerReferences.orValue([]) \
+        && object.metadata.?finalizers.orValue([]) == oldObject.metadata.?finalizers.orValue([]) \
+        && variables.newAnnotations.all(k, k == {accepted} || (k in variables.oldAnnotations && variables.oldAnnotations[k] == variables.newAnnotations[k])) \
+        && variables.oldAnnotations.all(k, k == {accepted} || k in variables.newAnnotations)"
+    );
+    let subject = "(object != null ? object : oldObject).spec.subject";
     let membership_roles = policy(
         "tenantry-memberships",
         json!({
@@ -52,8 +98,15 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
             "variables": [
                 {"name": "org", "expression": ORG_LABEL},
                 {"name": "roles", "expression": roles},
-                {"name": "acceptedBefore", "expression": "oldObject != null ? oldObject.metadata.?annotations[?'tenantry.dev/accepted'].orValue('') : ''"},
-                {"name": "acceptedNow", "expression": "object != null ? object.metadata.?annotations[?'tenantry.dev/accepted'].orValue('') : ''"},
+                {"name": "newAnnotations", "expression": "object != null ? object.metadata.?annotations.orValue({}) : {}"},
+                {"name": "oldAnnotations", "expression": "oldObject != null ? oldObject.metadata.?annotations.orValue({}) : {}"},
+                {"name": "acceptedBefore", "expression": format!("variables.oldAnnotations[?{accepted}].orValue('')")},
+                {"name": "acceptedNow", "expression": format!("variables.newAnnotations[?{accepted}].orValue('')")},
+                {"name": "onlyAcceptance", "expression": only_acceptance},
+                {"name": "isSubject", "expression": requester_is(subject, "namespaceObject.metadata.name")},
+                // Kubernetes cleaning up a deleted namespace or owner: never refused.
+                {"name": "cleanup", "expression": format!("request.operation == 'DELETE' && {CONTROLLERS}")},
+                {"name": "invitee", "expression": format!("{subject}.kind == 'User' && request.userInfo.username == {subject}.name")},
             ],
             "validations": [
                 {
@@ -62,18 +115,35 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
                     "reason": "Invalid",
                 },
                 {
-                    "expression": format!("!('Owner' in variables.roles) || {}", check("grant-owner", "variables.org")),
+                    // The invitation Role lets the invitee patch its own Membership: that
+                    // right covers the acceptance and nothing else.
+                    "expression": "request.operation != 'UPDATE' || variables.onlyAcceptance || authorizer.group('tenantry.dev').resource('memberships').namespace(namespaceObject.metadata.name).check('update').allowed()",
+                    "message": "you may only accept this invitation (annotation tenantry.dev/accepted): changing a Membership needs the right to change every Membership of the organization",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!("request.operation == 'DELETE' || variables.acceptedBefore == variables.acceptedNow || (request.operation == 'UPDATE' && variables.onlyAcceptance && variables.invitee) || (request.operation == 'CREATE' && {PLATFORM})"),
+                    "message": "only the invited user may accept an invitation (annotation tenantry.dev/accepted), and accepting changes nothing else",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!("variables.cleanup || variables.onlyAcceptance || !('Owner' in variables.roles) || {}", check("grant-owner", "variables.org")),
                     "messageExpression": "'only an Owner of organization ' + variables.org + ' (or a platform admin) may grant, change or revoke the Owner role'",
                     "reason": "Forbidden",
                 },
                 {
-                    "expression": format!("!('Admin' in variables.roles) || {}", check("grant-admin", "variables.org")),
-                    "messageExpression": "'only an Owner or Admin of organization ' + variables.org + ' (or a platform admin) may grant, change or revoke the Admin role'",
+                    "expression": format!("variables.cleanup || variables.onlyAcceptance || !('Admin' in variables.roles || 'Manager' in variables.roles || {ws_admin}) || {}", check("grant-admin", "variables.org")),
+                    "messageExpression": "'only an Owner or Admin of organization ' + variables.org + ' (or a platform admin) may grant, change or revoke the Admin and Manager roles and the workspace Admin role'",
                     "reason": "Forbidden",
                 },
                 {
-                    "expression": "request.operation != 'UPDATE' || variables.acceptedBefore == variables.acceptedNow || (object.spec.subject.kind == 'User' && request.userInfo.username == object.spec.subject.name && object.spec == oldObject.spec)",
-                    "message": "only the invited user may accept an invitation (annotation tenantry.dev/accepted), and accepting changes nothing else",
+                    "expression": format!("request.operation == 'DELETE' || variables.onlyAcceptance || !variables.isSubject || {}", check("grant-owner", "variables.org")),
+                    "messageExpression": "'you may not grant or change your own access: ask an Owner of organization ' + variables.org",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!("object == null || !{} || {PLATFORM}", reserved_subject("object.spec.subject")),
+                    "message": "subjects named system:... (system:authenticated, system:masters, ...) are Kubernetes' own: only platform admins may grant them anything",
                     "reason": "Forbidden",
                 },
             ],
@@ -94,6 +164,11 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
     );
 
     let verified = |o: &str| format!("{o}.spec.?verified.orValue(false)");
+    let changed = |field: &str| {
+        format!(
+            "request.operation == 'UPDATE' && (has(object.spec.{field}) != has(oldObject.spec.{field}) || (has(object.spec.{field}) && object.spec.{field} != oldObject.spec.{field}))"
+        )
+    };
     let organizations = policy(
         "tenantry-organizations",
         json!({
@@ -118,11 +193,62 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
                     "reason": "Forbidden",
                 },
                 {
+                    "expression": format!(
+                        "!({}) || {}",
+                        changed("limits"),
+                        check("set-limits", "object.metadata.name")
+                    ),
+                    "message": "spec.limits are set by platform admins only (they bound what the organization may use)",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!(
+                        "!(request.operation == 'UPDATE' && ((oldObject.spec.?deletionProtection.orValue(true) && !object.spec.?deletionProtection.orValue(true)) || object.spec.?deletionPolicy.orValue('Delete') != oldObject.spec.?deletionPolicy.orValue('Delete') || {})) || {}",
+                        "object.spec.?membership.?requireAcceptance.orValue(false) != oldObject.spec.?membership.?requireAcceptance.orValue(false)",
+                        check("grant-owner", "object.metadata.name")
+                    ),
+                    "messageExpression": "'only an Owner of organization ' + object.metadata.name + ' (or a platform admin) may turn deletionProtection off, change deletionPolicy or change membership.requireAcceptance'",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!(
+                        "request.operation == 'DELETE' || !object.spec.owners.exists(s, {} || (s.kind == 'ServiceAccount' && s.?namespace.orValue('') != 'org-' + object.metadata.name)) || (request.operation == 'UPDATE' && object.spec.owners == oldObject.spec.owners) || {PLATFORM}",
+                        reserved_subject("s")
+                    ),
+                    "message": "an owner named system:... or a ServiceAccount outside the organization's namespace may be named by platform admins only",
+                    "reason": "Forbidden",
+                },
+                {
                     "expression": "request.operation != 'DELETE' || !oldObject.spec.?deletionProtection.orValue(true)",
                     "messageExpression": "'organization ' + oldObject.metadata.name + ' is protected from deletion: set spec.deletionProtection to false first (deleting it removes every workspace and everything in it, irrecoverably)'",
                     "reason": "Forbidden",
                 },
             ],
+        }),
+    );
+
+    // Metadata that deletes or pins an object: an owner reference (the garbage collector
+    // deletes the object when its owner is missing) or a finalizer. Only the platform sets
+    // them on Tenantry's kinds; the garbage collector's own bookkeeping (the orphan and
+    // foregroundDeletion finalizers, removing references to deleted owners) is left to it.
+    let gc_finalizers = "['orphan', 'foregroundDeletion']";
+    let pins = |o: &str| {
+        format!("{o}.metadata.?finalizers.orValue([]).filter(f, !(f in {gc_finalizers}))")
+    };
+    let lifecycle = policy(
+        "tenantry-lifecycle-metadata",
+        json!({
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [rules("tenantry.dev", &["organizations", "workspaces", "memberships"], &["CREATE", "UPDATE"])]},
+            "validations": [{
+                "expression": format!(
+                    "(request.operation == 'CREATE' ? (object.metadata.?ownerReferences.orValue([]) == [] && {new} == []) : (object.metadata.?ownerReferences.orValue([]) == oldObject.metadata.?ownerReferences.orValue([]) && {new} == {old})) || {CONTROLLERS} || {PLATFORM}",
+                    new = pins("object"),
+                    old = pins("oldObject"),
+                ),
+                "message": "metadata.ownerReferences and metadata.finalizers of Organizations, Workspaces and Memberships are Tenantry's: they decide when the object is deleted",
+                "reason": "Forbidden",
+            }],
         }),
     );
 
@@ -170,6 +296,7 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
         membership_roles,
         workspace_placement,
         organizations,
+        lifecycle,
         tracking,
     ]
 }

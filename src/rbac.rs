@@ -66,8 +66,12 @@ pub fn org_role_rules(role: OrgRole) -> Vec<PolicyRule> {
     match role {
         OrgRole::Owner | OrgRole::Admin => {
             rules.push(tenantry(&["workspaces", "memberships"], WRITE));
-            // Machine-client credentials are the only Secrets in the organization namespace.
-            rules.push(rule(&[""], &["secrets"], READ));
+            // Machine-client credentials are the only Secrets in the organization
+            // namespace. Owners read them all; Admins only those of clients below Owner,
+            // by name ([`CLIENT_CREDENTIALS`], written per organization).
+            if role == OrgRole::Owner {
+                rules.push(rule(&[""], &["secrets"], READ));
+            }
             rules.push(rule(&[""], &["serviceaccounts"], READ));
         }
         OrgRole::UserAdmin => {
@@ -80,6 +84,10 @@ pub fn org_role_rules(role: OrgRole) -> Vec<PolicyRule> {
     }
     rules
 }
+
+/// The Role (and RoleBinding) in an organization namespace that lets its Admins read the
+/// credentials Secrets of clients whose role is not Owner, named one by one.
+pub const CLIENT_CREDENTIALS: &str = "tenantry-client-credentials";
 
 /// Every ClusterRole Tenantry ships (installed by the Helm chart, or by `tenantry
 /// manifests`).
@@ -158,6 +166,7 @@ pub fn platform_admin_role() -> ClusterRole {
                     "grant-owner",
                     "grant-admin",
                     "verify",
+                    "set-limits",
                 ],
             ),
             rule(

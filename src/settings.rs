@@ -23,6 +23,12 @@ pub struct Settings {
     #[arg(long, env = "TENANTRY_DEFAULT_POD_SECURITY", default_value = "baseline", value_parser = parse_level)]
     pub default_pod_security: PodSecurityLevel,
 
+    /// The least restrictive Pod Security level any workspace may have, unless a platform
+    /// admin sets an organization's `spec.limits.podSecurity` (e.g. `privileged` for one
+    /// trusted organization). Tenants choose at most this.
+    #[arg(long, env = "TENANTRY_POD_SECURITY_CEILING", default_value = "baseline", value_parser = parse_level)]
+    pub pod_security_ceiling: PodSecurityLevel,
+
     /// ResourceQuota hard limits of workspaces that set none (and whose organization sets
     /// none), as `name=quantity` pairs: `pods=50,requests.cpu=4,requests.memory=8Gi`.
     #[arg(long, env = "TENANTRY_DEFAULT_QUOTA", value_parser = parse_quota)]
@@ -110,6 +116,7 @@ impl Default for Settings {
             operator_namespace: "tenantry-system".into(),
             namespace_template: DEFAULT_NAMESPACE_TEMPLATE.into(),
             default_pod_security: PodSecurityLevel::Baseline,
+            pod_security_ceiling: PodSecurityLevel::Baseline,
             default_network_isolation: true,
             default_quota: None,
             platform_admin_group: "tenantry:platform-admins".into(),

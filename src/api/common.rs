@@ -94,6 +94,24 @@ pub enum PodSecurityLevel {
 }
 
 impl PodSecurityLevel {
+    /// How much the level allows, from `restricted` (0) to `privileged` (2).
+    fn permissiveness(self) -> u8 {
+        match self {
+            Self::Restricted => 0,
+            Self::Baseline => 1,
+            Self::Privileged => 2,
+        }
+    }
+
+    /// This level, or `ceiling` when this one allows more than it.
+    pub fn capped_at(self, ceiling: PodSecurityLevel) -> PodSecurityLevel {
+        if self.permissiveness() > ceiling.permissiveness() {
+            ceiling
+        } else {
+            self
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Privileged => "privileged",
@@ -187,6 +205,8 @@ pub mod reason {
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     pub const INVALID_NAME: &str = "InvalidName";
     pub const INVALID_POLICY: &str = "InvalidPolicy";
+    pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    pub const POD_SECURITY_NOT_ALLOWED: &str = "PodSecurityNotAllowed";
     pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
     pub const WORKSPACE_LIMIT_REACHED: &str = "WorkspaceLimitReached";
     pub const MEMBER_LIMIT_REACHED: &str = "MemberLimitReached";

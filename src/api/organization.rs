@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Subject, WorkspacePolicy};
+use super::{PodSecurityLevel, Subject, WorkspacePolicy};
 
 /// An organization: the tenant. It owns its namespace `org-<name>`, where its Workspaces
 /// and Memberships live, and every workspace namespace; deleting it removes all of them.
@@ -82,7 +82,9 @@ pub struct MembershipPolicy {
     pub require_acceptance: bool,
 }
 
-/// Limits on an organization's size. Unset means unlimited.
+/// Limits on an organization: its size and how far its workspaces may loosen Pod
+/// Security. Set and changed by platform admins only (an organization's own Admins
+/// cannot raise them). Unset sizes are unlimited.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
@@ -94,6 +96,11 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100000))]
     pub max_members: Option<i32>,
+    /// The least restrictive Pod Security level this organization's workspaces may have
+    /// (default: the operator's `--pod-security-ceiling`, `baseline`). A workspace asking
+    /// for more is provisioned at this level and says `PodSecurityNotAllowed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityLevel>,
 }
 
 /// The workspace created together with the organization.

@@ -276,6 +276,7 @@ async fn granted(
     found: &mut Found,
 ) -> Result<Outcome> {
     let mut secret_missing = false;
+    let mut refused = None;
     // An accepted invitation needs no Role any more.
     let invitation = invitation_name(m);
     provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, &invitation).await?;
@@ -286,7 +287,9 @@ async fn granted(
         found.client_id = Some(client.client_id);
         found.rotation = client.rotation;
         secret_missing = client.secret_missing;
+        refused = client.refused;
     }
+
     let provisioned = |name: &str| {
         ctx.stores
             .workspaces
@@ -333,7 +336,14 @@ async fn granted(
     } else {
         String::new()
     };
-    Ok(if pending.is_empty() {
+    Ok(if let Some(why) = refused {
+        Outcome::stalled(
+            reason::INVALID_ANNOTATION,
+            format!(
+                "{why}; no rotation happens until it is fixed, the current secret keeps working"
+            ),
+        )
+    } else if pending.is_empty() {
         let reach = if found.all_workspaces {
             "every workspace, as Admin".to_string()
         } else {
@@ -421,7 +431,14 @@ async fn ensure_client(
         .collect();
     let handled = annotations.get(credentials::ROTATION).cloned();
     let first = !annotations.contains_key(credentials::HASH);
-    let rotate = !first && rotate_to.is_some() && rotate_to != handled;
+    // A grace period Tenantry cannot honour holds the rotation back (the old secret keeps
+    // working, the new one is not issued) and is reported on this Membership alone.
+    let grace = credentials::rotation_grace(
+        m.annotations()
+            .get(credentials::ROTATION_GRACE)
+            .map(String::as_str),
+    );
+    let rotate = !first && rotate_to.is_some() && rotate_to != handled && grace.is_ok();
     let now = k8s_openapi::jiff::Timestamp::now();
     let secret_name = names::client_secret_name(&name);
     if first || rotate {
@@ -444,14 +461,12 @@ async fn ensure_client(
             None => credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
         };
         let hash = credentials::hash(&secret_value).map_err(Error::Random)?;
-        let grace: i64 = m
-            .annotations()
-            .get(credentials::ROTATION_GRACE)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        match annotations.get(credentials::HASH).cloned() {
-            Some(previous) if rotate && grace > 0 => {
-                let expires = now + k8s_openapi::jiff::SignedDuration::from_secs(grace);
+        let grace_ends = match grace {
+            Ok(seconds) if seconds > 0 => credentials::grace_ends(now, seconds),
+            _ => None,
+        };
+        match (annotations.get(credentials::HASH).cloned(), grace_ends) {
+            (Some(previous), Some(expires)) if rotate => {
                 annotations.insert(credentials::PREVIOUS_HASH.into(), previous);
                 annotations.insert(credentials::PREVIOUS_EXPIRES.into(), expires.to_string());
             }
@@ -541,6 +556,7 @@ async fn ensure_client(
         client_id,
         rotation,
         secret_missing,
+        refused: grace.err(),
     })
 }
 
@@ -551,6 +567,8 @@ struct ClientState {
     rotation: Option<String>,
     /// The credentials Secret was deleted after the secret was issued.
     secret_missing: bool,
+    /// Why an annotation of the Membership cannot be honoured (a rotation asked for waits).
+    refused: Option<String>,
 }
 
 /// The secret in the live credentials Secret when it is an issuance whose verifier was

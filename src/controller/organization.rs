@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
+};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -52,6 +54,13 @@ pub async fn run(
                 .then(|| ObjectRef::<Organization>::new(org))
         },
     )
+    // The Role that lets its Admins read client credentials (invitation Roles, in the
+    // same namespace, are the Memberships').
+    .watches_stream(feeds.roles.subscribe(false, feed::any), |r: Role| {
+        let org = r.labels().get(labels::ORGANIZATION)?;
+        (r.name_any() == rbac::CLIENT_CREDENTIALS && r.namespace()? == names::org_namespace(org))
+            .then(|| ObjectRef::<Organization>::new(org))
+    })
     // Workspaces and Memberships it counts and binds: created, deleted, changed, not
     // their status details.
     .watches_stream(
@@ -280,6 +289,53 @@ async fn apply_bindings(org: &Organization, ns: &str, ctx: &Context) -> Result<(
             },
             role_ref: cluster_role_ref(&name),
             subjects: Some(dedup(subjects)),
+        };
+        provision::apply(&ctx.client, &ctx.stores.role_bindings, &rb).await?;
+    }
+
+    // Admins read the credentials of clients below Owner, by name: an Owner client's
+    // secret would be an Owner token.
+    let readable = grants::admin_readable_credentials(&refs);
+    let admins: Vec<_> = holders
+        .get(&OrgRole::Admin)
+        .into_iter()
+        .flatten()
+        .map(|(s, m)| grants::rbac_subject(s, m.as_deref().unwrap_or(""), ns))
+        .collect();
+    let name = rbac::CLIENT_CREDENTIALS;
+    if readable.is_empty() || admins.is_empty() {
+        // Never a rule with no names: an empty resourceNames means every Secret.
+        provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, name).await?;
+        provision::delete_cached(&ctx.client, &ctx.stores.roles, ns, name).await?;
+    } else {
+        let meta = ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            labels: Some(provision::org_labels(
+                &org_name,
+                "client-credentials-access",
+            )),
+            ..Default::default()
+        };
+        let role = Role {
+            metadata: meta.clone(),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
+                resource_names: Some(readable),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            }]),
+        };
+        provision::apply(&ctx.client, &ctx.stores.roles, &role).await?;
+        let rb = RoleBinding {
+            metadata: meta,
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: name.to_string(),
+            },
+            subjects: Some(dedup(admins)),
         };
         provision::apply(&ctx.client, &ctx.stores.role_bindings, &rb).await?;
     }

@@ -27,8 +27,8 @@ use tracing::{info, instrument};
 
 use super::{Change, Context, Feeds, feed, log_result, requeue_on_error, workspaces_of};
 use crate::api::{
-    DeletionPolicy, Membership, Organization, Workspace, WorkspaceMember, WorkspacePolicy,
-    WorkspaceRole, WorkspaceStatus, reason,
+    DeletionPolicy, Membership, Organization, PodSecurityLevel, Workspace, WorkspaceMember,
+    WorkspacePolicy, WorkspaceRole, WorkspaceStatus, reason,
 };
 use crate::error::{Context as _, Error, Result};
 use crate::grants;
@@ -192,11 +192,21 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                     Err(e) => Outcome::stalled(reason::INVALID_NAME, e.to_string()),
                     Ok(name) => {
                         let org_defaults = org.spec.workspace_defaults.clone().unwrap_or_default();
-                        let policy = ws
+                        let mut policy = ws
                             .spec
                             .policy
                             .or(&org_defaults)
                             .or(&ctx.settings.workspace_defaults());
+                        // Tenants choose Pod Security up to the platform's ceiling.
+                        let ceiling = org
+                            .spec
+                            .limits
+                            .as_ref()
+                            .and_then(|l| l.pod_security)
+                            .unwrap_or(ctx.settings.pod_security_ceiling);
+                        let asked = policy.pod_security.unwrap_or(PodSecurityLevel::Baseline);
+                        let enforced = asked.capped_at(ceiling);
+                        policy.pod_security = Some(enforced);
                         let plan = Plan {
                             org,
                             ws,
@@ -206,10 +216,23 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                         };
                         let (outcome, granted) = provision(&plan, ctx).await?;
                         if outcome.is_ready() {
-                            namespace = Some(name);
+                            namespace = Some(name.clone());
                         }
                         members = granted;
-                        outcome
+                        if outcome.is_ready() && enforced != asked {
+                            Outcome::stalled(
+                                reason::POD_SECURITY_NOT_ALLOWED,
+                                format!(
+                                    "podSecurity {} is above what organization {} may use ({}, set by platform admins in spec.limits.podSecurity or --pod-security-ceiling): namespace {name} enforces {}",
+                                    asked.as_str(),
+                                    org.name_any(),
+                                    ceiling.as_str(),
+                                    enforced.as_str()
+                                ),
+                            )
+                        } else {
+                            outcome
+                        }
                     }
                 }
             }

@@ -26,12 +26,12 @@ use crate::harness::{admin, as_user, controller, unique};
 
 const ROLES: [OrgRole; 7] = OrgRole::ALL;
 
-fn user(role: OrgRole, org: &str) -> String {
+pub(crate) fn user(role: OrgRole, org: &str) -> String {
     format!("{}@{org}.example", role.slug())
 }
 
 /// Allowed (true), denied (false, a 403), or a test failure for anything else.
-fn allowed<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>) -> bool {
+pub(crate) fn allowed<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>) -> bool {
     match r {
         Ok(_) => true,
         Err(kube::Error::Api(s)) if s.code == 403 => false,
@@ -39,7 +39,13 @@ fn allowed<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>) -> bool {
     }
 }
 
-async fn can_i(client: &Client, verb: &str, group: &str, resource: &str, ns: &str) -> bool {
+pub(crate) async fn can_i(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    ns: &str,
+) -> bool {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
@@ -60,13 +66,13 @@ async fn can_i(client: &Client, verb: &str, group: &str, resource: &str, ns: &st
     r.status.map(|s| s.allowed).unwrap_or(false)
 }
 
-fn dry() -> PostParams {
+pub(crate) fn dry() -> PostParams {
     PostParams {
         dry_run: true,
         ..Default::default()
     }
 }
-fn dry_patch() -> PatchParams {
+pub(crate) fn dry_patch() -> PatchParams {
     PatchParams {
         dry_run: true,
         ..Default::default()
@@ -75,7 +81,7 @@ fn dry_patch() -> PatchParams {
 
 /// Sets up an organization with one member per role (each assigned workspace
 /// `default`) and a machine client.
-async fn populated_org(client: &Client) -> String {
+pub(crate) async fn populated_org(client: &Client) -> String {
     let name = unique("acc");
     let mut spec = org_spec(&user(OrgRole::Owner, "x"));
     spec.owners = vec![Subject::user(&user(OrgRole::Owner, &name))];
@@ -113,6 +119,37 @@ async fn populated_org(client: &Client) -> String {
     {
         wait_member_reason(client, &name, m, "Granted").await;
     }
+    // The organization's own bindings follow the Memberships: wait until the Admin holds
+    // its custom verb on the Organization.
+    let admin_user = as_user(&user(OrgRole::Admin, &name), &[]).await;
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    loop {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some("grant-admin".into()),
+                    group: Some("tenantry.dev".into()),
+                    resource: Some("organizations".into()),
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = Api::<SelfSubjectAccessReview>::all(admin_user.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("access review");
+        if r.status.is_some_and(|s| s.allowed) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Admin of {name} never got grant-admin"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     name
 }
 
@@ -144,15 +181,25 @@ async fn every_role_may_do_exactly_what_the_table_says() {
             allowed("get org", orgs.get(&a).await),
         );
         row(
-            "change displayName, limits, defaults",
+            "change displayName, defaults",
             allowed(
                 "patch org",
                 orgs.patch(
                     &a,
                     &dry_patch(),
-                    &Patch::Merge(
-                        json!({"spec": {"displayName": "x", "limits": {"maxMembers": 99}}}),
-                    ),
+                    &Patch::Merge(json!({"spec": {"displayName": "x", "workspaceDefaults": {"networkIsolation": false}}})),
+                )
+                .await,
+            ),
+        );
+        row(
+            "change spec.limits",
+            allowed(
+                "patch limits",
+                orgs.patch(
+                    &a,
+                    &dry_patch(),
+                    &Patch::Merge(json!({"spec": {"limits": {"maxMembers": 99}}})),
                 )
                 .await,
             ),
@@ -408,7 +455,8 @@ async fn every_role_may_do_exactly_what_the_table_says() {
     let all = ROLES.to_vec();
     let expected: BTreeMap<&str, Vec<OrgRole>> = [
         ("read the Organization and its status", all.clone()),
-        ("change displayName, limits, defaults", vec![Owner, Admin]),
+        ("change displayName, defaults", vec![Owner, Admin]),
+        ("change spec.limits", vec![]),
         ("delete the Organization", vec![Owner]),
         ("create/change/delete Workspaces", vec![Owner, Admin]),
         (

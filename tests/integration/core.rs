@@ -497,6 +497,11 @@ async fn workspace_is_provisioned_from_its_spec_else_the_organization_defaults()
         pod_security: Some(PodSecurityLevel::Restricted),
         network_isolation: Some(true),
     });
+    // The platform (this test's cluster admin) lets this organization go privileged.
+    spec.limits = Some(Limits {
+        pod_security: Some(PodSecurityLevel::Privileged),
+        ..Default::default()
+    });
     spec.default_workspace = Some(DefaultWorkspace {
         enabled: false,
         name: "default".into(),
@@ -681,7 +686,7 @@ async fn workspaces_beyond_the_limit_are_not_provisioned() {
     let mut spec = org_spec("a@x.example");
     spec.limits = Some(Limits {
         max_workspaces: Some(2),
-        max_members: None,
+        ..Default::default()
     });
     create_org(&client, &name, spec).await;
     wait_ws_ready(&client, &name, "default").await;
@@ -935,8 +940,8 @@ async fn duplicates_limits_and_missing_workspaces_are_reported() {
     let name = unique("t");
     let mut spec = org_spec("owner@x.example");
     spec.limits = Some(Limits {
-        max_workspaces: None,
         max_members: Some(2),
+        ..Default::default()
     });
     create_org(&client, &name, spec).await;
     add_member(

@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod attacks;
 mod badinput;
 mod chart;
 mod clients;

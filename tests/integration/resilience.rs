@@ -422,6 +422,13 @@ fn expected(t: &Tenancy) -> Expected {
                     .insert((ns.clone(), binding.clone()), (binding, keys(subjects)));
             }
         }
+        // Admins read the credentials of clients below Owner, by name.
+        let admins = subjects_of(&[OrgRole::Admin]);
+        if !admins.is_empty() && !grants::admin_readable_credentials(&members).is_empty() {
+            let binding = rbac::CLIENT_CREDENTIALS.to_string();
+            e.bindings
+                .insert((ns.clone(), binding.clone()), (binding, keys(admins)));
+        }
         for (tier, roles) in [
             ("reader", OrgRole::ALL.to_vec()),
             ("editor", vec![OrgRole::Owner, OrgRole::Admin]),

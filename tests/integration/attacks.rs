@@ -1,0 +1,554 @@
+//! Regression tests for the attacks of issue 12 (see docs/security.md): each one is an
+//! attack that succeeded on an earlier Tenantry, tried again as the least-trusted writer
+//! who could try it, with impersonated users on the real control plane.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tenantry::api::*;
+
+use crate::access::{allowed, can_i, dry, dry_patch, populated_org, user};
+use crate::core::{
+    add_member, create_org, membership, org_spec, wait_member_reason, wait_ws_ready,
+};
+use crate::harness::{admin, as_user, controller, unique, wait_for};
+
+fn in_org(mut m: Membership, org: &str) -> Membership {
+    m.metadata.namespace = Some(format!("org-{org}"));
+    m
+}
+
+fn message<T: std::fmt::Debug>(r: &Result<T, kube::Error>) -> String {
+    format!("{r:?}")
+}
+
+/// Item 1: an invitee may accept, and do nothing else with its own Membership: not change
+/// its spec before accepting, not after. Nobody creates a Membership already accepted.
+#[tokio::test]
+async fn an_invitee_only_accepts() {
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("atk1");
+    let mut spec = org_spec("o@x.example");
+    spec.membership = Some(MembershipPolicy {
+        require_acceptance: true,
+    });
+    create_org(&client, &name, spec).await;
+    wait_ws_ready(&client, &name, "default").await;
+    add_member(
+        &client,
+        &name,
+        membership("eve", Subject::user("eve@x.example"), OrgRole::Viewer, &[]),
+    )
+    .await;
+    wait_member_reason(&client, &name, "eve", "InvitationPending").await;
+    let org_ns = format!("org-{name}");
+    wait_for(
+        &Api::<Role>::namespaced(client.clone(), &org_ns),
+        "tenantry-invitation-eve",
+        "the invitation Role",
+        |r: Option<&Role>| r.is_some(),
+    )
+    .await;
+    let eve = Api::<Membership>::namespaced(as_user("eve@x.example", &[]).await, &org_ns);
+    for (what, patch) in [
+        ("role", json!({"spec": {"role": "Manager"}})),
+        (
+            "workspaces",
+            json!({"spec": {"workspaces": [{"name": "default", "role": "Viewer"}]}}),
+        ),
+        ("labels", json!({"metadata": {"labels": {"team": "x"}}})),
+        (
+            "annotations",
+            json!({"metadata": {"annotations": {"note": "x"}}}),
+        ),
+    ] {
+        let r = eve.patch("eve", &dry_patch(), &Patch::Merge(patch)).await;
+        assert!(
+            !allowed(what, r),
+            "an invitee must not change its Membership's {what}"
+        );
+    }
+    eve.patch(
+        "eve",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"tenantry.dev/accepted": "true"}}})),
+    )
+    .await
+    .expect("eve accepts");
+    wait_member_reason(&client, &name, "eve", "Granted").await;
+
+    // Created already accepted, by an Owner: refused (the invitee must accept).
+    let owner = Api::<Membership>::namespaced(as_user("o@x.example", &[]).await, &org_ns);
+    let mut pre = in_org(
+        membership("mal", Subject::user("mal@x.example"), OrgRole::Member, &[]),
+        &name,
+    );
+    pre.metadata.annotations = Some([("tenantry.dev/accepted".into(), "true".into())].into());
+    let r = owner.create(&dry(), &pre).await;
+    assert!(!allowed("create accepted", r), "a pre-accepted invitation");
+    crate::core::delete_org(&client, &name).await;
+}
+
+/// Item 2: a UserAdmin manages ordinary members only: not the all-workspace Manager role,
+/// not the workspace Admin role, for itself or anyone; and nobody below Owner changes
+/// their own access.
+#[tokio::test]
+async fn a_user_admin_cannot_raise_anyone() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    let ua = as_user(&user(OrgRole::UserAdmin, &org), &[]).await;
+    let mbrs = Api::<Membership>::namespaced(ua.clone(), &ns);
+    let admin_ws = json!({"spec": {"workspaces": [{"name": "default", "role": "Admin"}]}});
+    for (what, target, patch) in [
+        (
+            "self to Manager",
+            "user-admin",
+            json!({"spec": {"role": "Manager"}}),
+        ),
+        ("self workspace Admin", "user-admin", admin_ws.clone()),
+        (
+            "other to Manager",
+            "member",
+            json!({"spec": {"role": "Manager"}}),
+        ),
+        ("other workspace Admin", "member", admin_ws.clone()),
+        // Own Membership, even sideways: nobody below Owner edits their own grant.
+        (
+            "self workspace Viewer",
+            "user-admin",
+            json!({"spec": {"workspaces": [{"name": "default", "role": "Viewer"}]}}),
+        ),
+    ] {
+        let r = mbrs.patch(target, &dry_patch(), &Patch::Merge(patch)).await;
+        let msg = message(&r);
+        assert!(!allowed(what, r), "a UserAdmin: {what}");
+        assert!(
+            msg.contains("Forbidden") || msg.contains("forbidden"),
+            "{msg}"
+        );
+    }
+    for (what, role, ws) in [
+        ("new Manager", OrgRole::Manager, vec![]),
+        (
+            "new workspace Admin",
+            OrgRole::Member,
+            vec![("default", WorkspaceRole::Admin)],
+        ),
+    ] {
+        let m = in_org(
+            membership("raised", Subject::user("friend@x.example"), role, &ws),
+            &org,
+        );
+        assert!(!allowed(what, mbrs.create(&dry(), &m).await), "{what}");
+    }
+    // A second Membership for oneself: refused too.
+    let me = in_org(
+        membership(
+            "me-again",
+            Subject::user(&user(OrgRole::UserAdmin, &org)),
+            OrgRole::Member,
+            &[("default", WorkspaceRole::Editor)],
+        ),
+        &org,
+    );
+    assert!(!allowed("self grant", mbrs.create(&dry(), &me).await));
+    // Through a group one belongs to: the same.
+    let via_group = in_org(
+        membership(
+            "via-group",
+            Subject::group("ua-team"),
+            OrgRole::Member,
+            &[("default", WorkspaceRole::Editor)],
+        ),
+        &org,
+    );
+    let in_group = Api::<Membership>::namespaced(
+        as_user(&user(OrgRole::UserAdmin, &org), &["ua-team"]).await,
+        &ns,
+    );
+    assert!(!allowed(
+        "grant own group",
+        in_group.create(&dry(), &via_group).await
+    ));
+    // What a UserAdmin is for still works.
+    let ordinary = in_org(
+        membership(
+            "ordinary",
+            Subject::user("friend@x.example"),
+            OrgRole::Member,
+            &[("default", WorkspaceRole::Editor)],
+        ),
+        &org,
+    );
+    mbrs.create(&dry(), &ordinary)
+        .await
+        .expect("a UserAdmin adds an ordinary member");
+    // And an Admin may grant Manager and workspace Admin.
+    let admin_mbrs =
+        Api::<Membership>::namespaced(as_user(&user(OrgRole::Admin, &org), &[]).await, &ns);
+    admin_mbrs
+        .patch("member", &dry_patch(), &Patch::Merge(admin_ws))
+        .await
+        .expect("an Admin grants workspace Admin");
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// Item 4: an Admin cannot delete the organization through the garbage collector or pin
+/// it with a finalizer, nor turn deletion protection off or change the deletion policy.
+#[tokio::test]
+async fn an_admin_cannot_delete_or_pin_the_organization() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let admin_c = as_user(&user(OrgRole::Admin, &org), &[]).await;
+    let orgs = Api::<Organization>::all(admin_c.clone());
+    let uid = "00000000-0000-0000-0000-000000000000";
+    let attacks = [
+        (
+            "ownerReferences",
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": uid}]}}),
+        ),
+        (
+            "finalizers",
+            json!({"metadata": {"finalizers": ["example.com/pin"]}}),
+        ),
+        (
+            "deletionProtection",
+            json!({"spec": {"deletionProtection": false}}),
+        ),
+        (
+            "deletionPolicy",
+            json!({"spec": {"deletionPolicy": "Orphan"}}),
+        ),
+    ];
+    for (what, patch) in &attacks {
+        let r = orgs
+            .patch(&org, &dry_patch(), &Patch::Merge(patch.clone()))
+            .await;
+        assert!(!allowed(what, r), "an Admin sets the organization's {what}");
+    }
+    // The same metadata on a Workspace or a Membership.
+    let ns = format!("org-{org}");
+    let wss = Api::<Workspace>::namespaced(admin_c.clone(), &ns);
+    let mbrs = Api::<Membership>::namespaced(admin_c.clone(), &ns);
+    for (what, patch) in &attacks[..2] {
+        let r = wss
+            .patch("default", &dry_patch(), &Patch::Merge(patch.clone()))
+            .await;
+        assert!(!allowed(what, r), "an Admin sets a Workspace's {what}");
+        let r = mbrs
+            .patch("viewer", &dry_patch(), &Patch::Merge(patch.clone()))
+            .await;
+        assert!(!allowed(what, r), "an Admin sets a Membership's {what}");
+    }
+    // The Owner may turn protection off (and then delete).
+    let owner = Api::<Organization>::all(as_user(&user(OrgRole::Owner, &org), &[]).await);
+    owner
+        .patch(
+            &org,
+            &dry_patch(),
+            &Patch::Merge(json!({"spec": {"deletionProtection": false}})),
+        )
+        .await
+        .expect("the Owner turns protection off");
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// Items 13 and 14 (admission): only an Owner switches acceptance on; Kubernetes' own
+/// subjects (system:...) are granted by platform admins only.
+#[tokio::test]
+async fn acceptance_and_reserved_subjects() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    let admin_c = as_user(&user(OrgRole::Admin, &org), &[]).await;
+    let owner_c = as_user(&user(OrgRole::Owner, &org), &[]).await;
+    let accept_on = json!({"spec": {"membership": {"requireAcceptance": true}}});
+    assert!(!allowed(
+        "admin requires acceptance",
+        Api::<Organization>::all(admin_c.clone())
+            .patch(&org, &dry_patch(), &Patch::Merge(accept_on.clone()))
+            .await
+    ));
+    Api::<Organization>::all(owner_c.clone())
+        .patch(&org, &dry_patch(), &Patch::Merge(accept_on))
+        .await
+        .expect("an Owner requires acceptance");
+
+    for subject in [
+        Subject::group("system:authenticated"),
+        Subject::group("system:unauthenticated"),
+        Subject::group("system:masters"),
+        Subject::user("system:admin"),
+    ] {
+        let m = in_org(
+            membership("everyone", subject.clone(), OrgRole::Viewer, &[]),
+            &org,
+        );
+        let r = Api::<Membership>::namespaced(owner_c.clone(), &ns)
+            .create(&dry(), &m)
+            .await;
+        assert!(!allowed("reserved subject", r), "{subject:?} as a member");
+        let r = Api::<Organization>::all(owner_c.clone())
+            .patch(
+                &org,
+                &dry_patch(),
+                &Patch::Merge(json!({"spec": {"owners": [
+                    {"kind": "User", "name": user(OrgRole::Owner, &org)},
+                    subject,
+                ]}})),
+            )
+            .await;
+        assert!(!allowed("reserved owner", r));
+    }
+    // A ServiceAccount of someone else's namespace as owner: platform only.
+    let r = Api::<Organization>::all(owner_c.clone())
+        .patch(
+            &org,
+            &dry_patch(),
+            &Patch::Merge(json!({"spec": {"owners": [
+                {"kind": "User", "name": user(OrgRole::Owner, &org)},
+                {"kind": "ServiceAccount", "name": "default", "namespace": "kube-system"},
+            ]}})),
+        )
+        .await;
+    assert!(!allowed("foreign SA owner", r));
+    // A platform admin may (e.g. a break-glass group).
+    let platform = as_user("root@platform.example", &["tenantry:platform-admins"]).await;
+    let m = in_org(
+        membership(
+            "breakglass",
+            Subject::group("system:masters"),
+            OrgRole::Viewer,
+            &[],
+        ),
+        &org,
+    );
+    Api::<Membership>::namespaced(platform, &ns)
+        .create(&dry(), &m)
+        .await
+        .expect("a platform admin names a system: group");
+    let _ = can_i;
+    let _ = PostParams::default();
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// Items 3 and 10: a rotation grace near i64::MAX overflowed a timestamp and the controller
+/// panicked (again at every restart). Now a grace outside 0..=86400 s is a condition on
+/// that one Membership, the secret is not rotated, and everything else goes on.
+#[tokio::test]
+async fn a_huge_rotation_grace_is_a_condition_not_a_crash() {
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("atk3");
+    create_org(&client, &org, org_spec("o@x.example")).await;
+    wait_ws_ready(&client, &org, "default").await;
+    add_member(
+        &client,
+        &org,
+        membership("ci", Subject::client("ci"), OrgRole::Viewer, &[]),
+    )
+    .await;
+    wait_member_reason(&client, &org, "ci", "Granted").await;
+    let ns = format!("org-{org}");
+    let mbrs = Api::<Membership>::namespaced(client.clone(), &ns);
+    let rotation = |grace: &str| {
+        json!({"metadata": {"annotations": {
+            "tenantry.dev/rotate": "r1",
+            "tenantry.dev/rotation-grace-seconds": grace,
+        }}})
+    };
+    for grace in ["9223372036854775807", "86401", "-5"] {
+        mbrs.patch(
+            "ci",
+            &PatchParams::default(),
+            &Patch::Merge(rotation(grace)),
+        )
+        .await
+        .expect("annotate");
+        let m = wait_member_reason(&client, &org, "ci", "InvalidAnnotation").await;
+        let status = m.status.unwrap_or_default();
+        assert_eq!(status.rotation, None, "no rotation with grace {grace}");
+        assert!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.message.contains("rotation-grace-seconds")),
+            "{:?}",
+            status.conditions
+        );
+    }
+    // The controller is alive and reconciles others.
+    add_member(
+        &client,
+        &org,
+        membership("after", Subject::user("a@x.example"), OrgRole::Viewer, &[]),
+    )
+    .await;
+    wait_member_reason(&client, &org, "after", "Granted").await;
+    // A valid grace lets the rotation happen.
+    mbrs.patch("ci", &PatchParams::default(), &Patch::Merge(rotation("60")))
+        .await
+        .expect("annotate");
+    let m = wait_member_reason(&client, &org, "ci", "Granted").await;
+    assert_eq!(m.status.unwrap_or_default().rotation.as_deref(), Some("r1"));
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// Item 5: an Admin read an Owner-role client's Secret and exchanged it for an Owner token.
+/// Admins read the credentials of clients below Owner only, by name; Owners read all.
+#[tokio::test]
+async fn an_admin_cannot_read_an_owner_clients_secret() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    add_member(
+        &client,
+        &org,
+        membership("root-bot", Subject::client("root-bot"), OrgRole::Owner, &[]),
+    )
+    .await;
+    wait_member_reason(&client, &org, "root-bot", "Granted").await;
+    let admin_secrets =
+        Api::<Secret>::namespaced(as_user(&user(OrgRole::Admin, &org), &[]).await, &ns);
+    let owner_secrets =
+        Api::<Secret>::namespaced(as_user(&user(OrgRole::Owner, &org), &[]).await, &ns);
+    // The Member client's credentials: readable by the Admin (once the Role is written).
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    while admin_secrets.get("bot-credentials").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an Admin reads a Member client's credentials"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let r = admin_secrets.get("root-bot-credentials").await;
+    assert!(!allowed("admin reads owner client", r));
+    let r = admin_secrets.list(&Default::default()).await;
+    assert!(
+        !allowed("admin lists secrets", r),
+        "listing would show them all"
+    );
+    owner_secrets
+        .get("root-bot-credentials")
+        .await
+        .expect("an Owner reads an Owner client's credentials");
+    // Lowering the client to Admin (an Owner's decision) makes it readable to Admins.
+    Api::<Membership>::namespaced(as_user(&user(OrgRole::Owner, &org), &[]).await, &ns)
+        .patch(
+            "root-bot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"role": "Admin"}})),
+        )
+        .await
+        .expect("the Owner lowers the client");
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    while admin_secrets.get("root-bot-credentials").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readable once Admin"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// A privileged pod with a hostPath volume: node root where Pod Security allows it.
+fn privileged_pod() -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root"},
+        "spec": {
+            "containers": [{
+                "name": "c",
+                "image": "busybox",
+                "securityContext": {"privileged": true},
+                "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+            }],
+            "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        },
+    }))
+    .expect("a pod")
+}
+
+/// Item 7: an org Admin set podSecurity: privileged and ran a privileged hostPath pod.
+/// Tenants choose Pod Security up to the platform's ceiling (--pod-security-ceiling,
+/// baseline); a platform admin may allow more for one organization (spec.limits, which
+/// the organization's own Admins cannot change).
+#[tokio::test]
+async fn pod_security_has_a_platform_ceiling() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    let ws_ns = format!("{org}-default");
+    let admin_c = as_user(&user(OrgRole::Admin, &org), &[]).await;
+    Api::<Workspace>::namespaced(admin_c.clone(), &ns)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podSecurity": "privileged"}})),
+        )
+        .await
+        .expect("an Admin edits the workspace");
+    crate::core::wait_ws_reason(&client, &org, "default", "PodSecurityNotAllowed").await;
+    let enforce = |n: &Namespace| {
+        n.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-security.kubernetes.io/enforce").cloned())
+    };
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let level = enforce(&namespaces.get(&ws_ns).await.expect("namespace"));
+    assert_eq!(level.as_deref(), Some("baseline"));
+    // The real admission path refuses the pod, for the Admin (a workspace Admin) too.
+    let pods = Api::<Pod>::namespaced(admin_c.clone(), &ws_ns);
+    let r = pods.create(&dry(), &privileged_pod()).await;
+    assert!(
+        !allowed("privileged pod", r),
+        "a privileged pod under baseline"
+    );
+    // The organization's Admin cannot raise the ceiling.
+    let r = Api::<Organization>::all(admin_c.clone())
+        .patch(
+            &org,
+            &dry_patch(),
+            &Patch::Merge(json!({"spec": {"limits": {"podSecurity": "privileged"}}})),
+        )
+        .await;
+    assert!(!allowed("admin raises the ceiling", r));
+    for (what, limits) in [
+        ("maxWorkspaces", json!({"maxWorkspaces": 1000})),
+        ("maxMembers", json!({"maxMembers": 1000})),
+    ] {
+        let r = Api::<Organization>::all(admin_c.clone())
+            .patch(
+                &org,
+                &dry_patch(),
+                &Patch::Merge(json!({"spec": {"limits": limits}})),
+            )
+            .await;
+        assert!(!allowed(what, r), "an Admin raises {what}");
+    }
+    // A platform admin allows privileged for this organization: honoured.
+    let platform = as_user("root@platform.example", &["tenantry:platform-admins"]).await;
+    Api::<Organization>::all(platform)
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"podSecurity": "privileged"}}})),
+        )
+        .await
+        .expect("a platform admin raises the ceiling");
+    wait_ws_ready(&client, &org, "default").await;
+    let level = enforce(&namespaces.get(&ws_ns).await.expect("namespace"));
+    assert_eq!(level.as_deref(), Some("privileged"));
+    crate::core::delete_org(&client, &org).await;
+}
