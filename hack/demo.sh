@@ -45,6 +45,6 @@ cat <<MSG
 The control plane and the controller keep running. Try:
   export KUBECONFIG=$KUBECONFIG
   kubectl get tenantry -A
-  kubectl auth can-i create deployments -n acme-staging --as dave@acme.example
+  kubectl auth can-i create deployments -n acme--staging --as dave@acme.example
   make down     # stops the controller and the control plane
 MSG

@@ -121,28 +121,33 @@ pub fn provisionable_workspaces(org: &Organization, workspaces: &[&Workspace]) -
     sorted.into_iter().take(max).map(|w| w.name_any()).collect()
 }
 
-/// The first owner of `org` who already owns `limit` older organizations, if any (the
-/// operator's organizations-per-owner limit; the oldest organizations win).
+/// The first owner of `org` who already owns `limit` other organizations, if any (the
+/// operator's organizations-per-owner limit). The limit decides whether a *new*
+/// organization is provisioned, never takes a provisioned one back: `provisioned` (its
+/// namespace exists and is its own, a fact of the cluster) exempts `org` and counts
+/// against newcomers. So an Owner who names a stranger in `spec.owners` of an older
+/// organization cannot stop the stranger's existing organizations from reconciling (and
+/// withdrawing grants); among organizations waiting for a place, the oldest come first.
 pub fn owner_limit_reached(
     org: &Organization,
     all: &[&Organization],
     limit: usize,
+    provisioned: impl Fn(&Organization) -> bool,
 ) -> Option<Subject> {
-    let mut sorted: Vec<&Organization> = all
-        .iter()
-        .copied()
-        .filter(|o| o.meta().deletion_timestamp.is_none())
-        .collect();
-    sorted.sort_by_key(|o| age_key(*o, o.status.as_ref().is_some_and(|s| s.namespace.is_some())));
+    if provisioned(org) {
+        return None;
+    }
     let me = org.name_any();
+    let my_age = age_key(org, false);
     org.spec
         .owners
         .iter()
         .find(|owner| {
-            let before = sorted
+            let before = all
                 .iter()
-                .take_while(|o| o.name_any() != me)
+                .filter(|o| o.meta().deletion_timestamp.is_none() && o.name_any() != me)
                 .filter(|o| o.spec.owners.contains(owner))
+                .filter(|o| provisioned(o) || age_key(**o, false) < my_age)
                 .count();
             before >= limit
         })
@@ -523,13 +528,45 @@ mod tests {
         let mut c = b.clone();
         c.metadata.name = Some("c".into());
         c.spec.owners = vec![Subject::user("someone-else")];
-        assert_eq!(owner_limit_reached(&a, &[&a, &b, &c], 1), None);
+        let none = |_: &Organization| false;
+        assert_eq!(owner_limit_reached(&a, &[&a, &b, &c], 1, none), None);
         assert_eq!(
-            owner_limit_reached(&b, &[&a, &b, &c], 1),
+            owner_limit_reached(&b, &[&a, &b, &c], 1, none),
             Some(Subject::user("root@acme.example"))
         );
-        assert_eq!(owner_limit_reached(&c, &[&a, &b, &c], 1), None);
-        assert_eq!(owner_limit_reached(&b, &[&a, &b, &c], 2), None);
+        assert_eq!(owner_limit_reached(&c, &[&a, &b, &c], 1, none), None);
+        assert_eq!(owner_limit_reached(&b, &[&a, &b, &c], 2, none), None);
+    }
+
+    /// Naming a stranger owner of an older organization does not take the stranger's
+    /// provisioned organization back; it does count against the stranger's next one.
+    #[test]
+    fn the_owner_limit_never_takes_a_provisioned_organization_back() {
+        let mut attackers = org(None, None);
+        attackers.metadata.name = Some("attackers".into());
+        attackers.metadata.creation_timestamp = Some(at(1));
+        attackers.spec.owners = vec![Subject::user("eve"), Subject::user("sam")];
+        let mut sams = attackers.clone();
+        sams.metadata.name = Some("sams".into());
+        sams.metadata.creation_timestamp = Some(at(2));
+        sams.spec.owners = vec![Subject::user("sam")];
+        let mut next = sams.clone();
+        next.metadata.name = Some("next".into());
+        next.metadata.creation_timestamp = Some(at(3));
+        let all = [&attackers, &sams, &next];
+        let provisioned = |o: &Organization| o.name_any() != "next";
+        assert_eq!(owner_limit_reached(&sams, &all, 1, provisioned), None);
+        assert_eq!(owner_limit_reached(&attackers, &all, 1, provisioned), None);
+        assert_eq!(
+            owner_limit_reached(&next, &all, 1, provisioned),
+            Some(Subject::user("sam"))
+        );
+        // A newer organization that got provisioned first is counted too.
+        let only_next = |o: &Organization| o.name_any() == "next";
+        assert_eq!(
+            owner_limit_reached(&sams, &[&sams, &next], 1, only_next),
+            Some(Subject::user("sam"))
+        );
     }
 
     #[test]

@@ -8,8 +8,68 @@ pub const MAX_LABEL: usize = 63;
 /// Prefix of every organization namespace; no workspace namespace may start with it.
 pub const ORG_NAMESPACE_PREFIX: &str = "org-";
 
-/// The default template of a workspace namespace's name.
-pub const DEFAULT_NAMESPACE_TEMPLATE: &str = "{org}-{workspace}";
+/// The default template of a workspace namespace's name. The separator `--` cannot occur
+/// in an organization name (the CRD refuses it), so no two organizations can produce the
+/// same namespace: org `a` cannot claim a namespace of org `a-b`, nor org `cert` the
+/// namespace `cert-manager`.
+pub const DEFAULT_NAMESPACE_TEMPLATE: &str = "{org}--{workspace}";
+
+/// The template before 0.2, kept to find the namespaces workspaces made under it (they
+/// keep them).
+pub const LEGACY_NAMESPACE_TEMPLATE: &str = "{org}-{workspace}";
+
+/// Namespaces no workspace may have by default: Kubernetes' own and those of common
+/// platform software (a workspace there could read what the platform installs). A trailing
+/// `*` matches a prefix. Operators extend the list with `--reserved-namespaces`.
+pub const DEFAULT_RESERVED_NAMESPACES: &[&str] = &[
+    "kube-*",
+    "default",
+    "cert-manager",
+    "ingress-nginx",
+    "flux-system",
+    "argocd",
+    "istio-system",
+    "monitoring",
+    "gatekeeper-system",
+    "kyverno",
+    "linkerd",
+    "cattle-system",
+    "capsule-system",
+    "openshift-*",
+    "tigera-operator",
+    "calico-system",
+    "metallb-system",
+    "velero",
+    "vault",
+    "external-secrets",
+    "prometheus",
+    "logging",
+];
+
+/// Whether a namespace template keeps organizations apart: exactly one `{org}` and one
+/// `{workspace}`, joined by `--` (which organization names cannot contain).
+pub fn check_template(template: &str) -> Result<(), String> {
+    let once = |p: &str| template.matches(p).count() == 1;
+    if !once("{org}") || !once("{workspace}") {
+        return Err(format!(
+            "namespace template {template:?} must contain {{org}} and {{workspace}} once each"
+        ));
+    }
+    if !template.contains("{org}--{workspace}") && !template.contains("{workspace}--{org}") {
+        return Err(format!(
+            "namespace template {template:?} must join {{org}} and {{workspace}} with \"--\" (e.g. {DEFAULT_NAMESPACE_TEMPLATE}): organization names cannot contain \"--\", so no organization can take another's namespaces"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `name` is on the `reserved` list (entries ending in `*` are prefixes).
+pub fn is_reserved(name: &str, reserved: &[String]) -> bool {
+    reserved.iter().any(|r| match r.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == r,
+    })
+}
 
 fn hex_digest(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
@@ -78,6 +138,7 @@ pub fn workspace_namespace(
     org: &str,
     ws: &str,
     operator_namespace: &str,
+    reserved: &[String],
 ) -> Result<String, NameError> {
     let full = template.replace("{org}", org).replace("{workspace}", ws);
     let name = shorten(&full, MAX_LABEL);
@@ -93,10 +154,20 @@ pub fn workspace_namespace(
     if name == operator_namespace {
         return Err(NameError::Reserved(name, "Tenantry's own namespace"));
     }
-    if name.starts_with(ORG_NAMESPACE_PREFIX) {
+    // `org-<org>`: an organization namespace (organization names never start with '-').
+    if name
+        .strip_prefix(ORG_NAMESPACE_PREFIX)
+        .is_some_and(|rest| !rest.starts_with('-'))
+    {
         return Err(NameError::Reserved(
             name,
             "org-* is for organization namespaces",
+        ));
+    }
+    if is_reserved(&name, reserved) {
+        return Err(NameError::Reserved(
+            name,
+            "on the platform's reserved list (--reserved-namespaces)",
         ));
     }
     Ok(name)
@@ -163,49 +234,108 @@ mod tests {
         assert!(is_dns_label(&s) && !s.contains("--"), "{s}");
     }
 
+    fn reserved() -> Vec<String> {
+        DEFAULT_RESERVED_NAMESPACES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn ws_ns(template: &str, org: &str, ws: &str) -> Result<String, NameError> {
+        workspace_namespace(template, org, ws, "tenantry-system", &reserved())
+    }
+
     #[test]
     fn workspace_namespaces_follow_the_template() {
-        let ns = workspace_namespace(
-            DEFAULT_NAMESPACE_TEMPLATE,
-            "acme",
-            "prod",
-            "tenantry-system",
-        );
-        assert_eq!(ns.unwrap(), "acme-prod");
-        let ns = workspace_namespace("t-{workspace}-{org}", "acme", "prod", "tenantry-system");
-        assert_eq!(ns.unwrap(), "t-prod-acme");
-        let long = workspace_namespace(
-            DEFAULT_NAMESPACE_TEMPLATE,
-            &"o".repeat(40),
-            &"w".repeat(63),
-            "x",
-        );
+        let t = DEFAULT_NAMESPACE_TEMPLATE;
+        assert_eq!(ws_ns(t, "acme", "prod").unwrap(), "acme--prod");
+        let ns = ws_ns("t-{workspace}--{org}", "acme", "prod");
+        assert_eq!(ns.unwrap(), "t-prod--acme");
+        let long = ws_ns(t, &"o".repeat(40), &"w".repeat(63));
         assert!(long.unwrap().len() <= 63);
+    }
+
+    /// Organization names cannot contain "--" (a CRD rule): then the default template
+    /// maps different (organization, workspace) pairs to different namespaces, and no
+    /// workspace namespace is anyone else's.
+    #[test]
+    fn organizations_cannot_take_each_others_namespaces() {
+        let t = DEFAULT_NAMESPACE_TEMPLATE;
+        // org "a" with workspace "b-c" vs org "a-b" with workspace "c".
+        assert_ne!(ws_ns(t, "a", "b-c").unwrap(), ws_ns(t, "a-b", "c").unwrap());
+        assert_ne!(
+            ws_ns(t, "a", "b--c").unwrap(),
+            ws_ns(t, "a-b", "c").unwrap()
+        );
+        // org "cert" cannot reach "cert-manager", nor any platform namespace.
+        assert_ne!(ws_ns(t, "cert", "manager").unwrap(), "cert-manager");
+        let orgs = ["a", "a-b", "cert", "org", "x1", "kube"];
+        let wss = ["b", "b-c", "c", "manager", "default", "b--c", "system"];
+        let mut seen = std::collections::BTreeMap::new();
+        for o in orgs {
+            for w in wss {
+                if let Ok(ns) = ws_ns(t, o, w) {
+                    assert!(!is_reserved(&ns, &reserved()), "{ns}");
+                    assert_ne!(ns, org_namespace(o));
+                    if let Some(prev) = seen.insert(ns.clone(), (o, w)) {
+                        assert_eq!(prev.0, o, "{ns} of {prev:?} and of {o}/{w}");
+                    }
+                }
+            }
+        }
+        // org "org": its workspaces are fine ("org--x" can be no organization namespace).
+        assert_eq!(ws_ns(t, "org", "x").unwrap(), "org--x");
+    }
+
+    #[test]
+    fn templates_must_keep_organizations_apart() {
+        assert!(check_template(DEFAULT_NAMESPACE_TEMPLATE).is_ok());
+        assert!(check_template("t-{workspace}--{org}").is_ok());
+        assert!(check_template("{org}-{workspace}").is_err());
+        assert!(check_template("{org}{workspace}").is_err());
+        assert!(check_template("{workspace}").is_err());
+        assert!(check_template("{org}--{workspace}--{org}").is_err());
     }
 
     #[test]
     fn reserved_namespaces_are_refused() {
-        let t = DEFAULT_NAMESPACE_TEMPLATE;
+        let t = "{workspace}--{org}";
+        let custom = |template: &str, org: &str, ws: &str| {
+            workspace_namespace(template, org, ws, "op", &reserved())
+        };
         assert!(matches!(
-            workspace_namespace(t, "kube", "system", "op"),
+            custom("{org}-{workspace}", "kube", "system"),
             Err(NameError::Reserved(..))
         ));
         assert!(matches!(
-            workspace_namespace("{workspace}", "a", "default", "op"),
+            custom("{workspace}", "a", "default"),
             Err(NameError::Reserved(..))
         ));
         assert!(matches!(
-            workspace_namespace(t, "tenantry", "system", "tenantry-system"),
+            workspace_namespace(
+                "{org}-{workspace}",
+                "tenantry",
+                "system",
+                "tenantry-system",
+                &[]
+            ),
             Err(NameError::Reserved(..))
         ));
         assert!(matches!(
-            workspace_namespace(t, "org", "acme", "op"),
+            custom("{org}-{workspace}", "org", "acme"),
             Err(NameError::Reserved(..))
         ));
+        for platform in ["cert-manager", "flux-system", "argocd", "openshift-ingress"] {
+            assert!(matches!(
+                custom("{workspace}", "a", platform),
+                Err(NameError::Reserved(..))
+            ));
+        }
         assert!(matches!(
-            workspace_namespace("{org}_{workspace}", "a", "b", "op"),
+            custom("{org}_{workspace}", "a", "b"),
             Err(NameError::NotALabel(_))
         ));
+        assert!(custom(t, "a", "b").is_ok());
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub struct Settings {
     #[arg(long, env = "TENANTRY_NAMESPACE_TEMPLATE", default_value = DEFAULT_NAMESPACE_TEMPLATE)]
     pub namespace_template: String,
 
+    /// Namespaces no workspace may have, besides Kubernetes' own and the built-in list of
+    /// common platform namespaces (cert-manager, ingress-nginx, flux-system, argocd,
+    /// istio-system, monitoring, ...): comma-separated, a trailing `*` matches a prefix.
+    #[arg(long, env = "TENANTRY_RESERVED_NAMESPACES", value_delimiter = ',')]
+    pub reserved_namespaces: Vec<String>,
+
     /// Pod Security level of workspaces that set none (and whose organization sets none).
     #[arg(long, env = "TENANTRY_DEFAULT_POD_SECURITY", default_value = "baseline", value_parser = parse_level)]
     pub default_pod_security: PodSecurityLevel,
@@ -115,6 +121,7 @@ impl Default for Settings {
         Self {
             operator_namespace: "tenantry-system".into(),
             namespace_template: DEFAULT_NAMESPACE_TEMPLATE.into(),
+            reserved_namespaces: Vec::new(),
             default_pod_security: PodSecurityLevel::Baseline,
             pod_security_ceiling: PodSecurityLevel::Baseline,
             default_network_isolation: true,
@@ -131,6 +138,26 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Refuses settings Tenantry cannot run safely with (a namespace template that lets
+    /// organizations collide).
+    pub fn check(&self) -> Result<(), String> {
+        crate::names::check_template(&self.namespace_template)
+    }
+
+    /// Every namespace a workspace may not have: the built-in list and the operator's.
+    pub fn reserved(&self) -> Vec<String> {
+        crate::names::DEFAULT_RESERVED_NAMESPACES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(
+                self.reserved_namespaces
+                    .iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty()),
+            )
+            .collect()
+    }
+
     /// The gates that decide whether a Membership grants.
     pub fn gates(&self) -> crate::grants::Gates {
         crate::grants::Gates {

@@ -26,7 +26,7 @@ use super::{PodSecurityLevel, Subject, WorkspacePolicy};
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = kube::core::Rule::new("size(self.metadata.name) <= 40 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("an organization name is a DNS-1123 label of at most 40 characters (lowercase letters, digits, '-')")
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 40 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && !self.metadata.name.contains('--')").message("an organization name is a DNS-1123 label of at most 40 characters (lowercase letters, digits, '-') without '--' (which separates organization and workspace in namespace names)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationSpec {

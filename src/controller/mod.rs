@@ -618,6 +618,9 @@ pub async fn run(
     observer: Option<Observer>,
     health: Option<crate::admin::Health>,
 ) -> anyhow::Result<()> {
+    settings
+        .check()
+        .map_err(|why| anyhow::anyhow!("settings: {why}"))?;
     wait_for_crds(&client).await;
     let (stores, feeds, tasks) = stores(&client);
     let caches = tokio::spawn(futures::future::join_all(tasks));

@@ -105,7 +105,16 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> 
     let over_limit = ctx.settings.max_organizations_per_owner.and_then(|limit| {
         let all = ctx.stores.organizations.state();
         let refs: Vec<&Organization> = all.iter().map(|o| o.as_ref()).collect();
-        grants::owner_limit_reached(&org, &refs, limit).map(|owner| (owner, limit))
+        // Provisioned: its namespace exists and is its own (a fact of the cluster, not
+        // of Tenantry's earlier status).
+        let provisioned = |o: &Organization| {
+            let ns = names::org_namespace(&o.name_any());
+            ctx.stores
+                .namespaces
+                .get(&ObjectRef::new(&ns))
+                .is_some_and(|n| n.annotations().get(labels::OWNER_UID) == o.uid().as_ref())
+        };
+        grants::owner_limit_reached(&org, &refs, limit, provisioned).map(|owner| (owner, limit))
     });
     let outcome = if let Some((owner, limit)) = over_limit {
         Outcome::stalled(

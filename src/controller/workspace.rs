@@ -183,12 +183,7 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                     ),
                 )
             } else {
-                match names::workspace_namespace(
-                    &ctx.settings.namespace_template,
-                    &org.name_any(),
-                    &ws.name_any(),
-                    &ctx.settings.operator_namespace,
-                ) {
+                match namespace_name(ctx, &org.name_any(), &ws.name_any(), &uid) {
                     Err(e) => Outcome::stalled(reason::INVALID_NAME, e.to_string()),
                     Ok(name) => {
                         let org_defaults = org.spec.workspace_defaults.clone().unwrap_or_default();
@@ -260,6 +255,44 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
     Ok(ctx
         .conclude(ws, &old.conditions, &outcome, Duration::from_secs(5), held)
         .await)
+}
+
+/// The workspace's namespace: from the operator's template, or, for a workspace
+/// provisioned before the template joined organization and workspace with `--`, the
+/// namespace it already owns under the old template (found by its owner UID, a fact of the
+/// namespace itself): an upgrade moves nobody's data.
+fn namespace_name(
+    ctx: &Context,
+    org: &str,
+    ws: &str,
+    uid: &str,
+) -> Result<String, names::NameError> {
+    let s = &ctx.settings;
+    let name = names::workspace_namespace(
+        &s.namespace_template,
+        org,
+        ws,
+        &s.operator_namespace,
+        &s.reserved(),
+    )?;
+    let ours = |n: &str| {
+        ctx.stores
+            .namespaces
+            .get(&ObjectRef::new(n))
+            .is_some_and(|ns| {
+                ns.annotations().get(labels::OWNER_UID).map(String::as_str) == Some(uid)
+            })
+    };
+    if s.namespace_template == names::DEFAULT_NAMESPACE_TEMPLATE && !ours(&name) {
+        let legacy = names::LEGACY_NAMESPACE_TEMPLATE
+            .replace("{org}", org)
+            .replace("{workspace}", ws);
+        let legacy = names::shorten(&legacy, names::MAX_LABEL);
+        if ours(&legacy) {
+            return Ok(legacy);
+        }
+    }
+    Ok(name)
 }
 
 /// Provisions the namespace and everything in it. Returns the outcome and who was granted.

@@ -164,7 +164,7 @@ async fn every_role_may_do_exactly_what_the_table_says() {
     let (a_ns, b_ns, a_ws) = (
         format!("org-{a}"),
         format!("org-{b}"),
-        format!("{a}-default"),
+        format!("{a}--default"),
     );
 
     let mut matrix: BTreeMap<&str, BTreeMap<OrgRole, bool>> = BTreeMap::new();
@@ -364,7 +364,7 @@ async fn every_role_may_do_exactly_what_the_table_says() {
             "read other org",
             Api::<Organization>::all(c.clone()).get(&b).await,
         );
-        let other_ws_access = can_i(&c, "list", "", "pods", &format!("{b}-default")).await;
+        let other_ws_access = can_i(&c, "list", "", "pods", &format!("{b}--default")).await;
         row(
             "ANY access to the other organization",
             edit_other || ws_other || read_other || other_ws_access,
@@ -398,7 +398,7 @@ async fn every_role_may_do_exactly_what_the_table_says() {
             "label foreign namespace",
             Api::<Namespace>::all(c.clone())
                 .patch(
-                    &format!("{b}-default"),
+                    &format!("{b}--default"),
                     &dry_patch(),
                     &Patch::Merge(
                         json!({"metadata": {"labels": {"tenantry.dev/organization": a}}}),
@@ -584,7 +584,7 @@ async fn platform_admins_verify_and_tracking_labels_are_protected() {
         .await
         .unwrap();
     let labeler = Api::<Namespace>::all(as_user(&who, &[]).await);
-    let ws_ns = format!("{name}-default");
+    let ws_ns = format!("{name}--default");
     let r = labeler
         .patch(
             &ws_ns,
@@ -675,7 +675,7 @@ async fn invitations_wait_for_the_invited_user() {
     )
     .await;
     wait_member_reason(&client, &name, "pat", "InvitationPending").await;
-    let ws_ns = format!("{name}-default");
+    let ws_ns = format!("{name}--default");
     let pat = as_user("pat@x.example", &[]).await;
     assert!(
         !can_i(&pat, "create", "apps", "deployments", &ws_ns).await,

@@ -3,7 +3,7 @@
 //! who could try it, with impersonated users on the real control plane.
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tenantry::api::*;
@@ -488,7 +488,7 @@ async fn pod_security_has_a_platform_ceiling() {
     let client = admin().await;
     let org = populated_org(&client).await;
     let ns = format!("org-{org}");
-    let ws_ns = format!("{org}-default");
+    let ws_ns = format!("{org}--default");
     let admin_c = as_user(&user(OrgRole::Admin, &org), &[]).await;
     Api::<Workspace>::namespaced(admin_c.clone(), &ns)
         .patch(
@@ -551,4 +551,143 @@ async fn pod_security_has_a_platform_ceiling() {
     let level = enforce(&namespaces.get(&ws_ns).await.expect("namespace"));
     assert_eq!(level.as_deref(), Some("privileged"));
     crate::core::delete_org(&client, &org).await;
+}
+
+/// Item 8: under the template {org}-{workspace}, org "a" claimed the namespaces of a future
+/// org "a-b" (and org "cert" the namespace "cert-manager"). Organization names cannot
+/// contain "--", which now joins organization and workspace: both organizations get
+/// their own namespaces, and names with "--" are refused.
+#[tokio::test]
+async fn organizations_cannot_squat_each_others_namespaces() {
+    let _ = controller();
+    let client = admin().await;
+    let a = unique("sq");
+    let b = format!("{a}-x");
+    let mut spec = org_spec("o@x.example");
+    spec.default_workspace = Some(DefaultWorkspace {
+        enabled: false,
+        name: "default".into(),
+    });
+    create_org(&client, &a, spec.clone()).await;
+    crate::core::create_ws(&client, &a, "x-clash", Default::default()).await;
+    let first = wait_ws_ready(&client, &a, "x-clash").await;
+    create_org(&client, &b, spec.clone()).await;
+    crate::core::create_ws(&client, &b, "clash", Default::default()).await;
+    let second = wait_ws_ready(&client, &b, "clash").await;
+    let ns = |w: &Workspace| w.status.as_ref().and_then(|s| s.namespace.clone());
+    assert_eq!(ns(&first), Some(format!("{a}--x-clash")));
+    assert_eq!(ns(&second), Some(format!("{a}-x--clash")));
+    // An organization named with "--" is refused by the API server.
+    let r = Api::<Organization>::all(client.clone())
+        .create(&dry(), &Organization::new(&format!("{a}--y"), spec))
+        .await;
+    assert!(
+        message(&r).contains("without '--'"),
+        "an organization name with --: {r:?}"
+    );
+    crate::core::delete_org(&client, &a).await;
+    crate::core::delete_org(&client, &b).await;
+}
+
+/// Item 6: an Owner of another organization froze revocation in a stranger's: naming the
+/// stranger in `spec.owners` of an older organization pushed the stranger's over
+/// --max-organizations-per-owner, which then stopped reconciling (removed members kept
+/// their bindings). The limit now decides only whether a new organization is provisioned.
+#[tokio::test]
+async fn naming_a_stranger_owner_does_not_freeze_their_organization() {
+    let cp = crate::harness::dedicated().await;
+    let client = cp.admin().await;
+    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/controlplane/attacks-owner-limit.log");
+    let _ = std::fs::remove_file(&log);
+    let operator = crate::resilience::Operator::start_with(
+        &cp.kubeconfig,
+        &log,
+        &["--max-organizations-per-owner", "1"],
+    );
+    operator
+        .wait_ready(std::time::Instant::now() + crate::harness::TIMEOUT)
+        .await;
+    let mut evil = org_spec("eve@x.example");
+    evil.default_workspace = Some(DefaultWorkspace {
+        enabled: false,
+        name: "default".into(),
+    });
+    create_org(&client, "evil", evil).await;
+    create_org(&client, "sams", org_spec("sam@x.example")).await;
+    wait_ws_ready(&client, "sams", "default").await;
+    add_member(
+        &client,
+        "sams",
+        membership(
+            "bob",
+            Subject::user("bob@x.example"),
+            OrgRole::Viewer,
+            &[("default", WorkspaceRole::Viewer)],
+        ),
+    )
+    .await;
+    wait_member_reason(&client, "sams", "bob", "Granted").await;
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), "sams--default");
+    fn bob_bound(rb: Option<&RoleBinding>) -> bool {
+        rb.and_then(|rb| rb.subjects.as_ref())
+            .is_some_and(|s| s.iter().any(|s| s.name == "bob@x.example"))
+    }
+    wait_for(
+        &bindings,
+        "tenantry-workspace-viewer",
+        "bob bound",
+        bob_bound,
+    )
+    .await;
+
+    // Eve names Sam an owner of her older organization.
+    Api::<Organization>::all(client.clone())
+        .patch(
+            "evil",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"owners": [
+                {"kind": "User", "name": "eve@x.example"},
+                {"kind": "User", "name": "sam@x.example"},
+            ]}})),
+        )
+        .await
+        .expect("eve adds sam");
+    // Sam removes Bob: the binding goes, and Sam's organization stays Ready.
+    Api::<Membership>::namespaced(client.clone(), "org-sams")
+        .delete("bob", &Default::default())
+        .await
+        .expect("remove bob");
+    wait_for(
+        &bindings,
+        "tenantry-workspace-viewer",
+        "bob unbound",
+        |rb: Option<&RoleBinding>| !bob_bound(rb),
+    )
+    .await;
+    let org_ns_bindings = Api::<RoleBinding>::namespaced(client.clone(), "org-sams");
+    wait_for(
+        &org_ns_bindings,
+        "tenantry-org-viewer",
+        "bob unbound",
+        |rb: Option<&RoleBinding>| !bob_bound(rb),
+    )
+    .await;
+    let sams = crate::core::wait_org_ready(&client, "sams").await;
+    assert!(sams.status.is_some(), "sams stays Ready");
+    // The limit still holds for Sam's next organization.
+    Api::<Organization>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Organization::new("sams-next", org_spec("sam@x.example")),
+        )
+        .await
+        .expect("create");
+    crate::core::wait_org_status(&client, "sams-next", "OwnerLimitReached", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "OwnerLimitReached")
+    })
+    .await;
+    drop(operator);
 }

@@ -222,12 +222,12 @@ async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
     let token = b["access_token"].as_str().unwrap().to_string();
     let as_client = with_token(&token).await;
     assert_eq!(
-        can_create_configmap(&as_client, &format!("{org}-dev")).await,
+        can_create_configmap(&as_client, &format!("{org}--dev")).await,
         200,
         "Editor in dev"
     );
     assert_eq!(
-        can_create_configmap(&as_client, &format!("{org}-prod")).await,
+        can_create_configmap(&as_client, &format!("{org}--prod")).await,
         403,
         "nothing in prod"
     );
@@ -282,7 +282,7 @@ async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
     wait_gone(&sas, "ci-client").await;
     // The API server learns of the deletion through its informer: within moments.
     let rejected = async {
-        while can_create_configmap(&as_client, &format!("{org}-dev")).await != 401 {
+        while can_create_configmap(&as_client, &format!("{org}--dev")).await != 401 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     };

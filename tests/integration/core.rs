@@ -269,10 +269,10 @@ async fn organization_gets_its_namespace_default_workspace_and_a_stable_code() {
     let ws = wait_ws_ready(&client, &name, "default").await;
     assert_eq!(
         ws.status.unwrap().namespace.as_deref(),
-        Some(format!("{name}-default").as_str())
+        Some(format!("{name}--default").as_str())
     );
     let wsns = Api::<Namespace>::all(client.clone())
-        .get(&format!("{name}-default"))
+        .get(&format!("{name}--default"))
         .await
         .unwrap();
     assert_eq!(
@@ -447,7 +447,7 @@ async fn organization_deletion_leaves_nothing() {
     wait_ws_ready(&client, &name, "one").await;
     wait_member_reason(&client, &name, "bot", "Granted").await;
     // Something a member created in the workspace goes with it.
-    Api::<ConfigMap>::namespaced(client.clone(), &format!("{name}-one"))
+    Api::<ConfigMap>::namespaced(client.clone(), &format!("{name}--one"))
         .create(
             &PostParams::default(),
             &ConfigMap {
@@ -526,8 +526,8 @@ async fn workspace_is_provisioned_from_its_spec_else_the_organization_defaults()
     wait_ws_ready(&client, &name, "inherits").await;
     wait_ws_ready(&client, &name, "overrides").await;
 
-    let inh = format!("{name}-inherits");
-    let ovr = format!("{name}-overrides");
+    let inh = format!("{name}--inherits");
+    let ovr = format!("{name}--overrides");
     let ns_api = Api::<Namespace>::all(client.clone());
     let level = |ns: &Namespace| {
         ns.labels()
@@ -612,7 +612,7 @@ async fn a_conflicting_namespace_is_never_adopted_or_touched() {
         name: "default".into(),
     });
     create_org(&client, &name, spec).await;
-    let squatted = format!("{name}-taken");
+    let squatted = format!("{name}--taken");
     let ns_api = Api::<Namespace>::all(client.clone());
     let before = ns_api
         .create(
@@ -696,7 +696,7 @@ async fn workspaces_beyond_the_limit_are_not_provisioned() {
     wait_ws_reason(&client, &name, "third", "WorkspaceLimitReached").await;
     assert!(
         Api::<Namespace>::all(client.clone())
-            .get_opt(&format!("{name}-third"))
+            .get_opt(&format!("{name}--third"))
             .await
             .unwrap()
             .is_none()
@@ -718,7 +718,7 @@ async fn workspace_deletion_removes_its_namespace_and_bindings() {
     create_org(&client, &name, org_spec("a@x.example")).await;
     create_ws(&client, &name, "doomed", Default::default()).await;
     wait_ws_ready(&client, &name, "doomed").await;
-    let ns = format!("{name}-doomed");
+    let ns = format!("{name}--doomed");
     put_configmap(&client, &ns, "data").await;
     let wss: Api<Workspace> = Api::namespaced(client.clone(), &format!("org-{name}"));
     wss.delete("doomed", &DeleteParams::default())
@@ -738,7 +738,7 @@ async fn orphan_policy_keeps_the_namespace_without_tenantry() {
     spec.deletion_policy = Some(DeletionPolicy::Orphan);
     create_org(&client, &name, spec).await;
     wait_ws_ready(&client, &name, "default").await;
-    let ns = format!("{name}-default");
+    let ns = format!("{name}--default");
     let api: Api<Organization> = Api::all(client.clone());
     unprotect(&client, &name).await;
     api.delete(&name, &DeleteParams::default()).await.unwrap();
@@ -787,8 +787,8 @@ async fn role_and_workspace_changes_move_bindings_and_removal_leaves_nothing() {
         wait_ws_ready(&client, &name, ws).await;
     }
     let (a, b, org_ns) = (
-        format!("{name}-a"),
-        format!("{name}-b"),
+        format!("{name}--a"),
+        format!("{name}--b"),
         format!("org-{name}"),
     );
     add_member(
@@ -879,7 +879,7 @@ async fn role_and_workspace_changes_move_bindings_and_removal_leaves_nothing() {
     wait_ws_ready(&client, &name, "later").await;
     wait_binding(
         &client,
-        &format!("{name}-later"),
+        &format!("{name}--later"),
         "tenantry-workspace-admin",
         &["User/dev@x.example", "User/owner@x.example"],
     )
@@ -888,7 +888,7 @@ async fn role_and_workspace_changes_move_bindings_and_removal_leaves_nothing() {
     // Something the member created stays when the member goes.
     put_configmap(&client, &a, "made-by-dev").await;
     mbrs.delete("dev", &DeleteParams::default()).await.unwrap();
-    for ns in [&a, &b, &format!("{name}-later")] {
+    for ns in [&a, &b, &format!("{name}--later")] {
         wait_binding(
             &client,
             ns,
@@ -1003,7 +1003,7 @@ async fn duplicates_limits_and_missing_workspaces_are_reported() {
     assert!(
         !binding_subjects(
             &client,
-            &format!("{name}-default"),
+            &format!("{name}--default"),
             "tenantry-workspace-admin"
         )
         .await
@@ -1015,7 +1015,7 @@ async fn duplicates_limits_and_missing_workspaces_are_reported() {
     wait_member_reason(&client, &name, "pending", "Granted").await;
     wait_binding(
         &client,
-        &format!("{name}-future"),
+        &format!("{name}--future"),
         "tenantry-workspace-editor",
         &["Group/g"],
     )
@@ -1037,7 +1037,7 @@ async fn drift_is_repaired() {
     });
     create_org(&client, &name, spec).await;
     wait_ws_ready(&client, &name, "default").await;
-    let ns = format!("{name}-default");
+    let ns = format!("{name}--default");
     let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
 
     // A deleted RoleBinding comes back.
@@ -1176,7 +1176,7 @@ async fn client_credentials_are_issued_once_and_survive_a_controller_restart() {
     assert_eq!(sa.owner_references()[0].name, "deployer");
     wait_binding(
         &client,
-        &format!("{name}-default"),
+        &format!("{name}--default"),
         "tenantry-workspace-editor",
         &["ServiceAccount/deployer-client"],
     )
@@ -1196,7 +1196,7 @@ async fn client_credentials_are_issued_once_and_survive_a_controller_restart() {
     wait_reconciled(&mut rx, &[("Membership", Some(&org_ns), "deployer")]).await;
     wait_binding(
         &client,
-        &format!("{name}-default"),
+        &format!("{name}--default"),
         "tenantry-workspace-viewer",
         &["ServiceAccount/deployer-client"],
     )

@@ -96,7 +96,7 @@ async fn argo_cd_and_flux_read_live_status_right() {
     let name = unique("argo");
     let org = create_org(&client, &name, org_spec("o@x.example")).await;
     // A Workspace whose namespace is taken: Stalled.
-    let taken = format!("{name}-taken");
+    let taken = format!("{name}--taken");
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),

@@ -89,8 +89,8 @@ async fn edits_and_deletions_by_another_writer_are_undone() {
     );
     let org = t.organizations[0].name_any();
     let org_ns = format!("org-{org}");
-    let ws0 = format!("{org}-w0");
-    let ws1 = format!("{org}-w1");
+    let ws0 = format!("{org}--w0");
+    let ws1 = format!("{org}--w1");
     let pp = PostParams::default();
     Api::<tenantry::api::Organization>::all(client.clone())
         .create(&pp, &t.organizations[0])

@@ -73,7 +73,7 @@ impl Prng {
 /// `tenantry run` as a child process, alone on a dedicated control plane, without leader
 /// election (nothing else writes). Its logs go to `log` (appended across restarts): info,
 /// and at debug which objects it found different from the desired ones and applied.
-struct Operator {
+pub(crate) struct Operator {
     child: tokio::process::Child,
     port: u16,
     started: Instant,
@@ -89,6 +89,11 @@ fn free_port() -> u16 {
 
 impl Operator {
     fn start(kubeconfig: &Path, log: &Path) -> Self {
+        Self::start_with(kubeconfig, log, &[])
+    }
+
+    /// `start`, with more `tenantry run` flags (operator settings).
+    pub(crate) fn start_with(kubeconfig: &Path, log: &Path, flags: &[&str]) -> Self {
         let port = free_port();
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -104,6 +109,7 @@ impl Operator {
                 "--log-format",
                 "json",
             ])
+            .args(flags)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,tenantry::provision=debug")
             .stdout(out.try_clone().unwrap())
@@ -150,7 +156,7 @@ impl Operator {
         Some((status, body))
     }
 
-    async fn wait_ready(&self, deadline: Instant) {
+    pub(crate) async fn wait_ready(&self, deadline: Instant) {
         while self.get("/readyz").await.map(|(s, _)| s) != Some(200) {
             assert!(Instant::now() < deadline, "/readyz never turned 200");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -445,6 +451,7 @@ fn expected(t: &Tenancy) -> Expected {
                 &name,
                 &ws_name,
                 &settings.operator_namespace,
+                &settings.reserved(),
             )
             .expect("a valid workspace namespace");
             e.namespaces.insert(ws_ns.clone());
