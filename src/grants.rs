@@ -83,7 +83,9 @@ pub fn member_states(
     for m in sorted {
         let state = if let Some(first) = seen.get(&m.spec.subject) {
             MemberState::Duplicate { of: first.clone() }
-        } else if unverified && m.spec.role != OrgRole::Owner {
+        } else if unverified {
+            // Until verified, the organization's members are its spec.owners: no
+            // Membership grants, whatever its role or subject (Owners, groups, clients).
             MemberState::NotVerified
         } else if org.spec.require_acceptance()
             && m.spec.subject.kind == SubjectKind::User
@@ -91,6 +93,8 @@ pub fn member_states(
                 .get(crate::labels::ACCEPTED)
                 .map(String::as_str)
                 != Some("true")
+            // Turning acceptance on asks new invitees; members already granted stay.
+            && !was_granted(m)
         {
             MemberState::InvitationPending
         } else {
@@ -483,10 +487,20 @@ mod tests {
         let gates = Gates {
             require_verification: true,
         };
+        let client = member("c", Subject::client("c"), OrgRole::Viewer, &[], 3);
+        let everyone = member("e", Subject::group("devs"), OrgRole::Viewer, &[], 4);
         let mut o = org(None, None);
-        let states = member_states(&o, &[&owner, &dev], gates);
-        assert_eq!(states["o"], MemberState::Granted);
-        assert_eq!(states["d"], MemberState::NotVerified);
+        let states = member_states(&o, &[&owner, &dev, &client, &everyone], gates);
+        // Only spec.owners hold the organization until it is verified: no Membership
+        // grants, an Owner one included (it would add an owner beyond spec.owners).
+        for m in ["o", "d", "c", "e"] {
+            assert_eq!(states[m], MemberState::NotVerified, "{m}");
+        }
+        let holders = org_role_holders(&o, &[&owner, &dev], &states);
+        assert_eq!(
+            holders[&OrgRole::Owner],
+            vec![(Subject::user("root@acme.example"), None)]
+        );
         o.spec.verified = Some(true);
         assert_eq!(
             member_states(&o, &[&owner, &dev], gates)["d"],
@@ -509,6 +523,20 @@ mod tests {
         let states = member_states(&o, &[&user, &group], Gates::default());
         assert_eq!(states["u"], MemberState::InvitationPending);
         assert_eq!(states["g"], MemberState::Granted, "only Users are invited");
+        // A member granted before acceptance was required stays granted.
+        let mut old = member("old", Subject::user("old"), OrgRole::Owner, &[], 0);
+        old.status = Some(crate::api::MembershipStatus {
+            conditions: crate::status::conditions(
+                &[],
+                &crate::status::Outcome::ready(crate::api::reason::GRANTED, "granted"),
+                None,
+            ),
+            ..Default::default()
+        });
+        assert_eq!(
+            member_states(&o, &[&old], Gates::default())["old"],
+            MemberState::Granted
+        );
         user.metadata.annotations =
             Some([(crate::labels::ACCEPTED.to_string(), "true".to_string())].into());
         assert_eq!(

@@ -97,7 +97,10 @@ pub fn printable(s: &str, max: usize) -> String {
             out.push_str("...");
             break;
         }
-        if c.is_control() {
+        // Control characters, and the invisible ones that reorder or hide text (bidi
+        // overrides, zero-width characters).
+        let hidden = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+        if c.is_control() || hidden {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -194,6 +197,22 @@ pub fn org_code(uid: &str) -> String {
 /// unique across the cluster, and different for a re-created membership of the same name.
 pub fn client_id(org: &str, membership: &str, membership_uid: &str) -> String {
     format!("{org}.{membership}.{}", &hex_digest(membership_uid)[..6])
+}
+
+/// Longest label value.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// `name` as a label value: object names may be up to 253 characters, label values 63;
+/// longer names are shortened with a hash (the label is informational: owner references
+/// link the objects).
+pub fn label_value(name: &str) -> String {
+    shorten(name, MAX_LABEL_VALUE)
+}
+
+/// The Role and RoleBinding that let the invited user of Membership `membership` accept
+/// (object names may be up to 253 characters).
+pub fn invitation(membership: &str) -> String {
+    shorten(&format!("tenantry-invitation-{membership}"), 253)
 }
 
 /// The ServiceAccount of a Client membership.
@@ -349,6 +368,29 @@ mod tests {
             c.chars()
                 .all(|ch| ch == '-' || ch.is_ascii_digit() || ch.is_ascii_uppercase())
         );
+    }
+
+    #[test]
+    fn names_derived_from_long_membership_names_stay_valid() {
+        let long = "m".repeat(252);
+        let label = label_value(&long);
+        assert!(
+            label.len() <= MAX_LABEL_VALUE && is_dns_label(&label),
+            "{label}"
+        );
+        assert_ne!(label, label_value(&"m".repeat(251)));
+        assert!(invitation(&long).len() <= 253);
+        assert_eq!(invitation("eve"), "tenantry-invitation-eve");
+        assert_eq!(label_value("eve"), "eve");
+    }
+
+    #[test]
+    fn printable_escapes_what_a_terminal_or_a_log_would_obey() {
+        assert_eq!(printable("acme", 10), "acme");
+        assert_eq!(printable("a\nb", 10), "a\\nb");
+        assert!(!printable("\u{1b}[2J\u{1b}]0;pwned\u{7}", 64).contains('\u{1b}'));
+        assert!(!printable("abc\u{202E}fed", 64).contains('\u{202E}'));
+        assert_eq!(printable("abcdef", 3), "abc...");
     }
 
     #[test]

@@ -164,7 +164,7 @@ async fn token(
     match authenticate(&server.client, &client_id, &secret).await {
         Some(sa) => match issue(&server, &sa).await {
             Ok((token, expires_in)) => {
-                info!(client_id = %client_id, "issued a token");
+                info!(client_id = %names::printable(&client_id, 128), "issued a token");
                 let mut r = axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": expires_in}))
                     .into_response();
                 r.headers_mut()
@@ -172,7 +172,7 @@ async fn token(
                 r
             }
             Err(e) => {
-                warn!(client_id = %client_id, error = %e, "TokenRequest failed");
+                warn!(client_id = %names::printable(&client_id, 128), error = %e, "TokenRequest failed");
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
@@ -182,7 +182,8 @@ async fn token(
         },
         None => {
             server.failed(&keys);
-            warn!(client_id = %client_id, source = %source, "client authentication failed");
+            // The client id is what an unauthenticated caller sent: escaped, bounded.
+            warn!(client_id = %names::printable(&client_id, 128), source = %source, "client authentication failed");
             error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",

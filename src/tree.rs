@@ -12,10 +12,16 @@ use kube::{Client, ResourceExt};
 use crate::api::{Membership, Organization, Workspace};
 use crate::names;
 
+/// Text from the API (names, display names, messages) as it may be printed on a
+/// terminal: control characters (escape sequences, newlines) shown escaped.
+fn p(s: &str) -> String {
+    names::printable(s, 512)
+}
+
 fn ready(conditions: &[Condition]) -> String {
     match conditions.iter().find(|c| c.type_ == "Ready") {
-        Some(c) if c.status == "True" => format!("Ready ({})", c.reason),
-        Some(c) => format!("NotReady ({}: {})", c.reason, c.message),
+        Some(c) if c.status == "True" => format!("Ready ({})", p(&c.reason)),
+        Some(c) => format!("NotReady ({}: {})", p(&c.reason), p(&c.message)),
         None => "Pending".into(),
     }
 }
@@ -25,7 +31,7 @@ fn subjects(rb: &RoleBinding) -> String {
     rb.subjects
         .iter()
         .flatten()
-        .map(|s| format!("{}:{}", s.kind, s.name))
+        .map(|s| format!("{}:{}", p(&s.kind), p(&s.name)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -39,7 +45,7 @@ pub async fn render(client: &Client, org: &str) -> anyhow::Result<String> {
     writeln!(
         out,
         "Organization {org} \"{}\" code={} {}",
-        o.spec.display_name,
+        p(&o.spec.display_name),
         status.code.as_deref().unwrap_or("-"),
         ready(&status.conditions)
     )?;
@@ -114,24 +120,24 @@ pub async fn render(client: &Client, org: &str) -> anyhow::Result<String> {
         o.spec.owners.len()
     )?;
     for owner in &o.spec.owners {
-        writeln!(out, "   ├─ {owner} Owner (spec.owners)")?;
+        writeln!(out, "   ├─ {} Owner (spec.owners)", p(&owner.to_string()))?;
     }
     for m in &mbrs {
         let st = m.status.clone().unwrap_or_default();
         let ws: Vec<String> = st
             .workspaces
             .iter()
-            .map(|w| format!("{}:{:?}", w.name, w.role))
+            .map(|w| format!("{}:{:?}", p(&w.name), w.role))
             .collect();
         let client_id = st
             .client_id
-            .map(|id| format!(" client-id={id}"))
+            .map(|id| format!(" client-id={}", p(&id)))
             .unwrap_or_default();
         writeln!(
             out,
             "   ├─ {} {} {:?} [{}] {}{}",
             m.name_any(),
-            m.spec.subject,
+            p(&m.spec.subject.to_string()),
             m.spec.role,
             ws.join(" "),
             ready(&st.conditions),

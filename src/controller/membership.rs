@@ -224,7 +224,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
 
 /// The name of the Role and RoleBinding that let an invited user accept.
 fn invitation_name(m: &Membership) -> String {
-    format!("tenantry-invitation-{}", m.name_any())
+    names::invitation(&m.name_any())
 }
 
 /// Lets the invited user read and annotate their own Membership (the admission policy
@@ -232,7 +232,10 @@ fn invitation_name(m: &Membership) -> String {
 async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> Result<()> {
     let name = invitation_name(m);
     let mut l = provision::org_labels(&org.name_any(), "invitation");
-    l.insert(labels::MEMBERSHIP.to_string(), m.name_any());
+    l.insert(
+        labels::MEMBERSHIP.to_string(),
+        names::label_value(&m.name_any()),
+    );
     let meta = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(ns.to_string()),
@@ -382,7 +385,7 @@ async fn ensure_client(
         .ok_or_else(|| Error::MissingKey(format!("Membership {name}")))?;
     let client_id = names::client_id(&org.name_any(), &name, &uid);
     let mut labels = provision::org_labels(&org.name_any(), "client");
-    labels.insert(labels::MEMBERSHIP.to_string(), name.clone());
+    labels.insert(labels::MEMBERSHIP.to_string(), names::label_value(&name));
     let meta = |object: String, component: &str| {
         let mut l = labels.clone();
         l.insert(labels::COMPONENT.to_string(), component.to_string());

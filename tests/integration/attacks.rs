@@ -691,3 +691,168 @@ async fn naming_a_stranger_owner_does_not_freeze_their_organization() {
     .await;
     drop(operator);
 }
+
+/// Item 13: with acceptance required, Owner and Admin User Memberships could never be
+/// accepted (accepting was judged as granting Owner), and switching acceptance on
+/// suspended every member. Now any invitee accepts, and members already granted stay.
+/// Item 16: a 252-character Membership name made the invitation objects invalid and the
+/// Membership got no condition at all.
+#[tokio::test]
+async fn acceptance_works_for_every_role_and_spares_existing_members() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    let owner = as_user(&user(OrgRole::Owner, &org), &[]).await;
+    Api::<Organization>::all(owner.clone())
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"membership": {"requireAcceptance": true}}})),
+        )
+        .await
+        .expect("an Owner requires acceptance");
+    let long = "l".repeat(252);
+    for (name, who, role) in [
+        ("olive", "olive@x.example", OrgRole::Owner),
+        ("adam", "adam@x.example", OrgRole::Admin),
+        (long.as_str(), "long@x.example", OrgRole::Viewer),
+    ] {
+        add_member(
+            &client,
+            &org,
+            membership(name, Subject::user(who), role, &[]),
+        )
+        .await;
+        wait_member_reason(&client, &org, name, "InvitationPending").await;
+        Api::<Membership>::namespaced(as_user(who, &[]).await, &ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"tenantry.dev/accepted": "true"}}}),
+                ),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{who} accepts its {role:?} invitation: {e}"));
+        wait_member_reason(&client, &org, name, "Granted").await;
+    }
+    // Everyone granted before acceptance was required is still granted.
+    let members = Api::<Membership>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .expect("list");
+    for m in members.items {
+        let reason = m
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.reason.clone());
+        assert_eq!(
+            reason.as_deref(),
+            Some("Granted"),
+            "{} after acceptance was switched on",
+            m.metadata.name.unwrap_or_default()
+        );
+    }
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// Item 14: with --require-verification, an unverified organization still added Owner
+/// Memberships, groups and clients. Until verified, its members are its spec.owners.
+#[tokio::test]
+async fn an_unverified_organization_adds_nobody_beyond_its_owners() {
+    let cp = crate::harness::dedicated().await;
+    let client = cp.admin().await;
+    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/controlplane/attacks-verification.log");
+    let _ = std::fs::remove_file(&log);
+    let operator = crate::resilience::Operator::start_with(
+        &cp.kubeconfig,
+        &log,
+        &["--require-verification=true"],
+    );
+    operator
+        .wait_ready(std::time::Instant::now() + crate::harness::TIMEOUT)
+        .await;
+    create_org(&client, "unverified", org_spec("o@x.example")).await;
+    let members = [
+        membership(
+            "co-owner",
+            Subject::user("co@x.example"),
+            OrgRole::Owner,
+            &[],
+        ),
+        membership("team", Subject::group("devs"), OrgRole::Viewer, &[]),
+        membership("bot", Subject::client("bot"), OrgRole::Viewer, &[]),
+    ];
+    for m in members {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        add_member(&client, "unverified", m).await;
+        wait_member_reason(&client, "unverified", &name, "OrganizationNotVerified").await;
+    }
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), "org-unverified");
+    let owners = bindings
+        .get("tenantry-org-owner")
+        .await
+        .expect("the owners' binding");
+    assert_eq!(
+        owners
+            .subjects
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["o@x.example"],
+        "only spec.owners"
+    );
+    for rb in ["tenantry-org-viewer"] {
+        assert!(bindings.get_opt(rb).await.expect("get").is_none(), "{rb}");
+    }
+    // Verified by a platform admin: they are granted.
+    Api::<Organization>::all(client.clone())
+        .patch(
+            "unverified",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"verified": true}})),
+        )
+        .await
+        .expect("verify");
+    for name in ["co-owner", "team", "bot"] {
+        wait_member_reason(&client, "unverified", name, "Granted").await;
+    }
+    drop(operator);
+}
+
+/// Item 15: `tenantry tree` printed a displayName's escape sequences raw (a tenant could
+/// rewrite an operator's terminal). Text from the API is printed escaped.
+#[tokio::test]
+async fn tree_prints_tenant_text_escaped() {
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("atk15");
+    let mut spec = org_spec("o@x.example");
+    spec.display_name = "Evil\u{1b}[2J\u{1b}]0;pwned\u{7}\nOrganization fake \"x\" Ready".into();
+    create_org(&client, &org, spec).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["tree", &org])
+        .env("KUBECONFIG", &crate::harness::cluster().kubeconfig)
+        .output()
+        .expect("run tenantry tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("Organization fake")),
+        "a display name cannot forge a line: {text}"
+    );
+    assert!(text.contains("Evil\\u{1b}[2J"), "{text}");
+    crate::core::delete_org(&client, &org).await;
+}
