@@ -23,6 +23,9 @@ pub const OWNER_UID: &str = "tenantry.dev/owner-uid";
 /// Finalizer on Workspaces: their namespace is cluster-scoped, so an owner reference
 /// cannot cascade from the Workspace to it.
 pub const WORKSPACE_FINALIZER: &str = "tenantry.dev/workspace-cleanup";
+/// On Organizations: their workspace namespaces are settled (deleted or kept, by the
+/// deletionPolicy at deletion) before the Organization goes.
+pub const ORGANIZATION_FINALIZER: &str = "tenantry.dev/organization-cleanup";
 
 /// The label selector that finds everything Tenantry manages.
 pub fn managed_selector() -> String {

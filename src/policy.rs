@@ -219,6 +219,13 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
                     "reason": "Forbidden",
                 },
                 {
+                    // What deleting does (deletionPolicy) is decided from the spec at the
+                    // moment deletion began: it cannot change afterwards.
+                    "expression": "request.operation != 'UPDATE' || !has(oldObject.metadata.deletionTimestamp) || object.spec == oldObject.spec",
+                    "messageExpression": "'organization ' + object.metadata.name + ' is being deleted: its spec (deletionPolicy included) stays what it was when deletion began'",
+                    "reason": "Forbidden",
+                },
+                {
                     "expression": "request.operation != 'DELETE' || !oldObject.spec.?deletionProtection.orValue(true)",
                     "messageExpression": "'organization ' + oldObject.metadata.name + ' is protected from deletion: set spec.deletionProtection to false first (deleting it removes every workspace and everything in it, irrecoverably)'",
                     "reason": "Forbidden",

@@ -323,12 +323,16 @@ async fn create_namespace(client: &Client, desired: &Namespace) -> Result<bool> 
 }
 
 /// Removes Tenantry from a namespace it will no longer own: every field it applied
-/// (labels, annotations, owner references) and its identity. The namespace and what it
-/// holds stay.
-pub async fn release_namespace(client: &Client, name: &str) -> Result<()> {
+/// (labels, annotations, owner references) but the labels in `keep` (the Pod Security
+/// labels: an orphaned namespace must not fall back to privileged), and its identity. The
+/// namespace and what it holds stay.
+pub async fn release_namespace(
+    client: &Client,
+    name: &str,
+    keep: BTreeMap<String, String>,
+) -> Result<()> {
     let api = Api::<Namespace>::all(client.clone());
-    let empty =
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let empty = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": keep}});
     api.patch(
         name,
         &PatchParams::apply(labels::FIELD_MANAGER).force(),
@@ -349,6 +353,29 @@ pub async fn release_namespace(client: &Client, name: &str) -> Result<()> {
         .await
         .context(|| format!("releasing namespace {name}"))?;
     Ok(())
+}
+
+/// Keeps object `name` in namespace `ns` (a quota, a NetworkPolicy of an orphaned
+/// workspace) but makes it no longer Tenantry's: the labels that tie it to Tenantry go.
+/// An object already gone is fine.
+pub async fn release<K>(client: &Client, ns: &str, name: &str) -> Result<()>
+where
+    K: Object + Resource<Scope = NamespaceResourceScope>,
+{
+    let nulls: serde_json::Map<_, _> = IDENTITY_LABELS
+        .iter()
+        .map(|k| (k.to_string(), Value::Null))
+        .collect();
+    let patch = serde_json::json!({"metadata": {"labels": nulls}});
+    match Api::<K>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        r => r
+            .map(|_| ())
+            .context(|| format!("releasing {} {ns}/{name}", K::kind(&()))),
+    }
 }
 
 /// Writes `status` with a server-side apply of the status subresource.

@@ -1,9 +1,13 @@
 //! What happens to an Organization: its namespace `org-<name>`, its default workspace,
 //! the bindings of its organization roles, its per-organization ClusterRoles, its status.
 //!
-//! Deletion needs no finalizer: the organization namespace, the per-organization
-//! ClusterRoles and (with `deletionPolicy: Delete`) every workspace namespace carry an
-//! owner reference to the Organization, so Kubernetes' garbage collector removes them,
+//! Deletion: a finalizer, because what deleting an organization does to its workspace
+//! namespaces (delete them with their data, or keep them: `deletionPolicy`) is decided
+//! from the Organization as it was when its deletion began; its spec cannot change after
+//! that (an admission rule). Workspace namespaces carry no owner reference, so the
+//! garbage collector never removes data before that decision. Once the workspace
+//! namespaces are settled, the finalizer goes; the organization namespace and the
+//! per-organization ClusterRoles carry an owner reference and go with the Organization,
 //! and the Workspaces and Memberships go with the organization namespace.
 
 use std::future::Future;
@@ -15,8 +19,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
 };
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
@@ -92,10 +97,50 @@ pub async fn run(
 #[instrument(skip_all, fields(organization = %org.name_any()))]
 async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = crate::metrics::timer("Organization");
-    if org.meta().deletion_timestamp.is_some() {
-        // Owner references cascade; nothing for us to do.
-        return Ok(Action::await_change());
+    let api: Api<Organization> = Api::all(ctx.client.clone());
+    finalizer(&api, labels::ORGANIZATION_FINALIZER, org, |event| async {
+        match event {
+            Finalizer::Apply(org) => apply(org, &ctx).await,
+            Finalizer::Cleanup(org) => cleanup(&org, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// The Organization is being deleted: settle every workspace namespace by the
+/// `deletionPolicy` it had when its deletion began. The object here carries the
+/// deletionTimestamp, so it is at least as new as the spec at that moment, and the spec
+/// cannot change after it (admission policy `tenantry-organizations`).
+async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action> {
+    let name = org.name_any();
+    let policy = org.spec.deletion_policy();
+    let org_ns = names::org_namespace(&name);
+    // Every Workspace, from the API server: the cache may not have one created just now.
+    let workspaces = match Api::<Workspace>::namespaced(ctx.client.clone(), &org_ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(e).context(|| format!("listing the Workspaces of {name}")),
+    };
+    for ws in &workspaces {
+        super::workspace::settle_namespace(ws, Some(policy), ctx).await?;
     }
+    info!(
+        workspaces = workspaces.len(),
+        policy = ?policy,
+        "settled the workspace namespaces of a deleted organization"
+    );
+    Ok(Action::await_change())
+}
+
+async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
     let name = org.name_any();
     let uid = org
         .uid()
@@ -124,7 +169,7 @@ async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> 
             ),
         )
     } else {
-        provision_org(&org, &ns_name, &uid, &ctx).await?
+        provision_org(&org, &ns_name, &uid, ctx).await?
     };
 
     let workspaces = ctx

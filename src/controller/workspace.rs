@@ -40,9 +40,10 @@ use crate::{labels, names, rbac};
 const QUOTA: &str = "tenantry-quota";
 const LIMITS: &str = "tenantry-limits";
 const ISOLATION: &str = "tenantry-isolation";
-/// Annotation on a workspace namespace: the deletion policy in force when it was last
-/// provisioned (the Organization may be gone when the Workspace is cleaned up).
-const DELETION_POLICY: &str = "tenantry.dev/deletion-policy";
+/// Annotation an earlier Tenantry put on workspace namespaces: the deletion policy in
+/// force when it was last provisioned. Read only for namespaces it left behind; the
+/// decision is now made from the Organization when deletion begins.
+const LEGACY_DELETION_POLICY: &str = "tenantry.dev/deletion-policy";
 
 /// Whether a workspace's change can free a place for another: deleted, or being deleted.
 fn frees_a_place(change: &Change<'_, Workspace>) -> bool {
@@ -486,10 +487,6 @@ fn refused(applied: Result<bool>) -> Result<Option<String>> {
 
 fn namespace(plan: &Plan<'_>) -> Namespace {
     let org = plan.org.name_any();
-    let policy_name = match plan.org.spec.deletion_policy() {
-        DeletionPolicy::Delete => "Delete",
-        DeletionPolicy::Orphan => "Orphan",
-    };
     let mut labels = provision::workspace_labels(&org, &plan.ws.name_any(), "workspace-namespace");
     let level = plan
         .policy
@@ -506,34 +503,62 @@ fn namespace(plan: &Plan<'_>) -> Namespace {
             "latest".to_string(),
         );
     }
-    // With deletionPolicy Delete the namespace is also owned by the Organization, so the
-    // garbage collector removes it with the organization even if Tenantry is not running.
-    let owner_references = match plan.org.spec.deletion_policy() {
-        DeletionPolicy::Delete => provision::owner_ref(plan.org, false).map(|r| vec![r]),
-        // Omitted: a server-side apply then drops any reference it set before.
-        DeletionPolicy::Orphan => None,
-    };
+    // No owner reference to the Organization: the garbage collector would delete the
+    // namespace, with its data, before Tenantry applied the deletionPolicy the
+    // organization had when its deletion began (the Organization's finalizer decides).
+    // Omitted fields are dropped from earlier applies that set them.
     Namespace {
         metadata: ObjectMeta {
             name: Some(plan.namespace.clone()),
             labels: Some(labels),
-            annotations: Some(
-                [
-                    (labels::OWNER_UID.to_string(), plan.uid.clone()),
-                    (DELETION_POLICY.to_string(), policy_name.to_string()),
-                ]
-                .into(),
-            ),
-            owner_references,
+            annotations: Some([(labels::OWNER_UID.to_string(), plan.uid.clone())].into()),
             ..Default::default()
         },
         ..Default::default()
     }
 }
 
-/// The Workspace is being deleted: delete its namespace (with everything in it), or,
-/// under `deletionPolicy: Orphan`, keep the namespace and remove Tenantry from it.
+/// The Workspace is being deleted on its own: its namespace goes, or stays, by its
+/// organization's `deletionPolicy` as the API server has it at this moment (read live, not
+/// from the cache: a policy changed right before the DELETE is honoured).
 async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action> {
+    let org_ns = ws.namespace().unwrap_or_default();
+    let org_name = ctx
+        .stores
+        .organization_of_namespace(&org_ns)
+        .map(|o| o.name_any())
+        .or_else(|| {
+            org_ns
+                .strip_prefix(names::ORG_NAMESPACE_PREFIX)
+                .map(str::to_string)
+        });
+    let live = match &org_name {
+        Some(name) => Api::<Organization>::all(ctx.client.clone())
+            .get_opt(name)
+            .await
+            .context(|| format!("reading Organization {name}"))?,
+        None => None,
+    };
+    let policy = match live {
+        Some(org) => Some(org.spec.deletion_policy()),
+        // The organization is gone: its own cleanup settled every namespace it had (an
+        // orphaned one is no longer this Workspace's); what is left follows the policy
+        // recorded by an earlier Tenantry, else the cascade.
+        None => None,
+    };
+    settle_namespace(ws, policy, ctx).await?;
+    Ok(Action::await_change())
+}
+
+/// Applies a deletion decision to the namespace of `ws`, if it still owns one: delete it
+/// with everything in it, or (Orphan) keep it with its safety (Pod Security labels,
+/// NetworkPolicy, quota, limits) and remove Tenantry's grants and identity. `None` falls
+/// back to the policy an earlier Tenantry recorded on the namespace, else Delete.
+pub(super) async fn settle_namespace(
+    ws: &Workspace,
+    policy: Option<DeletionPolicy>,
+    ctx: &Context,
+) -> Result<()> {
     let uid = ws.uid().unwrap_or_default();
     let owned = ctx
         .stores
@@ -552,33 +577,56 @@ async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action> {
         },
     };
     let Some(ns) = owned else {
-        return Ok(Action::await_change());
+        return Ok(());
     };
     let name = ns.name_any();
-    if ns.annotations().get(DELETION_POLICY).map(String::as_str) == Some("Orphan") {
-        let s = &ctx.stores;
-        for role in WorkspaceRole::ALL {
-            provision::delete_cached(
-                &ctx.client,
-                &s.role_bindings,
-                &name,
-                &rbac::workspace_cluster_role(role),
-            )
-            .await?;
+    let policy = policy.unwrap_or_else(|| {
+        match ns
+            .annotations()
+            .get(LEGACY_DELETION_POLICY)
+            .map(String::as_str)
+        {
+            Some("Orphan") => DeletionPolicy::Orphan,
+            _ => DeletionPolicy::Delete,
         }
-        provision::release_namespace(&ctx.client, &name).await?;
-        info!(namespace = %name, "orphaned the workspace namespace");
-    } else if ns.meta().deletion_timestamp.is_none() {
-        Api::<Namespace>::all(ctx.client.clone())
-            .delete(&name, &Default::default())
-            .await
-            .map(|_| ())
-            .or_else(|e| match e {
-                kube::Error::Api(s) if s.code == 404 => Ok(()),
-                e => Err(e),
-            })
-            .context(|| format!("deleting namespace {name}"))?;
-        info!(namespace = %name, "deleted the workspace namespace");
+    });
+    match policy {
+        DeletionPolicy::Orphan => {
+            let s = &ctx.stores;
+            for role in WorkspaceRole::ALL {
+                provision::delete_cached(
+                    &ctx.client,
+                    &s.role_bindings,
+                    &name,
+                    &rbac::workspace_cluster_role(role),
+                )
+                .await?;
+            }
+            provision::release::<ResourceQuota>(&ctx.client, &name, QUOTA).await?;
+            provision::release::<LimitRange>(&ctx.client, &name, LIMITS).await?;
+            provision::release::<NetworkPolicy>(&ctx.client, &name, ISOLATION).await?;
+            let safety = ns
+                .labels()
+                .iter()
+                .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            provision::release_namespace(&ctx.client, &name, safety).await?;
+            info!(namespace = %name, "orphaned the workspace namespace");
+        }
+        DeletionPolicy::Delete if ns.meta().deletion_timestamp.is_none() => {
+            Api::<Namespace>::all(ctx.client.clone())
+                .delete(&name, &Default::default())
+                .await
+                .map(|_| ())
+                .or_else(|e| match e {
+                    kube::Error::Api(s) if s.code == 404 => Ok(()),
+                    e => Err(e),
+                })
+                .context(|| format!("deleting namespace {name}"))?;
+            info!(namespace = %name, "deleted the workspace namespace");
+        }
+        DeletionPolicy::Delete => {}
     }
-    Ok(Action::await_change())
+    Ok(())
 }

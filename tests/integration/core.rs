@@ -911,17 +911,28 @@ async fn role_and_workspace_changes_move_bindings_and_removal_leaves_nothing() {
             rb.name_any()
         );
     }
-    for crb in Api::<ClusterRoleBinding>::all(client.clone())
+    // The organization's ClusterRoleBindings follow in the same pass, after its
+    // RoleBindings.
+    let crbs = Api::<ClusterRoleBinding>::all(client.clone());
+    for crb in crbs
         .list(&lp(&format!("tenantry.dev/organization={name}")))
         .await
         .unwrap()
     {
-        assert!(
-            !crb.subjects
-                .unwrap_or_default()
-                .iter()
-                .any(|s| s.name == "dev@x.example")
-        );
+        wait_for(
+            &crbs,
+            &crb.name_any(),
+            "dev gone from the binding",
+            |b: Option<&ClusterRoleBinding>| {
+                b.is_none_or(|b| {
+                    !b.subjects
+                        .iter()
+                        .flatten()
+                        .any(|s| s.name == "dev@x.example")
+                })
+            },
+        )
+        .await;
     }
     assert!(
         Api::<ConfigMap>::namespaced(client.clone(), &a)

@@ -10,6 +10,7 @@ mod chart;
 mod clients;
 mod controlplane;
 mod core;
+mod deletion;
 mod gitops;
 mod repair;
 mod resilience;

@@ -129,7 +129,7 @@ impl Operator {
     }
 
     /// `kill -9`, and reap it.
-    async fn kill9(mut self) {
+    pub(crate) async fn kill9(mut self) {
         self.child.start_kill().expect("SIGKILL");
         let status = self.child.wait().await.expect("reaped");
         assert!(!status.success(), "killed, not exited: {status}");
