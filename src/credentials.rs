@@ -82,6 +82,52 @@ pub fn verify(secret: &str, phc: &str) -> bool {
     })
 }
 
+/// The most memory a verifier may ask Argon2 for, in KiB (Tenantry's own verifiers use the
+/// default, 19 MiB): a verifier is only ever Tenantry's, but a bound costs nothing.
+const MAX_MEMORY_KIB: u32 = 64 * 1024;
+
+/// [`verify`], with Argon2's working memory supplied by the caller and reused across
+/// calls: no 19 MiB allocation per attempt (measured: the token server's peak memory
+/// grew by 19 MiB with each verification, which a flood of attempts turned into an OOM).
+pub fn verify_with_memory(secret: &str, phc: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
+    if h.algorithm != argon2::Algorithm::Argon2id.ident() {
+        return false;
+    }
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::try_from(&h) else {
+        return false;
+    };
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return false;
+    }
+    let version = match h.version.map(argon2::Version::try_from) {
+        None => argon2::Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let blocks = params.block_count();
+    let argon = Argon2::new(argon2::Algorithm::Argon2id, version, params);
+    memory.resize(blocks, argon2::Block::default());
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let Some(work) = memory.get_mut(..blocks) else {
+        return false;
+    };
+    argon
+        .hash_password_into_with_memory(secret.as_bytes(), salt, &mut out, work)
+        .is_ok()
+        // Output's equality is constant-time.
+        && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected)
+}
+
 /// A verifier no secret matches, to spend the same time on unknown clients.
 pub fn decoy() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -105,6 +151,16 @@ mod tests {
         assert!(!verify(&b, &h));
         assert!(!verify(&a, "not a hash"));
         assert_ne!(hash(&a).unwrap(), h, "salted");
+        let mut memory = Vec::new();
+        assert!(verify_with_memory(&a, &h, &mut memory));
+        assert!(!verify_with_memory(&b, &h, &mut memory));
+        assert!(!verify_with_memory(&a, "not a hash", &mut memory));
+        assert!(verify_with_memory(&a, &h, &mut memory), "memory reused");
+        let greedy = h.replace("m=19456", "m=4194304");
+        assert!(
+            !verify_with_memory(&a, &greedy, &mut memory),
+            "bounded memory"
+        );
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //! machine clients. `POST /oauth2/token` with `grant_type=client_credentials` and the
 //! client id and secret (HTTP Basic or form fields) answers a short-lived Kubernetes
 //! token of the client's ServiceAccount (TokenRequest API), which carries exactly the
-//! client's role in its organization. Failed attempts are rate-limited per client and
-//! per source address; bodies over 8 KiB are refused.
+//! client's role in its organization.
+//!
+//! Abuse: failed attempts are limited per source address (an IPv6 source by its /64), not
+//! per client id: a client id is no secret (every member of the organization sees it), so
+//! a limit keyed by it would let anyone lock the real client out, while guessing a
+//! 256-bit secret is hopeless anyway. An attempt reserves its place before it is verified,
+//! so parallel attempts cannot slip past the limit. Argon2 verifications (about 19 MiB
+//! each) run at most `--max-concurrent-verifications` at a time; the rest wait briefly,
+//! then get 503, so memory stays flat under a flood. Bodies over 8 KiB are refused.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,35 +49,127 @@ pub struct TokenSettings {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "TENANTRY_TOKEN_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
-    /// Failed attempts allowed per client id, and per source address, each minute.
+    /// Failed attempts allowed per source address (IPv6: per /64) each minute.
     #[arg(long, env = "TENANTRY_TOKEN_MAX_FAILURES", default_value_t = 10)]
     pub max_failures_per_minute: u32,
+    /// Secret verifications (Argon2, about 19 MiB each) running at once; more requests
+    /// wait up to 5 s, then get 503.
+    #[arg(
+        long,
+        env = "TENANTRY_TOKEN_MAX_CONCURRENT_VERIFICATIONS",
+        default_value_t = 2
+    )]
+    pub max_concurrent_verifications: u16,
 }
 
 const MAX_BODY: usize = 8 * 1024;
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Sources tracked at most (an attacker with many addresses cannot grow memory without
+/// bound; when full, unknown sources are limited until entries expire).
+const MAX_SOURCES: usize = 100_000;
+/// How long a request waits for a verification slot.
+const VERIFY_WAIT: Duration = Duration::from_secs(5);
+
 struct Server {
     client: Client,
     settings: TokenSettings,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    limiter: Limiter,
+    verifications: tokio::sync::Semaphore,
+    pool: VerifyPool,
 }
 
-impl Server {
-    fn limited(&self, keys: &[&str]) -> bool {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+/// Failures and attempts in flight, per source.
+#[derive(Default)]
+struct Limiter {
+    max: u32,
+    sources: Mutex<HashMap<IpAddr, Tally>>,
+}
+
+#[derive(Clone, Copy)]
+struct Tally {
+    failures: u32,
+    in_flight: u32,
+    since: Instant,
+}
+
+/// The key of a source: its address, an IPv6 one by its /64 (one host has them all).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+impl Limiter {
+    fn new(max: u32) -> Self {
+        Self {
+            max,
+            sources: Mutex::default(),
+        }
+    }
+
+    /// Reserves an attempt for `source`, or `None` when its failures and the attempts it
+    /// has in flight already reach the limit (checked and reserved under one lock: no
+    /// check-then-act race).
+    fn begin(&self, source: IpAddr) -> Option<Attempt<'_>> {
+        let key = source_key(source);
+        let mut all = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        f.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
-        keys.iter().any(|k| {
-            f.get(*k)
-                .is_some_and(|(n, _)| *n >= self.settings.max_failures_per_minute)
+        if all.len() >= MAX_SOURCES {
+            all.retain(|_, t| t.in_flight > 0 || now.duration_since(t.since) < WINDOW);
+        }
+        let len = all.len();
+        let tally = match all.get_mut(&key) {
+            Some(t) => t,
+            None if len >= MAX_SOURCES => return None,
+            None => all.entry(key).or_insert(Tally {
+                failures: 0,
+                in_flight: 0,
+                since: now,
+            }),
+        };
+        if now.duration_since(tally.since) >= WINDOW {
+            tally.failures = 0;
+            tally.since = now;
+        }
+        if tally.failures.saturating_add(tally.in_flight) >= self.max {
+            return None;
+        }
+        tally.in_flight = tally.in_flight.saturating_add(1);
+        Some(Attempt {
+            limiter: self,
+            key,
+            failed: false,
         })
     }
-    fn failed(&self, keys: &[&str]) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys {
-            let e = f.entry(k.to_string()).or_insert((0, Instant::now()));
-            e.0 += 1;
+}
+
+/// One attempt in flight; a failure is counted when it ends.
+struct Attempt<'a> {
+    limiter: &'a Limiter,
+    key: IpAddr,
+    failed: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let mut all = self
+            .limiter
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = all.get_mut(&self.key) {
+            t.in_flight = t.in_flight.saturating_sub(1);
+            if self.failed {
+                t.failures = t.failures.saturating_add(1);
+            }
         }
     }
 }
@@ -152,16 +251,23 @@ async fn token(
             "client_id and client_secret are required",
         );
     };
-    let source = peer.ip().to_string();
-    let keys = [client_id.as_str(), source.as_str()];
-    if server.limited(&keys) {
+    let source = peer.ip();
+    let Some(mut attempt) = server.limiter.begin(source) else {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "invalid_client",
             "too many failed attempts; retry later",
         );
-    }
-    match authenticate(&server.client, &client_id, &secret).await {
+    };
+    let Ok(Ok(_slot)) = tokio::time::timeout(VERIFY_WAIT, server.verifications.acquire()).await
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "busy; retry shortly",
+        );
+    };
+    match authenticate(&server.client, &server.pool, &client_id, &secret).await {
         Some(sa) => match issue(&server, &sa).await {
             Ok((token, expires_in)) => {
                 info!(client_id = %names::printable(&client_id, 128), "issued a token");
@@ -181,7 +287,7 @@ async fn token(
             }
         },
         None => {
-            server.failed(&keys);
+            attempt.failed = true;
             // The client id is what an unauthenticated caller sent: escaped, bounded.
             warn!(client_id = %names::printable(&client_id, 128), source = %source, "client authentication failed");
             error(
@@ -195,7 +301,12 @@ async fn token(
 
 /// The client's ServiceAccount when the id and secret are right. Unknown clients cost
 /// the same hash verification as known ones.
-async fn authenticate(client: &Client, client_id: &str, secret: &str) -> Option<(String, String)> {
+async fn authenticate(
+    client: &Client,
+    pool: &VerifyPool,
+    client_id: &str,
+    secret: &str,
+) -> Option<(String, String)> {
     let found = lookup(client, client_id).await;
     let (verifiers, sa) = match &found {
         Some((sa, ns)) => {
@@ -213,12 +324,63 @@ async fn authenticate(client: &Client, client_id: &str, secret: &str) -> Option<
         None => (vec![credentials::decoy().to_string()], None),
     };
     let secret = secret.to_string();
-    let ok = tokio::task::spawn_blocking(move || {
-        verifiers.iter().any(|h| credentials::verify(&secret, h))
-    })
-    .await
-    .unwrap_or(false);
+    let ok = pool
+        .run(move |memory| {
+            verifiers
+                .iter()
+                .any(|h| credentials::verify_with_memory(&secret, h, memory))
+        })
+        .await
+        .unwrap_or(false);
     if ok { sa } else { None }
+}
+
+/// A verification, given its thread's Argon2 working memory.
+type Job = Box<dyn FnOnce(&mut Vec<argon2::Block>) + Send>;
+
+/// A fixed set of threads for Argon2 verifications, each with its working memory
+/// allocated once and reused: memory stays at threads x 19 MiB however many attempts come
+/// (measured before: 184 MiB after 40 parallel wrong attempts, growing 19 MiB with each
+/// verification).
+struct VerifyPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl VerifyPool {
+    fn new(threads: u16) -> std::io::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("verify-{i}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(&mut memory),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the pool; `None` if the pool is gone.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<argon2::Block>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |memory: &mut Vec<argon2::Block>| {
+                let _ = tx.send(f(memory));
+            }))
+            .ok()?;
+        rx.await.ok()
+    }
 }
 
 /// The Client Membership and its ServiceAccount for `client_id` (`<org>.<membership>.<hash>`).
@@ -280,8 +442,12 @@ pub async fn serve(
     let tls = (settings.tls_cert.clone(), settings.tls_key.clone());
     let server = Arc::new(Server {
         client,
+        limiter: Limiter::new(settings.max_failures_per_minute),
+        verifications: tokio::sync::Semaphore::new(usize::from(
+            settings.max_concurrent_verifications.max(1),
+        )),
+        pool: VerifyPool::new(settings.max_concurrent_verifications)?,
         settings,
-        failures: Mutex::default(),
     });
     let app = Router::new()
         .route("/oauth2/token", post(token))
@@ -307,4 +473,39 @@ pub async fn serve(
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parallel attempts reserve their place: never more than the limit in flight and
+    /// failed together; other sources are not affected; a success frees its place.
+    #[test]
+    fn attempts_are_reserved_per_source() {
+        let l = Limiter::new(3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let held: Vec<_> = (0..3)
+            .map(|_| l.begin(a).expect("within the limit"))
+            .collect();
+        assert!(l.begin(a).is_none(), "a fourth parallel attempt is refused");
+        assert!(l.begin(b).is_some(), "another source is not affected");
+        drop(held);
+        for _ in 0..3 {
+            let mut t = l.begin(a).expect("free again");
+            t.failed = true;
+        }
+        assert!(l.begin(a).is_none(), "three failures lock the source");
+        assert!(l.begin(b).is_some());
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        let x: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let y: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(source_key(x), source_key(y));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
 }

@@ -856,3 +856,113 @@ async fn tree_prints_tenant_text_escaped() {
     assert!(text.contains("Evil\\u{1b}[2J"), "{text}");
     crate::core::delete_org(&client, &org).await;
 }
+
+/// Peak resident memory of process `pid`, in MiB (Linux VmHWM).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+/// Item 9: failures were keyed by the client id an anonymous caller names (anyone who
+/// knows it locked the real client out), the limiter let 40 parallel wrong attempts
+/// through, and each Argon2 verification allocates about 19 MiB (a few concurrent ones
+/// exceed the chart's 128 MiB). Now: limited per source, reserved before verifying, at
+/// most two verifications at once.
+#[tokio::test]
+async fn the_token_endpoint_cannot_be_used_to_lock_out_or_exhaust() {
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("atk9");
+    create_org(&client, &org, org_spec("o@x.example")).await;
+    add_member(
+        &client,
+        &org,
+        membership("ci", Subject::client("ci"), OrgRole::Viewer, &[]),
+    )
+    .await;
+    wait_member_reason(&client, &org, "ci", "Granted").await;
+    let (id, secret) = crate::clients::credentials(&client, &format!("org-{org}"), "ci").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args([
+            "token-server",
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--token-lifetime-seconds",
+            "600",
+        ])
+        .env("KUBECONFIG", &crate::harness::cluster().kubeconfig)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("token-server");
+    let pid = server.id().expect("pid");
+    let up = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(crate::harness::TIMEOUT, up)
+        .await
+        .expect("token endpoint listens");
+    let idle = peak_rss_mib(pid);
+
+    // An attacker at 127.0.0.2 who knows the client id: 40 wrong attempts at once.
+    let attempts = (0..40).map(|_| {
+        let id = id.clone();
+        async move {
+            crate::clients::post_token_from(
+                "127.0.0.2",
+                port,
+                "grant_type=client_credentials",
+                Some((&id, "guess")),
+            )
+            .await
+            .0
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let verified = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429 || **s == 503).count();
+    println!("40 parallel wrong attempts: {verified} verified (401), {refused} refused");
+    assert!(
+        verified <= 10,
+        "at most the limit is verified: {statuses:?}"
+    );
+    assert_eq!(verified + refused, 40, "{statuses:?}");
+    let peak = peak_rss_mib(pid);
+    println!("token-server peak RSS: {idle:.1} MiB idle, {peak:.1} MiB after the flood");
+    assert!(peak < 100.0, "memory stays flat: {peak:.1} MiB");
+    // The attacker is locked out; the real client, elsewhere, is not.
+    let (s, _) = crate::clients::post_token_from(
+        "127.0.0.2",
+        port,
+        "grant_type=client_credentials",
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(s, 429, "the attacking source is limited");
+    let (s, body) = crate::clients::post_token_from(
+        "127.0.0.3",
+        port,
+        "grant_type=client_credentials",
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(s, 200, "the real client still gets a token: {body}");
+    server.start_kill().expect("stop");
+    crate::core::delete_org(&client, &org).await;
+}

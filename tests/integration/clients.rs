@@ -17,8 +17,23 @@ use crate::harness::{admin, cluster, controller, unique, wait_for, wait_gone};
 
 /// POST a form to the token endpoint: (status, JSON body).
 async fn post_token(port: u16, body: &str, basic: Option<(&str, &str)>) -> (u16, Value) {
+    post_token_from("127.0.0.1", port, body, basic).await
+}
+
+/// `post_token` from source address `from` (any 127.0.0.0/8 address is this host).
+pub(crate) async fn post_token_from(
+    from: &str,
+    port: u16,
+    body: &str,
+    basic: Option<(&str, &str)>,
+) -> (u16, Value) {
     use base64::Engine;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("an address"))
+        .expect("bind the source address");
+    let mut s = socket
+        .connect(([127, 0, 0, 1], port).into())
         .await
         .expect("token endpoint up");
     let auth = basic
@@ -79,7 +94,7 @@ async fn can_create_configmap(client: &Client, ns: &str) -> u16 {
     }
 }
 
-async fn credentials(client: &Client, ns: &str, name: &str) -> (String, String) {
+pub(crate) async fn credentials(client: &Client, ns: &str, name: &str) -> (String, String) {
     let s = Api::<Secret>::namespaced(client.clone(), ns)
         .get(&format!("{name}-credentials"))
         .await
