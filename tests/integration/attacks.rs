@@ -597,17 +597,12 @@ async fn organizations_cannot_squat_each_others_namespaces() {
 async fn naming_a_stranger_owner_does_not_freeze_their_organization() {
     let cp = crate::harness::dedicated().await;
     let client = cp.admin().await;
-    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/controlplane/attacks-owner-limit.log");
-    let _ = std::fs::remove_file(&log);
-    let operator = crate::resilience::Operator::start_with(
+    let operator = crate::resilience::Operator::ready_with(
         &cp.kubeconfig,
-        &log,
+        "attacks-owner-limit",
         &["--max-organizations-per-owner", "1"],
-    );
-    operator
-        .wait_ready(std::time::Instant::now() + crate::harness::TIMEOUT)
-        .await;
+    )
+    .await;
     let mut evil = org_spec("eve@x.example");
     evil.default_workspace = Some(DefaultWorkspace {
         enabled: false,
@@ -764,17 +759,12 @@ async fn acceptance_works_for_every_role_and_spares_existing_members() {
 async fn an_unverified_organization_adds_nobody_beyond_its_owners() {
     let cp = crate::harness::dedicated().await;
     let client = cp.admin().await;
-    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/controlplane/attacks-verification.log");
-    let _ = std::fs::remove_file(&log);
-    let operator = crate::resilience::Operator::start_with(
+    let operator = crate::resilience::Operator::ready_with(
         &cp.kubeconfig,
-        &log,
+        "attacks-verification",
         &["--require-verification=true"],
-    );
-    operator
-        .wait_ready(std::time::Instant::now() + crate::harness::TIMEOUT)
-        .await;
+    )
+    .await;
     create_org(&client, "unverified", org_spec("o@x.example")).await;
     let members = [
         membership(
@@ -888,36 +878,8 @@ async fn the_token_endpoint_cannot_be_used_to_lock_out_or_exhaust() {
     .await;
     wait_member_reason(&client, &org, "ci", "Granted").await;
     let (id, secret) = crate::clients::credentials(&client, &format!("org-{org}"), "ci").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args([
-            "token-server",
-            "--address",
-            &format!("127.0.0.1:{port}"),
-            "--token-lifetime-seconds",
-            "600",
-        ])
-        .env("KUBECONFIG", &crate::harness::cluster().kubeconfig)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("token-server");
+    let (mut server, port) = crate::clients::token_server().await;
     let pid = server.id().expect("pid");
-    let up = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(crate::harness::TIMEOUT, up)
-        .await
-        .expect("token endpoint listens");
     let idle = peak_rss_mib(pid);
 
     // An attacker at 127.0.0.2 who knows the client id: 40 wrong attempts at once.

@@ -60,6 +60,40 @@ pub(crate) async fn post_token_from(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// `tenantry token-server` on a free port of 127.0.0.1 (plain HTTP), once it listens.
+pub(crate) async fn token_server() -> (tokio::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args([
+            "token-server",
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--token-lifetime-seconds",
+            "600",
+        ])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let up = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(crate::harness::TIMEOUT, up)
+        .await
+        .expect("token endpoint listens");
+    (server, port)
+}
+
 /// A client that authenticates with a bearer token only.
 async fn with_token(token: &str) -> Client {
     let kc = Kubeconfig::read_from(&cluster().kubeconfig).unwrap();
@@ -179,35 +213,7 @@ async fn a_client_exchanges_credentials_for_a_token_with_exactly_its_role() {
     )
     .await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args([
-            "token-server",
-            "--address",
-            &format!("127.0.0.1:{port}"),
-            "--token-lifetime-seconds",
-            "600",
-        ])
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let up = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(crate::harness::TIMEOUT, up)
-        .await
-        .expect("token endpoint listens");
+    let (mut server, port) = token_server().await;
 
     // RFC 6749 errors.
     let (s, b) = post_token(port, "grant_type=password", Some((&id, &secret))).await;

@@ -166,12 +166,8 @@ async fn delete_chosen_right_before_the_delete_removes_every_workspace() {
 async fn orphan_holds_when_the_controller_was_down_during_the_delete() {
     let cp = crate::harness::dedicated().await;
     let client = cp.admin().await;
-    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/controlplane/deletion-controller-down.log");
-    let _ = std::fs::remove_file(&log);
-    let deadline = || std::time::Instant::now() + crate::harness::TIMEOUT;
-    let operator = crate::resilience::Operator::start_with(&cp.kubeconfig, &log, &[]);
-    operator.wait_ready(deadline()).await;
+    let operator =
+        crate::resilience::Operator::ready_with(&cp.kubeconfig, "deletion-down", &[]).await;
     let namespaces = org_with_data(&client, "o1").await;
     operator.kill9().await;
 
@@ -198,8 +194,8 @@ async fn orphan_holds_when_the_controller_was_down_during_the_delete() {
         assert!(n.metadata.deletion_timestamp.is_none(), "{ns}");
     }
 
-    let operator = crate::resilience::Operator::start_with(&cp.kubeconfig, &log, &[]);
-    operator.wait_ready(deadline()).await;
+    let operator =
+        crate::resilience::Operator::ready_with(&cp.kubeconfig, "deletion-up", &[]).await;
     wait_gone(&Api::<Organization>::all(client.clone()), "o1").await;
     wait_gone(&Api::<Namespace>::all(client.clone()), "org-o1").await;
     assert_kept(&client, &namespaces).await;

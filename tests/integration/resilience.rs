@@ -92,6 +92,17 @@ impl Operator {
         Self::start_with(kubeconfig, log, &[])
     }
 
+    /// `tenantry run` with `flags` (operator settings) on `kubeconfig`, ready to serve;
+    /// its log in `target/controlplane/<log>.log`, started afresh.
+    pub(crate) async fn ready_with(kubeconfig: &Path, log: &str, flags: &[&str]) -> Self {
+        let log = operator_log(log);
+        let operator = Self::start_with(kubeconfig, &log, flags);
+        operator
+            .wait_ready(Instant::now() + crate::harness::TIMEOUT)
+            .await;
+        operator
+    }
+
     /// `start`, with more `tenantry run` flags (operator settings).
     pub(crate) fn start_with(kubeconfig: &Path, log: &Path, flags: &[&str]) -> Self {
         let port = free_port();
