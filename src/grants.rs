@@ -102,7 +102,7 @@ pub fn member_states(
             match max {
                 Some(max) if granted >= max => MemberState::LimitReached { max },
                 _ => {
-                    granted += 1;
+                    granted = granted.saturating_add(1);
                     MemberState::Granted
                 }
             }

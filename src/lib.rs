@@ -1,4 +1,18 @@
 #![forbid(unsafe_code)]
+// No panic is reachable from API data: no unwrap/expect/panic, no indexing that may panic,
+// no arithmetic that may overflow, outside tests. Modules that see no API data (the
+// synthetic tenancy generator, static policy and metric definitions, leader election
+// timings) opt out where they do.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 //! Tenantry: SaaS-style tenancy for Kubernetes, as YAML.
 //!
 //! - [`api`]: the `tenantry.dev/v1alpha1` kinds.
@@ -13,14 +27,18 @@ pub mod credentials;
 pub mod error;
 pub mod grants;
 pub mod labels;
+#[allow(clippy::arithmetic_side_effects)] // lease timings, not API data
 pub mod leader;
+#[allow(clippy::expect_used)] // static metric registration at start
 pub mod metrics;
 pub mod names;
+#[allow(clippy::expect_used)] // static policy documents
 pub mod policy;
 pub mod provision;
 pub mod rbac;
 pub mod settings;
 pub mod status;
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // load-test generator
 pub mod synthetic;
 pub mod token;
 pub mod tree;

@@ -82,9 +82,14 @@ pub fn shorten(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_string();
     }
-    let hash = &hex_digest(name)[..8];
-    let keep = max.saturating_sub(hash.len() + 1);
-    let prefix = name[..keep].trim_end_matches('-');
+    let digest = hex_digest(name);
+    let hash = digest.get(..8).unwrap_or(&digest);
+    let mut keep = max.saturating_sub(hash.len().saturating_add(1));
+    // Names from the API are ASCII; a cut inside a character is moved back all the same.
+    while !name.is_char_boundary(keep) {
+        keep = keep.saturating_sub(1);
+    }
+    let prefix = name.get(..keep).unwrap_or_default().trim_end_matches('-');
     format!("{prefix}-{hash}")
 }
 
@@ -182,15 +187,25 @@ pub fn workspace_namespace(
 pub fn org_code(uid: &str) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let digest = Sha256::digest(uid.as_bytes());
-    let mut bits: u64 = 0;
-    for b in &digest[..5] {
-        bits = (bits << 8) | u64::from(*b);
-    }
-    let chars: String = (0..8)
-        .rev()
-        .map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char)
+    let bits = digest
+        .iter()
+        .take(5)
+        .fold(0u64, |bits, b| (bits << 8) | u64::from(*b));
+    let chars: Vec<char> = [35u32, 30, 25, 20, 15, 10, 5, 0]
+        .iter()
+        .map(|shift| {
+            let index = (bits >> shift) & 31;
+            ALPHABET
+                .get(usize::try_from(index).unwrap_or(0))
+                .map_or('0', |c| char::from(*c))
+        })
         .collect();
-    format!("{}-{}", &chars[..4], &chars[4..])
+    let (a, b) = chars.split_at(4);
+    format!(
+        "{}-{}",
+        a.iter().collect::<String>(),
+        b.iter().collect::<String>()
+    )
 }
 
 /// A machine client's id: `<org>.<membership>.<6 hex of the membership UID>`. Readable,

@@ -101,12 +101,17 @@ pub fn progressing_retry(old: &[Condition], retry: Duration) -> Duration {
         .find(|c| c.type_ == crate::status::RECONCILING && c.status == "True")
         .map(|c| {
             let now = k8s_openapi::jiff::Timestamp::now();
-            Duration::from_secs(
-                (now.as_second() - c.last_transition_time.0.as_second()).max(0) as u64,
-            )
+            // From API data (a condition's time): saturating, never negative.
+            let secs = now
+                .as_second()
+                .saturating_sub(c.last_transition_time.0.as_second());
+            Duration::from_secs(u64::try_from(secs).unwrap_or(0))
         })
         .unwrap_or_default();
-    (since / 2).clamp(retry, MAX_PROGRESSING_RETRY.max(retry))
+    since
+        .checked_div(2)
+        .unwrap_or_default()
+        .clamp(retry, MAX_PROGRESSING_RETRY.max(retry))
 }
 
 /// Paces status writes that change only details.
@@ -142,13 +147,13 @@ impl StatusPacer {
         if !significant && let Some(at) = last.get(key) {
             let since = now.saturating_duration_since(*at);
             if since < self.interval {
-                return Some(self.interval - since);
+                return Some(self.interval.saturating_sub(since));
             }
         }
         last.insert(key.to_string(), now);
         // Forget writes older than the interval once the map has doubled since the last
         // time: it holds only objects written recently, not every object ever written.
-        if last.len() > 2 * *pruned_at + 1024 {
+        if last.len() > pruned_at.saturating_mul(2).saturating_add(1024) {
             last.retain(|_, at| now.saturating_duration_since(*at) < self.interval);
             *pruned_at = last.len();
         }
@@ -295,9 +300,9 @@ fn event_note(message: &str) -> String {
     const MAX: usize = 1024;
     let mut end = message.len().min(MAX);
     while !message.is_char_boundary(end) {
-        end -= 1;
+        end = end.saturating_sub(1);
     }
-    message[..end].to_string()
+    message.get(..end).unwrap_or_default().to_string()
 }
 
 /// How watches wait after an error: from `MIN`, doubling, up to a cap, with jitter;
@@ -333,10 +338,15 @@ impl Iterator for WatchBackoff {
 
     fn next(&mut self) -> Option<Duration> {
         let delay = self.next;
-        self.next = (delay * 2).min(self.max);
+        self.next = delay.saturating_mul(2).min(self.max);
         // Up to a quarter more, so that many watches do not retry in lockstep.
-        let jitter = getrandom::u32().unwrap_or(0) % 1000;
-        Some(delay + delay / 4 * jitter / 1000)
+        let jitter = getrandom::u32().unwrap_or(0).checked_rem(1000).unwrap_or(0);
+        let extra = delay
+            .checked_div(4)
+            .and_then(|d| d.checked_mul(jitter))
+            .and_then(|d| d.checked_div(1000))
+            .unwrap_or_default();
+        Some(delay.saturating_add(extra))
     }
 }
 
