@@ -539,13 +539,10 @@ async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action> {
             .context(|| format!("reading Organization {name}"))?,
         None => None,
     };
-    let policy = match live {
-        Some(org) => Some(org.spec.deletion_policy()),
-        // The organization is gone: its own cleanup settled every namespace it had (an
-        // orphaned one is no longer this Workspace's); what is left follows the policy
-        // recorded by an earlier Tenantry, else the cascade.
-        None => None,
-    };
+    // No organization: its own cleanup settled every namespace it had (an orphaned one is
+    // no longer this Workspace's); what is left follows the policy recorded by an earlier
+    // Tenantry, else the cascade.
+    let policy = live.map(|org| org.spec.deletion_policy());
     settle_namespace(ws, policy, ctx).await?;
     Ok(Action::await_change())
 }
