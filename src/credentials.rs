@@ -20,6 +20,12 @@ pub const PREVIOUS_EXPIRES: &str = "tenantry.dev/previous-client-secret-expires"
 pub const ROTATION: &str = "tenantry.dev/rotation";
 /// Set on a Membership to any new value to rotate its client secret.
 pub const ROTATE: &str = "tenantry.dev/rotate";
+/// Set on a Membership to any new value to revoke its client: a new secret (the previous
+/// one refused at once, whatever the grace) and a new ServiceAccount, so every token
+/// issued before is rejected by the API server.
+pub const REVOKE: &str = "tenantry.dev/revoke";
+/// The last revocation value acted on (annotation on the client's ServiceAccount).
+pub const REVOCATION: &str = "tenantry.dev/revocation";
 /// Seconds the previous secret keeps working after a rotation (annotation on the
 /// Membership; default 0, at most [`MAX_ROTATION_GRACE_SECONDS`]).
 pub const ROTATION_GRACE: &str = "tenantry.dev/rotation-grace-seconds";

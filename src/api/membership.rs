@@ -164,6 +164,10 @@ pub struct MembershipStatus {
     /// rotated for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<String>,
+    /// The last `tenantry.dev/revoke` annotation value acted on (a Client's secret and
+    /// ServiceAccount were replaced for it: every token issued before is rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<String>,
     /// A Client's ServiceAccount in the organization namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,

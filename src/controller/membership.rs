@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -123,6 +123,7 @@ struct Found {
     client_id: Option<String>,
     service_account: Option<String>,
     rotation: Option<String>,
+    revocation: Option<String>,
 }
 
 #[instrument(skip_all, fields(membership = %m.name_any(), namespace = ?m.namespace()))]
@@ -189,6 +190,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         client_id: found.client_id,
         service_account: found.service_account,
         rotation: found.rotation,
+        revocation: found.revocation,
         observed_generation: m.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, m.meta().generation),
     };
@@ -197,6 +199,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         || old.client_id != new.client_id
         || old.service_account != new.service_account
         || old.rotation != new.rotation
+        || old.revocation != new.revocation
         || old.observed_generation != new.observed_generation
         || !status::same_conditions(&old.conditions, &new.conditions)
     {
@@ -289,6 +292,7 @@ async fn granted(
         found.service_account = Some(client.service_account);
         found.client_id = Some(client.client_id);
         found.rotation = client.rotation;
+        found.revocation = client.revocation;
         secret_missing = client.secret_missing;
         refused = client.refused;
     }
@@ -400,6 +404,7 @@ async fn ensure_client(
     let sa_name = names::client_service_account(&name);
     // The verifier lives on the ServiceAccount: read the live one (cache, else API).
     let rotate_to = m.annotations().get(credentials::ROTATE).cloned();
+    let revoke_to = m.annotations().get(credentials::REVOKE).cloned();
     // The verifier and the last rotation handled live on the ServiceAccount, written
     // together. Before issuing or rotating, confirm on the live object: the cache may
     // not have our last write yet, and a secret must never be issued twice.
@@ -411,6 +416,7 @@ async fn ensure_client(
         let ann = sa.annotations();
         ann.contains_key(credentials::HASH)
             && (rotate_to.is_none() || ann.get(credentials::ROTATION) == rotate_to.as_ref())
+            && (revoke_to.is_none() || ann.get(credentials::REVOCATION) == revoke_to.as_ref())
     });
     let live_sa = if settled {
         cached.map(|sa| sa.as_ref().clone())
@@ -425,7 +431,9 @@ async fn ensure_client(
         credentials::PREVIOUS_HASH,
         credentials::PREVIOUS_EXPIRES,
         credentials::ROTATION,
+        credentials::REVOCATION,
     ];
+    let live_uid = live_sa.as_ref().and_then(|sa| sa.uid());
     let mut annotations: BTreeMap<String, String> = live_sa
         .map(|sa| sa.annotations().clone())
         .unwrap_or_default()
@@ -441,7 +449,13 @@ async fn ensure_client(
             .get(credentials::ROTATION_GRACE)
             .map(String::as_str),
     );
-    let rotate = !first && rotate_to.is_some() && rotate_to != handled && grace.is_ok();
+    // A revocation answers a leak: it is never held back by the grace annotation, and
+    // the previous secret gets no grace.
+    let revoke = !first
+        && revoke_to.is_some()
+        && revoke_to.as_ref() != annotations.get(credentials::REVOCATION);
+    let rotate =
+        !first && (revoke || (rotate_to.is_some() && rotate_to != handled && grace.is_ok()));
     let now = k8s_openapi::jiff::Timestamp::now();
     let secret_name = names::client_secret_name(&name);
     if first || rotate {
@@ -465,7 +479,7 @@ async fn ensure_client(
         };
         let hash = credentials::hash(&secret_value).map_err(Error::Random)?;
         let grace_ends = match grace {
-            Ok(seconds) if seconds > 0 => credentials::grace_ends(now, seconds),
+            Ok(seconds) if seconds > 0 && !revoke => credentials::grace_ends(now, seconds),
             _ => None,
         };
         match (annotations.get(credentials::HASH).cloned(), grace_ends) {
@@ -482,6 +496,10 @@ async fn ensure_client(
         match &rotate_to {
             Some(value) => annotations.insert(credentials::ROTATION.into(), value.clone()),
             None => annotations.remove(credentials::ROTATION),
+        };
+        match &revoke_to {
+            Some(value) => annotations.insert(credentials::REVOCATION.into(), value.clone()),
+            None => annotations.remove(credentials::REVOCATION),
         };
         // The Secret first: if writing the verifier fails, the next pass finds the
         // Secret (above) and writes the verifier of the same secret.
@@ -514,7 +532,38 @@ async fn ensure_client(
                 .await
                 .context(|| format!("writing Secret {ns}/{secret_name}"))?;
         }
-        let what = if adopted {
+        // A revocation replaces the ServiceAccount: tokens are bound to its UID, so every
+        // token issued before is rejected from now on. The Secret above comes first: a
+        // pass cut short after it finds the new secret there and finishes this one.
+        if let (true, Some(uid)) = (revoke, &live_uid) {
+            crate::metrics::write("delete", "ServiceAccount");
+            match Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
+                .delete(
+                    &sa_name,
+                    &DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: Some(uid.clone()),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::default()
+                    },
+                )
+                .await
+            {
+                Ok(_) => {}
+                // Gone already, or replaced since it was read: the next pass sees it.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(source) => {
+                    return Err(Error::Kube {
+                        action: format!("replacing ServiceAccount {ns}/{sa_name}"),
+                        source,
+                    });
+                }
+            }
+        }
+        let what = if revoke {
+            "revoked the client: new secret and ServiceAccount"
+        } else if adopted {
             "completed an interrupted issuance of the client secret"
         } else if rotate {
             "rotated the client secret"
@@ -534,6 +583,7 @@ async fn ensure_client(
     }
     let mut sa_meta = meta(sa_name.clone(), "client-service-account");
     let rotation = annotations.get(credentials::ROTATION).cloned();
+    let revocation = annotations.get(credentials::REVOCATION).cloned();
     sa_meta.annotations = Some(annotations);
     let sa = ServiceAccount {
         metadata: sa_meta,
@@ -558,6 +608,7 @@ async fn ensure_client(
         service_account: sa_name,
         client_id,
         rotation,
+        revocation,
         secret_missing,
         refused: grace.err(),
     })
@@ -568,6 +619,7 @@ struct ClientState {
     service_account: String,
     client_id: String,
     rotation: Option<String>,
+    revocation: Option<String>,
     /// The credentials Secret was deleted after the secret was issued.
     secret_missing: bool,
     /// Why an annotation of the Membership cannot be honoured (a rotation asked for waits).

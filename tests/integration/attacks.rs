@@ -928,3 +928,124 @@ async fn the_token_endpoint_cannot_be_used_to_lock_out_or_exhaust() {
     server.start_kill().expect("stop");
     crate::core::delete_org(&client, &org).await;
 }
+
+/// Item 10: a rotation is not a revocation. Tokens minted with a leaked secret kept
+/// working for their lifetime after the secret was rotated. `tenantry.dev/revoke` issues
+/// a new secret (the old one refused at once, whatever the grace annotation says) and
+/// replaces the client's ServiceAccount, so every token issued before is rejected.
+#[tokio::test]
+async fn a_revocation_kills_the_tokens_of_a_leaked_secret() {
+    use crate::clients::{can_create_configmap, credentials, post_token, token_server, with_token};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("atk10");
+    create_org(&client, &org, org_spec("o@x.example")).await;
+    wait_ws_ready(&client, &org, "default").await;
+    add_member(
+        &client,
+        &org,
+        membership(
+            "ci",
+            Subject::client("ci"),
+            OrgRole::Member,
+            &[("default", WorkspaceRole::Editor)],
+        ),
+    )
+    .await;
+    wait_member_reason(&client, &org, "ci", "Granted").await;
+    let ns = format!("org-{org}");
+    let ws = format!("{org}--default");
+    let (id, leaked) = credentials(&client, &ns, "ci").await;
+    let (mut server, port) = token_server().await;
+    let mint = |secret: String| {
+        let id = id.clone();
+        async move { post_token(port, "grant_type=client_credentials", Some((&id, &secret))).await }
+    };
+    let (status, body) = mint(leaked.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let stolen = with_token(body["access_token"].as_str().expect("a token")).await;
+    assert_eq!(
+        can_create_configmap(&stolen, &ws).await,
+        200,
+        "the stolen token works"
+    );
+
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    let old_uid = sas
+        .get("ci-client")
+        .await
+        .expect("the client's ServiceAccount")
+        .metadata
+        .uid;
+    // A rotation alone (what main offered) leaves the stolen token working.
+    Api::<Membership>::namespaced(client.clone(), &ns)
+        .patch(
+            "ci",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "tenantry.dev/revoke": "leak-1",
+                // A grace asked for alongside is not honoured by a revocation.
+                "tenantry.dev/rotation-grace-seconds": "3600",
+            }}})),
+        )
+        .await
+        .expect("annotate");
+    wait_for(
+        &Api::<Membership>::namespaced(client.clone(), &ns),
+        "ci",
+        "revocation leak-1 handled",
+        |m: Option<&Membership>| {
+            m.and_then(|m| m.status.as_ref())
+                .is_some_and(|s| s.revocation.as_deref() == Some("leak-1"))
+        },
+    )
+    .await;
+    let new_uid = sas
+        .get("ci-client")
+        .await
+        .expect("a new ServiceAccount")
+        .metadata
+        .uid;
+    assert_ne!(old_uid, new_uid, "the ServiceAccount was replaced");
+    let rejected = async {
+        while can_create_configmap(&stolen, &ws).await != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), rejected)
+        .await
+        .expect("the token minted with the leaked secret is rejected");
+    assert_eq!(
+        mint(leaked.clone()).await.0,
+        401,
+        "the leaked secret is refused"
+    );
+    let (id2, fresh) = credentials(&client, &ns, "ci").await;
+    assert_eq!(id2, id, "the client id is stable");
+    assert_ne!(fresh, leaked);
+    let (status, body) = mint(fresh).await;
+    assert_eq!(status, 200, "the new secret works: {body}");
+    let renewed = with_token(body["access_token"].as_str().expect("a token")).await;
+    assert_eq!(
+        can_create_configmap(&renewed, &ws).await,
+        200,
+        "the new ServiceAccount keeps the client's grants"
+    );
+    // Handled once: a later reconcile does not revoke again.
+    let m = wait_member_reason(&client, &org, "ci", "Granted").await;
+    assert_eq!(
+        m.status.unwrap_or_default().revocation.as_deref(),
+        Some("leak-1")
+    );
+    assert_eq!(
+        sas.get("ci-client")
+            .await
+            .expect("still there")
+            .metadata
+            .uid,
+        new_uid
+    );
+    server.start_kill().expect("stop the token server");
+    crate::core::delete_org(&client, &org).await;
+}

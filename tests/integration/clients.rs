@@ -16,7 +16,7 @@ use crate::core::{
 use crate::harness::{admin, cluster, controller, unique, wait_for, wait_gone};
 
 /// POST a form to the token endpoint: (status, JSON body).
-async fn post_token(port: u16, body: &str, basic: Option<(&str, &str)>) -> (u16, Value) {
+pub(crate) async fn post_token(port: u16, body: &str, basic: Option<(&str, &str)>) -> (u16, Value) {
     post_token_from("127.0.0.1", port, body, basic).await
 }
 
@@ -95,7 +95,7 @@ pub(crate) async fn token_server() -> (tokio::process::Child, u16) {
 }
 
 /// A client that authenticates with a bearer token only.
-async fn with_token(token: &str) -> Client {
+pub(crate) async fn with_token(token: &str) -> Client {
     let kc = Kubeconfig::read_from(&cluster().kubeconfig).unwrap();
     let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
@@ -104,7 +104,7 @@ async fn with_token(token: &str) -> Client {
     Client::try_from(config).unwrap()
 }
 
-async fn can_create_configmap(client: &Client, ns: &str) -> u16 {
+pub(crate) async fn can_create_configmap(client: &Client, ns: &str) -> u16 {
     let cm = ConfigMap {
         metadata: ObjectMeta {
             name: Some(unique("cm")),
