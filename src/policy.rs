@@ -16,12 +16,18 @@
 //!   owner references and finalizers of the three kinds, pre-accepted Memberships and
 //!   subjects named `system:...`.
 //!
+//! RoleBindings in workspace namespaces name only that namespace's ServiceAccounts unless
+//! Tenantry or a platform admin writes them: people get workspace access through
+//! Memberships, so removing a member removes the access.
+//!
 //! Every rule is written against the least-trusted writer: see docs/security.md.
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use serde_json::{Value, json};
+
+use crate::labels;
 
 const ORG_LABEL: &str =
     "namespaceObject.metadata.?labels[?'tenantry.dev/organization'].orValue('')";
@@ -299,12 +305,35 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
             }],
         }),
     );
+    // People reach a workspace through Memberships only, so that removing a member
+    // removes their access: a RoleBinding a workspace Admin makes inside the workspace may
+    // grant the workspace's own ServiceAccounts (its workloads), never a User, a Group or
+    // a ServiceAccount of another namespace (a member binding themselves kept their
+    // access after removal).
+    let workspace_access = policy(
+        "tenantry-workspace-access",
+        json!({
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [rules("rbac.authorization.k8s.io", &["rolebindings"], &["CREATE", "UPDATE"])],
+                "namespaceSelector": {"matchLabels": {labels::COMPONENT: "workspace-namespace"}},
+            },
+            "validations": [{
+                "expression": format!(
+                    "object.?subjects.orValue([]).all(s, s.kind == 'ServiceAccount' && s.?namespace.orValue('') == namespaceObject.metadata.name) || {PLATFORM}"
+                ),
+                "messageExpression": "'in workspace namespace ' + namespaceObject.metadata.name + ', people get access through a Membership (removing it removes the access); a RoleBinding made here may name only ServiceAccounts of this namespace'",
+                "reason": "Forbidden",
+            }],
+        }),
+    );
     vec![
         membership_roles,
         workspace_placement,
         organizations,
         lifecycle,
         tracking,
+        workspace_access,
     ]
 }
 

@@ -1049,3 +1049,139 @@ async fn a_revocation_kills_the_tokens_of_a_leaked_secret() {
     server.start_kill().expect("stop the token server");
     crate::core::delete_org(&client, &org).await;
 }
+
+/// Item 12: a member who was workspace Admin bound themselves (or a group they are in) in
+/// the workspace, and kept that access after their Membership was removed. Now RoleBindings
+/// a tenant makes in a workspace may name only that workspace's ServiceAccounts: people get
+/// access through Memberships, so removing the Membership removes the access.
+#[tokio::test]
+async fn a_removed_admin_keeps_no_binding_of_their_own() {
+    use k8s_openapi::api::rbac::v1::{RoleRef, Subject as RbacSubject};
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("atk12");
+    create_org(&client, &org, org_spec("o@x.example")).await;
+    wait_ws_ready(&client, &org, "default").await;
+    let leaver = format!("leaver@{org}.example");
+    add_member(
+        &client,
+        &org,
+        membership(
+            "leaver",
+            Subject::user(&leaver),
+            OrgRole::Member,
+            &[("default", WorkspaceRole::Admin)],
+        ),
+    )
+    .await;
+    wait_member_reason(&client, &org, "leaver", "Granted").await;
+    let ws = format!("{org}--default");
+    let as_leaver = as_user(&leaver, &["leavers"]).await;
+    let wait_access = |want: bool| {
+        let as_leaver = as_leaver.clone();
+        let ws = ws.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+            while can_i(&as_leaver, "create", "", "configmaps", &ws).await != want {
+                assert!(tokio::time::Instant::now() < deadline, "access {want}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_access(true).await;
+    let bindings = Api::<RoleBinding>::namespaced(as_leaver.clone(), &ws);
+    let binding = |name: &str, role: &str, subject: RbacSubject| RoleBinding {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![subject]),
+    };
+    let subject = |kind: &str, name: &str, ns: Option<&str>| RbacSubject {
+        kind: kind.into(),
+        name: name.into(),
+        namespace: ns.map(str::to_string),
+        api_group: (kind != "ServiceAccount").then(|| "rbac.authorization.k8s.io".into()),
+    };
+    // Every way a person keeps the workspace for themselves is refused, with a reason.
+    for (name, role, s) in [
+        (
+            "self",
+            "tenantry-workspace-admin",
+            subject("User", &leaver, None),
+        ),
+        ("self-admin", "admin", subject("User", &leaver, None)),
+        ("friend", "edit", subject("User", "friend@x.example", None)),
+        ("my-group", "edit", subject("Group", "leavers", None)),
+        (
+            "foreign-sa",
+            "edit",
+            subject("ServiceAccount", "default", Some(&format!("org-{org}"))),
+        ),
+    ] {
+        let r = bindings
+            .create(&PostParams::default(), &binding(name, role, s))
+            .await;
+        let why = message(&r);
+        assert!(!allowed("a self-made binding", r), "{name}: {why}");
+        assert!(why.contains("Membership"), "{name}: {why}");
+    }
+    // An update cannot slip a person into a binding either.
+    let workload = binding(
+        "app",
+        "edit",
+        subject("ServiceAccount", "default", Some(&ws)),
+    );
+    bindings
+        .create(&PostParams::default(), &workload)
+        .await
+        .expect("the workspace's own ServiceAccounts may be bound: its workloads");
+    let r = bindings
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"subjects": [
+                {"kind": "ServiceAccount", "name": "default", "namespace": ws},
+                {"kind": "User", "name": leaver, "apiGroup": "rbac.authorization.k8s.io"},
+            ]})),
+        )
+        .await;
+    let why = message(&r);
+    assert!(!allowed("adding oneself", r), "{why}");
+    // A platform admin may still bind a person by hand.
+    Api::<RoleBinding>::namespaced(client.clone(), &ws)
+        .create(
+            &dry(),
+            &binding(
+                "by-platform",
+                "view",
+                subject("User", "auditor@x.example", None),
+            ),
+        )
+        .await
+        .expect("a platform admin binds anyone");
+
+    // Removed: no access left.
+    Api::<Membership>::namespaced(client.clone(), &format!("org-{org}"))
+        .delete("leaver", &Default::default())
+        .await
+        .expect("remove the member");
+    wait_access(false).await;
+    assert!(!can_i(&as_leaver, "get", "", "secrets", &ws).await);
+    assert!(
+        !can_i(
+            &as_leaver,
+            "create",
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            &ws
+        )
+        .await
+    );
+    crate::core::delete_org(&client, &org).await;
+}
