@@ -36,6 +36,18 @@ test: controlplane helm ## run every test: unit tests, then integration tests on
 	hack/require.sh
 	cargo test --locked --all-targets
 
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := annotations token_request resources
+
+.PHONY: fuzz
+fuzz: ## fuzz the annotation, token-request and YAML parsers for FUZZ_SECONDS each (nightly + cargo-fuzz); crashes land in fuzz/artifacts
+	cargo install --locked cargo-fuzz@0.13.2
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  (cd fuzz && cargo +nightly fuzz run -O $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=1024); \
+	done
+
 SCALES ?= 1
 BENCH_ARGS ?=
 

@@ -91,6 +91,8 @@ pub fn verify(secret: &str, phc: &str) -> bool {
 /// The most memory a verifier may ask Argon2 for, in KiB (Tenantry's own verifiers use the
 /// default, 19 MiB): a verifier is only ever Tenantry's, but a bound costs nothing.
 const MAX_MEMORY_KIB: u32 = 64 * 1024;
+/// The most passes a verifier may ask for (Tenantry's own use the default, 2).
+const MAX_TIME_COST: u32 = 8;
 
 /// [`verify`], with Argon2's working memory supplied by the caller and reused across
 /// calls: no 19 MiB allocation per attempt (measured: the token server's peak memory
@@ -108,7 +110,9 @@ pub fn verify_with_memory(secret: &str, phc: &str, memory: &mut Vec<argon2::Bloc
     let Ok(params) = argon2::Params::try_from(&h) else {
         return false;
     };
-    if params.m_cost() > MAX_MEMORY_KIB {
+    // Time and lanes bounded too: a verifier with t=2^32 would hold a verification thread
+    // for hours (`crate::fuzz::token_request` reaches this path with any PHC string).
+    if params.m_cost() > MAX_MEMORY_KIB || params.t_cost() > MAX_TIME_COST || params.p_cost() > 4 {
         return false;
     }
     let version = match h.version.map(argon2::Version::try_from) {

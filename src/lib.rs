@@ -25,6 +25,7 @@ pub mod api;
 pub mod controller;
 pub mod credentials;
 pub mod error;
+pub mod fuzz;
 pub mod grants;
 pub mod labels;
 #[allow(clippy::arithmetic_side_effects)] // lease timings, not API data

@@ -195,13 +195,36 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
     r
 }
 
+/// The client id and secret a token request presents (HTTP Basic in `authorization`,
+/// else the form fields), or why the request is refused: an RFC 6749 error code and
+/// description (status 400). Pure: fuzzed (`crate::fuzz::token_request`).
+pub fn request_credentials(
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(String, String), (&'static str, &'static str)> {
+    let form: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
+    match form.get("grant_type").map(String::as_str) {
+        None => return Err(("invalid_request", "grant_type is missing")),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err((
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            ));
+        }
+    }
+    credentials_of(authorization, &form).ok_or((
+        "invalid_request",
+        "client_id and client_secret are required",
+    ))
+}
+
 /// Client id and secret from HTTP Basic, else from the form.
-fn credentials_of(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<(String, String)> {
-    if let Some(basic) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    {
+fn credentials_of(
+    authorization: Option<&str>,
+    form: &HashMap<String, String>,
+) -> Option<(String, String)> {
+    if let Some(basic) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(basic.trim())
             .ok()?;
@@ -226,30 +249,12 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-    match form.get("grant_type").map(String::as_str) {
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "grant_type is missing",
-            );
-        }
-        Some("client_credentials") => {}
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "only client_credentials is supported",
-            );
-        }
-    }
-    let Some((client_id, secret)) = credentials_of(&headers, &form) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_id and client_secret are required",
-        );
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (client_id, secret) = match request_credentials(authorization, &body) {
+        Ok(found) => found,
+        Err((code, description)) => return error(StatusCode::BAD_REQUEST, code, description),
     };
     let source = peer.ip();
     let Some(mut attempt) = server.limiter.begin(source) else {
@@ -383,14 +388,18 @@ impl VerifyPool {
     }
 }
 
-/// The Client Membership and its ServiceAccount for `client_id` (`<org>.<membership>.<hash>`).
-async fn lookup(client: &Client, client_id: &str) -> Option<(ServiceAccount, String)> {
+/// The organization and Membership a client id (`<org>.<membership>.<hash>`) names, when
+/// both are DNS labels. Pure: fuzzed.
+pub fn client_id_parts(client_id: &str) -> Option<(&str, &str)> {
     let mut parts = client_id.splitn(3, '.');
     let (org, membership) = (parts.next()?, parts.next()?);
     parts.next()?;
-    if !names::is_dns_label(org) || !names::is_dns_label(membership) {
-        return None;
-    }
+    (names::is_dns_label(org) && names::is_dns_label(membership)).then_some((org, membership))
+}
+
+/// The Client Membership and its ServiceAccount for `client_id` (`<org>.<membership>.<hash>`).
+async fn lookup(client: &Client, client_id: &str) -> Option<(ServiceAccount, String)> {
+    let (org, membership) = client_id_parts(client_id)?;
     let ns = names::org_namespace(org);
     let m = Api::<Membership>::namespaced(client.clone(), &ns)
         .get_opt(membership)
