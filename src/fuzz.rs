@@ -44,6 +44,7 @@ pub fn annotations(data: &[u8]) {
     let _ = names::workspace_namespace(a, b, c, "tenantry-system", &reserved);
     let _ = names::workspace_namespace(names::DEFAULT_NAMESPACE_TEMPLATE, b, c, a, &reserved);
     let _ = token::client_id_parts(a);
+    let _ = crate::quantity::nanos(a);
 }
 
 /// A token request: the first line is the Authorization header, the rest the form body.
@@ -113,6 +114,14 @@ pub fn resources(data: &[u8]) {
         let ceiling = org.spec.limits.as_ref().and_then(|l| l.pod_security);
         for ws in &workspaces {
             let policy = ws.spec.policy.or(&defaults).or(&WorkspacePolicy::default());
+            if let Some(max) = org
+                .spec
+                .limits
+                .as_ref()
+                .and_then(|l| l.workspace_quota.as_ref())
+            {
+                let _ = crate::quantity::cap(policy.quota.as_ref(), max);
+            }
             let asked = policy.pod_security.unwrap_or(PodSecurityLevel::Baseline);
             let _ = asked.capped_at(ceiling.unwrap_or(PodSecurityLevel::Baseline));
             let _ = names::workspace_namespace(

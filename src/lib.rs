@@ -36,6 +36,7 @@ pub mod names;
 #[allow(clippy::expect_used)] // static policy documents
 pub mod policy;
 pub mod provision;
+pub mod quantity;
 pub mod rbac;
 pub mod settings;
 pub mod status;

@@ -125,7 +125,7 @@ impl PodSecurityLevel {
 /// entries, each an integer or a quantity string (at most 64 characters, which keeps the
 /// CEL rule's cost bounded), checked to be a quantity and not negative: the API server
 /// refuses the ResourceQuota or LimitRange Tenantry writes from anything else.
-fn resource_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn resource_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "nullable": true,
@@ -207,6 +207,7 @@ pub mod reason {
     pub const INVALID_POLICY: &str = "InvalidPolicy";
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
     pub const POD_SECURITY_NOT_ALLOWED: &str = "PodSecurityNotAllowed";
+    pub const QUOTA_NOT_ALLOWED: &str = "QuotaNotAllowed";
     pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
     pub const WORKSPACE_LIMIT_REACHED: &str = "WorkspaceLimitReached";
     pub const MEMBER_LIMIT_REACHED: &str = "MemberLimitReached";

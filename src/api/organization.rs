@@ -5,6 +5,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use super::{PodSecurityLevel, Subject, WorkspacePolicy};
 
 /// An organization: the tenant. It owns its namespace `org-<name>`, where its Workspaces
@@ -101,6 +105,13 @@ pub struct Limits {
     /// for more is provisioned at this level and says `PodSecurityNotAllowed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<PodSecurityLevel>,
+    /// The most each workspace's ResourceQuota may hold, per resource (e.g.
+    /// `requests.cpu: "8"`). A workspace asking for more gets this value and says
+    /// `QuotaNotAllowed`; one that leaves a resource out gets this value too (no quota
+    /// would mean unlimited). Unset: no ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::common::resource_list")]
+    pub workspace_quota: Option<BTreeMap<String, Quantity>>,
 }
 
 /// The workspace created together with the organization.

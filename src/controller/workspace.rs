@@ -35,7 +35,7 @@ use crate::grants;
 use crate::provision::{self, NamespaceClaim};
 use crate::rbac::{cluster_role_ref, dedup};
 use crate::status::{self, Outcome};
-use crate::{labels, names, rbac};
+use crate::{labels, names, quantity, rbac};
 
 const QUOTA: &str = "tenantry-quota";
 const LIMITS: &str = "tenantry-limits";
@@ -203,6 +203,18 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                         let asked = policy.pod_security.unwrap_or(PodSecurityLevel::Baseline);
                         let enforced = asked.capped_at(ceiling);
                         policy.pod_security = Some(enforced);
+                        // And quotas up to the platform's per-workspace ceiling.
+                        let mut above_quota = Vec::new();
+                        if let Some(max) = org
+                            .spec
+                            .limits
+                            .as_ref()
+                            .and_then(|l| l.workspace_quota.as_ref())
+                        {
+                            let (quota, above) = quantity::cap(policy.quota.as_ref(), max);
+                            policy.quota = Some(quota);
+                            above_quota = above;
+                        }
                         let plan = Plan {
                             org,
                             ws,
@@ -224,6 +236,15 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                                     org.name_any(),
                                     ceiling.as_str(),
                                     enforced.as_str()
+                                ),
+                            )
+                        } else if outcome.is_ready() && !above_quota.is_empty() {
+                            Outcome::stalled(
+                                reason::QUOTA_NOT_ALLOWED,
+                                format!(
+                                    "quota above what organization {} may give one workspace (spec.limits.workspaceQuota, set by platform admins): {}; namespace {name} enforces the ceiling",
+                                    org.name_any(),
+                                    above_quota.join(", ")
                                 ),
                             )
                         } else {

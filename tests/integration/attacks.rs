@@ -1185,3 +1185,118 @@ async fn a_removed_admin_keeps_no_binding_of_their_own() {
     );
     crate::core::delete_org(&client, &org).await;
 }
+
+/// Item 7 (quotas): an org Admin gave a workspace any quota it liked (or none: unlimited).
+/// A platform admin sets a per-workspace ceiling in `spec.limits.workspaceQuota`; a quota
+/// above it is enforced at the ceiling and says `QuotaNotAllowed`, a resource left out gets
+/// the ceiling, and the Admin cannot raise it.
+#[tokio::test]
+async fn a_workspace_quota_has_a_platform_ceiling() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    let ws_ns = format!("{org}--default");
+    let admin_c = as_user(&user(OrgRole::Admin, &org), &[]).await;
+    let r = Api::<Organization>::all(admin_c.clone())
+        .patch(
+            &org,
+            &dry_patch(),
+            &Patch::Merge(
+                json!({"spec": {"limits": {"workspaceQuota": {"requests.cpu": "1000"}}}}),
+            ),
+        )
+        .await;
+    assert!(!allowed("an Admin sets the quota ceiling", r));
+    let platform = as_user("root@platform.example", &["tenantry:platform-admins"]).await;
+    Api::<Organization>::all(platform)
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"workspaceQuota": {
+                "requests.cpu": "2", "requests.memory": "4Gi", "pods": 20,
+            }}}})),
+        )
+        .await
+        .expect("a platform admin sets the ceiling");
+    let hard = |client: kube::Client| {
+        let ws_ns = ws_ns.clone();
+        async move {
+            Api::<ResourceQuota>::namespaced(client, &ws_ns)
+                .get_opt("tenantry-quota")
+                .await
+                .expect("read the quota")
+                .and_then(|q| q.spec?.hard)
+                .map(|h| {
+                    h.into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                })
+        }
+    };
+    // No quota asked: the ceiling applies (never unlimited).
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    while hard(client.clone())
+        .await
+        .is_none_or(|h| h.get("pods").map(String::as_str) != Some("20"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ceiling becomes the quota"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The Admin asks for far more: enforced at the ceiling, and said.
+    Api::<Workspace>::namespaced(admin_c.clone(), &ns)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quota": {"requests.cpu": "64", "requests.memory": "1Ei", "services": "5"}}})),
+        )
+        .await
+        .expect("an Admin edits the workspace");
+    let ws = crate::core::wait_ws_reason(&client, &org, "default", "QuotaNotAllowed").await;
+    let message = ws
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .map(|c| c.message)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(message.contains("requests.cpu 64 > 2"), "{message}");
+    let quota = hard(client.clone()).await.expect("a quota");
+    assert_eq!(quota.get("requests.cpu").map(String::as_str), Some("2"));
+    assert_eq!(
+        quota.get("requests.memory").map(String::as_str),
+        Some("4Gi")
+    );
+    assert_eq!(
+        quota.get("pods").map(String::as_str),
+        Some("20"),
+        "filled in"
+    );
+    assert_eq!(
+        quota.get("services").map(String::as_str),
+        Some("5"),
+        "not capped: kept"
+    );
+    // Within the ceiling: as asked, Ready.
+    Api::<Workspace>::namespaced(admin_c.clone(), &ns)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quota": {"requests.cpu": "1500m", "requests.memory": null, "services": null}}})),
+        )
+        .await
+        .expect("an Admin edits the workspace");
+    wait_ws_ready(&client, &org, "default").await;
+    let quota = hard(client.clone()).await.expect("a quota");
+    assert_eq!(quota.get("requests.cpu").map(String::as_str), Some("1500m"));
+    assert_eq!(
+        quota.get("requests.memory").map(String::as_str),
+        Some("4Gi")
+    );
+    crate::core::delete_org(&client, &org).await;
+}
