@@ -7,6 +7,11 @@ use tokio::sync::watch;
 use tracing::info;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+/// jemalloc returns freed memory to the system; measured against glibc and mimalloc in
+/// docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tenantry",

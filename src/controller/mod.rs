@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, S
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -47,7 +48,9 @@ pub struct Stores {
     pub limit_ranges: Store<LimitRange>,
     pub network_policies: Store<NetworkPolicy>,
     pub service_accounts: Store<ServiceAccount>,
-    pub secrets: Store<Secret>,
+    /// Metadata only (`Api<PartialObjectMeta<_>>` lists and watches metadata): no secret
+    /// value is ever in the controller's memory.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Workspaces and Memberships by organization namespace.
     pub workspace_index: NamespaceIndex,
     pub membership_index: NamespaceIndex,
@@ -487,7 +490,7 @@ pub struct Feeds {
     pub limit_ranges: Feed<LimitRange>,
     pub network_policies: Feed<NetworkPolicy>,
     pub service_accounts: Feed<ServiceAccount>,
-    pub secrets: Feed<Secret>,
+    pub secrets: Feed<PartialObjectMeta<Secret>>,
 }
 
 /// Starts the caches, one watch per kind; returns them, the feeds of their changes, and
