@@ -67,7 +67,7 @@ pub fn token_request(data: &[u8]) {
 
 /// A tenant's YAML (any number of documents): every Organization, Workspace and
 /// Membership in it that deserializes, run through the rules that decide who gets what,
-/// the workspace settings and the status conditions.
+/// the workspace builder and the status conditions.
 pub fn resources(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -110,20 +110,18 @@ pub fn resources(data: &[u8]) {
         let _ = grants::owner_limit_reached(org, &org_refs, 1, |_| false);
         let _ = org.spec.max_workspaces();
         let _ = names::printable(&org.spec.display_name, 80);
-        let defaults = org.spec.workspace_defaults.clone().unwrap_or_default();
-        let ceiling = org.spec.limits.as_ref().and_then(|l| l.pod_security);
+        let states = grants::member_states(org, &m_refs, grants::Gates::default());
         for ws in &workspaces {
-            let policy = ws.spec.policy.or(&defaults).or(&WorkspacePolicy::default());
-            if let Some(max) = org
-                .spec
-                .limits
-                .as_ref()
-                .and_then(|l| l.workspace_quota.as_ref())
-            {
-                let _ = crate::quantity::cap(policy.quota.as_ref(), max);
-            }
-            let asked = policy.pod_security.unwrap_or(PodSecurityLevel::Baseline);
-            let _ = asked.capped_at(ceiling.unwrap_or(PodSecurityLevel::Baseline));
+            let _ = crate::build::workspace::children(&crate::build::workspace::Input {
+                org,
+                ws,
+                namespace: "acme--ws",
+                uid: "uid",
+                memberships: &m_refs,
+                states: &states,
+                operator_defaults: &WorkspacePolicy::default(),
+                pod_security_ceiling: PodSecurityLevel::Baseline,
+            });
             let _ = names::workspace_namespace(
                 names::DEFAULT_NAMESPACE_TEMPLATE,
                 &org.name_any(),

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod build;
 pub mod controller;
 pub mod credentials;
 pub mod error;

@@ -139,6 +139,56 @@ async fn delete_with<K: Object>(api: Api<K>, what: String, name: &str) -> Result
     }
 }
 
+/// The one applier of a namespaced kind: applies each object of `desired` that the cache
+/// does not show up to date, and deletes every object in `existing` (the cache's objects
+/// of that kind in the namespace) that carries all of `owner`'s labels and is not in
+/// `desired`: what the build no longer produces goes, without a list of names to delete.
+/// A desired object the API server refuses as invalid (400, 422) is not an error to
+/// retry: its message is returned, the live object of that name (if any) stays, and the
+/// rest is applied.
+pub async fn converge<K>(
+    client: &Client,
+    store: &Store<K>,
+    existing: &[std::sync::Arc<K>],
+    owner: &BTreeMap<String, String>,
+    desired: &[K],
+) -> Result<Vec<String>>
+where
+    K: Object + Resource<Scope = NamespaceResourceScope>,
+{
+    let mut refused = Vec::new();
+    for object in desired {
+        match apply(client, store, object).await {
+            Ok(_) => {}
+            Err(Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 400 || s.code == 422 => refused.push(s.message.clone()),
+            Err(e) => return Err(e),
+        }
+    }
+    let wanted = |name: &str| {
+        desired
+            .iter()
+            .any(|d| d.meta().name.as_deref() == Some(name))
+    };
+    for live in existing {
+        let labels = live.labels();
+        let owned = owner.iter().all(|(k, v)| labels.get(k) == Some(v));
+        let name = live.name_any();
+        if owned && !wanted(&name) && live.meta().deletion_timestamp.is_none() {
+            let ns = live.namespace().unwrap_or_default();
+            delete_with(
+                Api::<K>::namespaced(client.clone(), &ns),
+                format!("{} {ns}/{name}", K::kind(&())),
+                &name,
+            )
+            .await?;
+        }
+    }
+    Ok(refused)
+}
+
 /// Deletes a namespaced object if the cache has it. Returns whether it deleted.
 pub async fn delete_cached<K>(
     client: &Client,
@@ -202,6 +252,20 @@ pub fn workspace_labels(org: &str, ws: &str, component: &str) -> BTreeMap<String
     let mut l = org_labels(org, component);
     l.insert(labels::WORKSPACE.to_string(), ws.to_string());
     l
+}
+
+/// The labels that mark an object as one workspace's (what the applier may delete when
+/// the build no longer produces it).
+pub fn workspace_owner(org: &str, ws: &str) -> BTreeMap<String, String> {
+    [
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (labels::ORGANIZATION.to_string(), org.to_string()),
+        (labels::WORKSPACE.to_string(), ws.to_string()),
+    ]
+    .into()
 }
 
 /// An owner reference to `owner`; `controller` marks the one managing controller.

@@ -54,6 +54,17 @@ pub struct Stores {
     /// Workspaces and Memberships by organization namespace.
     pub workspace_index: NamespaceIndex,
     pub membership_index: NamespaceIndex,
+    /// What workspace namespaces hold, by namespace: the applier finds what to delete.
+    pub child_index: ChildIndexes,
+}
+
+/// A [`NamespaceIndex`] per kind Tenantry puts in workspace namespaces.
+#[derive(Clone, Default)]
+pub struct ChildIndexes {
+    pub quotas: NamespaceIndex,
+    pub limit_ranges: NamespaceIndex,
+    pub network_policies: NamespaceIndex,
+    pub role_bindings: NamespaceIndex,
 }
 
 impl Stores {
@@ -500,6 +511,7 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
     let c = client;
     let (workspace_index, membership_index) =
         (NamespaceIndex::default(), NamespaceIndex::default());
+    let child_index = ChildIndexes::default();
     macro_rules! cache {
         ($cfg:expr) => {
             cache!($cfg, None)
@@ -519,6 +531,7 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
                 Stores {
                     workspace_index: workspace_index.clone(),
                     membership_index: membership_index.clone(),
+                    child_index: child_index.clone(),
                     $($field: $field.0,)*
                 },
                 Feeds { $($field: $field.1,)* },
@@ -530,13 +543,13 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         workspaces: all(), Some(workspace_index.clone());
         memberships: all(), Some(membership_index.clone());
         namespaces: managed();
-        role_bindings: managed();
+        role_bindings: managed(), Some(child_index.role_bindings.clone());
         roles: managed();
         cluster_roles: managed();
         cluster_role_bindings: managed();
-        quotas: managed();
-        limit_ranges: managed();
-        network_policies: managed();
+        quotas: managed(), Some(child_index.quotas.clone());
+        limit_ranges: managed(), Some(child_index.limit_ranges.clone());
+        network_policies: managed(), Some(child_index.network_policies.clone());
         service_accounts: managed();
         secrets: managed();
     };

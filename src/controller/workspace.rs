@@ -10,15 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{
-    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
-};
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
-};
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -27,19 +21,15 @@ use tracing::{info, instrument};
 
 use super::{Change, Context, Feeds, feed, log_result, requeue_on_error, workspaces_of};
 use crate::api::{
-    DeletionPolicy, Membership, Organization, PodSecurityLevel, Workspace, WorkspaceMember,
-    WorkspacePolicy, WorkspaceRole, WorkspaceStatus, reason,
+    DeletionPolicy, Membership, Organization, Workspace, WorkspaceRole, WorkspaceStatus, reason,
 };
 use crate::error::{Context as _, Error, Result};
 use crate::grants;
 use crate::provision::{self, NamespaceClaim};
-use crate::rbac::{cluster_role_ref, dedup};
 use crate::status::{self, Outcome};
-use crate::{labels, names, quantity, rbac};
+use crate::{labels, names, rbac};
 
-const QUOTA: &str = "tenantry-quota";
-const LIMITS: &str = "tenantry-limits";
-const ISOLATION: &str = "tenantry-isolation";
+use crate::build::workspace::{self as build, ISOLATION, LIMITS, QUOTA};
 /// Annotation an earlier Tenantry put on workspace namespaces: the deletion policy in
 /// force when it was last provisioned. Read only for namespaces it left behind; the
 /// decision is now made from the Organization when deletion begins.
@@ -145,15 +135,6 @@ async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
-/// What the workspace should be, once its organization is known.
-struct Plan<'a> {
-    org: &'a Organization,
-    ws: &'a Workspace,
-    namespace: String,
-    uid: String,
-    policy: WorkspacePolicy,
-}
-
 async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
     let org_ns = ws.namespace().unwrap_or_default();
     let uid = ws
@@ -187,66 +168,27 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                 match namespace_name(ctx, &org.name_any(), &ws.name_any(), &uid) {
                     Err(e) => Outcome::stalled(reason::INVALID_NAME, e.to_string()),
                     Ok(name) => {
-                        let org_defaults = org.spec.workspace_defaults.clone().unwrap_or_default();
-                        let mut policy = ws
-                            .spec
-                            .policy
-                            .or(&org_defaults)
-                            .or(&ctx.settings.workspace_defaults());
-                        // Tenants choose Pod Security up to the platform's ceiling.
-                        let ceiling = org
-                            .spec
-                            .limits
-                            .as_ref()
-                            .and_then(|l| l.pod_security)
-                            .unwrap_or(ctx.settings.pod_security_ceiling);
-                        let asked = policy.pod_security.unwrap_or(PodSecurityLevel::Baseline);
-                        let enforced = asked.capped_at(ceiling);
-                        policy.pod_security = Some(enforced);
-                        // And quotas up to the platform's per-workspace ceiling.
-                        let mut above_quota = Vec::new();
-                        if let Some(max) = org
-                            .spec
-                            .limits
-                            .as_ref()
-                            .and_then(|l| l.workspace_quota.as_ref())
-                        {
-                            let (quota, above) = quantity::cap(policy.quota.as_ref(), max);
-                            policy.quota = Some(quota);
-                            above_quota = above;
-                        }
-                        let plan = Plan {
+                        let memberships = ctx.stores.memberships_in(&org_ns);
+                        let refs: Vec<&Membership> =
+                            memberships.iter().map(|m| m.as_ref()).collect();
+                        let states = grants::member_states(org, &refs, ctx.settings.gates());
+                        let built = build::children(&build::Input {
                             org,
                             ws,
-                            namespace: name.clone(),
-                            uid: uid.clone(),
-                            policy,
-                        };
-                        let (outcome, granted) = provision(&plan, ctx).await?;
+                            namespace: &name,
+                            uid: &uid,
+                            memberships: &refs,
+                            states: &states,
+                            operator_defaults: &ctx.settings.workspace_defaults(),
+                            pod_security_ceiling: ctx.settings.pod_security_ceiling,
+                        });
+                        let (outcome, bound) = provision(org, ws, &built, &uid, ctx).await?;
+                        if bound {
+                            members = built.members;
+                        }
                         if outcome.is_ready() {
                             namespace = Some(name.clone());
-                        }
-                        members = granted;
-                        if outcome.is_ready() && enforced != asked {
-                            Outcome::stalled(
-                                reason::POD_SECURITY_NOT_ALLOWED,
-                                format!(
-                                    "podSecurity {} is above what organization {} may use ({}, set by platform admins in spec.limits.podSecurity or --pod-security-ceiling): namespace {name} enforces {}",
-                                    asked.as_str(),
-                                    org.name_any(),
-                                    ceiling.as_str(),
-                                    enforced.as_str()
-                                ),
-                            )
-                        } else if outcome.is_ready() && !above_quota.is_empty() {
-                            Outcome::stalled(
-                                reason::QUOTA_NOT_ALLOWED,
-                                format!(
-                                    "quota above what organization {} may give one workspace (spec.limits.workspaceQuota, set by platform admins): {}; namespace {name} enforces the ceiling",
-                                    org.name_any(),
-                                    above_quota.join(", ")
-                                ),
-                            )
+                            held_at_ceiling(org, &name, &built.capped).unwrap_or(outcome)
                         } else {
                             outcome
                         }
@@ -317,20 +259,56 @@ fn namespace_name(
     Ok(name)
 }
 
-/// Provisions the namespace and everything in it. Returns the outcome and who was granted.
-async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<WorkspaceMember>)> {
-    let name = &plan.namespace;
+/// What the spec asked beyond the platform's ceilings, said once the workspace is
+/// provisioned at the ceiling (the first reason; every message).
+fn held_at_ceiling(org: &Organization, ns: &str, capped: &[build::Capped]) -> Option<Outcome> {
+    let org = org.name_any();
+    let said: Vec<(&'static str, String)> = capped
+        .iter()
+        .map(|c| match c {
+            build::Capped::PodSecurity { asked, ceiling } => (
+                reason::POD_SECURITY_NOT_ALLOWED,
+                format!(
+                    "podSecurity {} is above what organization {org} may use ({}, set by platform admins in spec.limits.podSecurity or --pod-security-ceiling): namespace {ns} enforces {}",
+                    asked.as_str(),
+                    ceiling.as_str(),
+                    ceiling.as_str()
+                ),
+            ),
+            build::Capped::Quota(above) => (
+                reason::QUOTA_NOT_ALLOWED,
+                format!(
+                    "quota above what organization {org} may give one workspace (spec.limits.workspaceQuota, set by platform admins): {}; namespace {ns} enforces the ceiling",
+                    above.join(", ")
+                ),
+            ),
+        })
+        .collect();
+    let (reason, _) = said.first()?;
+    let message: Vec<&str> = said.iter().map(|(_, m)| m.as_str()).collect();
+    Some(Outcome::stalled(reason, message.join("; ")))
+}
+
+/// Claims the namespace and applies what the build made in it; what is labelled as this
+/// workspace's and was not built is deleted. Returns the outcome and whether the
+/// bindings were applied.
+async fn provision(
+    org: &Organization,
+    ws: &Workspace,
+    built: &build::Children,
+    uid: &str,
+    ctx: &Context,
+) -> Result<(Outcome, bool)> {
+    let name = built.namespace.name_any();
     let s = &ctx.stores;
-    match provision::claim_namespace(&ctx.client, &s.namespaces, &namespace(plan), &plan.uid)
-        .await?
-    {
+    match provision::claim_namespace(&ctx.client, &s.namespaces, &built.namespace, uid).await? {
         NamespaceClaim::Foreign(why) => {
             return Ok((
                 Outcome::stalled(
                     reason::NAMESPACE_CONFLICT,
                     format!("{why}: it is left untouched"),
                 ),
-                vec![],
+                false,
             ));
         }
         NamespaceClaim::Terminating => {
@@ -341,13 +319,13 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
                         "namespace {name} is terminating (it was deleted, or belonged to an earlier workspace of this name); it is made again once it is gone"
                     ),
                 ),
-                vec![],
+                false,
             ));
         }
         NamespaceClaim::Gone => {
             return Ok((
                 Outcome::progressing(reason::PROGRESSING, format!("creating namespace {name}")),
-                vec![],
+                false,
             ));
         }
         // Just created: the rest is provisioned in the same pass (one status write, Ready,
@@ -355,130 +333,57 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
         NamespaceClaim::Created => info!(namespace = %name, "created the workspace namespace"),
         NamespaceClaim::Ours(_) => {}
     }
-    provision::apply_cluster(&ctx.client, &s.namespaces, &namespace(plan)).await?;
-
-    let meta = |object: &str, component: &str| ObjectMeta {
-        name: Some(object.to_string()),
-        namespace: Some(name.clone()),
-        labels: Some(provision::workspace_labels(
-            &plan.org.name_any(),
-            &plan.ws.name_any(),
-            component,
-        )),
-        ..Default::default()
-    };
+    provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
 
     // A quota or LimitRange the API server refuses (a resource name a quota cannot have, a
     // default above its max) is a bad spec, not an error to retry: it is reported, the
     // previous object (if any) stays, and the rest is provisioned, bindings included.
-    let mut refusals = Vec::new();
-    match &plan.policy.quota {
-        Some(hard) => {
-            let quota = ResourceQuota {
-                metadata: meta(QUOTA, "workspace-quota"),
-                spec: Some(ResourceQuotaSpec {
-                    hard: Some(hard.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            if let Some(why) = refused(provision::apply(&ctx.client, &s.quotas, &quota).await)? {
-                refusals.push(why);
-            }
-        }
-        None => {
-            provision::delete_cached(&ctx.client, &s.quotas, name, QUOTA).await?;
-        }
-    }
-
-    match &plan.policy.limit_range {
-        Some(l) if l.default.is_some() || l.default_request.is_some() || l.max.is_some() => {
-            let lr = LimitRange {
-                metadata: meta(LIMITS, "workspace-limits"),
-                spec: Some(LimitRangeSpec {
-                    limits: vec![LimitRangeItem {
-                        type_: "Container".into(),
-                        default: l.default.clone(),
-                        default_request: l.default_request.clone(),
-                        max: l.max.clone(),
-                        ..Default::default()
-                    }],
-                }),
-            };
-            if let Some(why) = refused(provision::apply(&ctx.client, &s.limit_ranges, &lr).await)? {
-                refusals.push(why);
-            }
-        }
-        _ => {
-            provision::delete_cached(&ctx.client, &s.limit_ranges, name, LIMITS).await?;
-        }
-    }
-
-    if plan.policy.network_isolation.unwrap_or(true) {
-        // Pods of the workspace reach each other; nothing from other namespaces gets in.
-        let np = NetworkPolicy {
-            metadata: meta(ISOLATION, "workspace-isolation"),
-            spec: Some(NetworkPolicySpec {
-                pod_selector: Some(LabelSelector::default()),
-                policy_types: Some(vec!["Ingress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        pod_selector: Some(LabelSelector::default()),
-                        ..Default::default()
-                    }]),
-                    ports: None,
-                }]),
-                egress: None,
-            }),
-        };
-        provision::apply(&ctx.client, &s.network_policies, &np).await?;
-    } else {
-        provision::delete_cached(&ctx.client, &s.network_policies, name, ISOLATION).await?;
-    }
-
-    // One RoleBinding per workspace role, listing everyone who holds it.
-    let org_ns = plan.ws.namespace().unwrap_or_default();
-    let memberships = s.memberships_in(&org_ns);
-    let refs: Vec<&Membership> = memberships.iter().map(|m| m.as_ref()).collect();
-    let states = grants::member_states(plan.org, &refs, ctx.settings.gates());
-    let grantees = grants::workspace_grantees(plan.org, &plan.ws.name_any(), &refs, &states);
-    for role in WorkspaceRole::ALL {
-        let binding = rbac::workspace_cluster_role(role);
-        let subjects: Vec<_> = grantees
-            .iter()
-            .filter(|g| g.role == role)
-            .map(|g| {
-                grants::rbac_subject(&g.subject, g.membership.as_deref().unwrap_or(""), &org_ns)
-            })
-            .collect();
-        if subjects.is_empty() {
-            provision::delete_cached(&ctx.client, &s.role_bindings, name, &binding).await?;
-            continue;
-        }
-        let rb = RoleBinding {
-            metadata: meta(&binding, "workspace-binding"),
-            role_ref: cluster_role_ref(&binding),
-            subjects: Some(dedup(subjects)),
-        };
-        provision::apply(&ctx.client, &s.role_bindings, &rb).await?;
-    }
-
-    let members = grantees
-        .into_iter()
-        .map(|g| WorkspaceMember {
-            kind: g.subject.kind,
-            name: g.subject.name,
-            namespace: g.subject.namespace,
-            role: g.role,
-            membership: g.membership,
-        })
-        .collect::<Vec<_>>();
+    let owner = provision::workspace_owner(&org.name_any(), &ws.name_any());
+    let idx = &s.child_index;
+    let mut refusals = provision::converge(
+        &ctx.client,
+        &s.quotas,
+        &idx.quotas.objects_in(&s.quotas, &name),
+        &owner,
+        built.quota.as_slice(),
+    )
+    .await?;
+    refusals.extend(
+        provision::converge(
+            &ctx.client,
+            &s.limit_ranges,
+            &idx.limit_ranges.objects_in(&s.limit_ranges, &name),
+            &owner,
+            built.limits.as_slice(),
+        )
+        .await?,
+    );
+    refusals.extend(
+        provision::converge(
+            &ctx.client,
+            &s.network_policies,
+            &idx.network_policies.objects_in(&s.network_policies, &name),
+            &owner,
+            built.isolation.as_slice(),
+        )
+        .await?,
+    );
+    refusals.extend(
+        provision::converge(
+            &ctx.client,
+            &s.role_bindings,
+            &idx.role_bindings.objects_in(&s.role_bindings, &name),
+            &owner,
+            &built.bindings,
+        )
+        .await?,
+    );
     let outcome = if refusals.is_empty() {
         Outcome::ready(
             reason::PROVISIONED,
             format!(
                 "namespace {name} is provisioned; {} members have access",
-                members.len()
+                built.members.len()
             ),
         )
     } else {
@@ -490,58 +395,9 @@ async fn provision(plan: &Plan<'_>, ctx: &Context) -> Result<(Outcome, Vec<Works
             ),
         )
     };
-    Ok((outcome, members))
+    Ok((outcome, true))
 }
 
-/// The API server's message when it refused an object as invalid (400, 422); other
-/// failures stay errors, to be retried.
-fn refused(applied: Result<bool>) -> Result<Option<String>> {
-    match applied {
-        Ok(_) => Ok(None),
-        Err(Error::Kube {
-            source: kube::Error::Api(s),
-            ..
-        }) if s.code == 400 || s.code == 422 => Ok(Some(s.message.clone())),
-        Err(e) => Err(e),
-    }
-}
-
-fn namespace(plan: &Plan<'_>) -> Namespace {
-    let org = plan.org.name_any();
-    let mut labels = provision::workspace_labels(&org, &plan.ws.name_any(), "workspace-namespace");
-    let level = plan
-        .policy
-        .pod_security
-        .map(|l| l.as_str())
-        .unwrap_or("baseline");
-    for mode in ["enforce", "audit", "warn"] {
-        labels.insert(
-            format!("pod-security.kubernetes.io/{mode}"),
-            level.to_string(),
-        );
-        labels.insert(
-            format!("pod-security.kubernetes.io/{mode}-version"),
-            "latest".to_string(),
-        );
-    }
-    // No owner reference to the Organization: the garbage collector would delete the
-    // namespace, with its data, before Tenantry applied the deletionPolicy the
-    // organization had when its deletion began (the Organization's finalizer decides).
-    // Omitted fields are dropped from earlier applies that set them.
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(plan.namespace.clone()),
-            labels: Some(labels),
-            annotations: Some([(labels::OWNER_UID.to_string(), plan.uid.clone())].into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
-/// The Workspace is being deleted on its own: its namespace goes, or stays, by its
-/// organization's `deletionPolicy` as the API server has it at this moment (read live, not
-/// from the cache: a policy changed right before the DELETE is honoured).
 async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action> {
     let org_ns = ws.namespace().unwrap_or_default();
     let org_name = ctx

@@ -1,0 +1,277 @@
+//! What a provisioned Workspace's namespace holds, from the Workspace, its Organization,
+//! the organization's Memberships and the operator's settings: pure, no API call. The
+//! reconciler (`controller::workspace`) claims the namespace and applies what this builds;
+//! anything labelled as this workspace's that the build did not produce is deleted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+
+use crate::api::{
+    Membership, Organization, PodSecurityLevel, Workspace, WorkspaceMember, WorkspacePolicy,
+    WorkspaceRole,
+};
+use crate::grants::{self, MemberState};
+use crate::rbac::{cluster_role_ref, dedup};
+use crate::{labels, provision, quantity, rbac};
+
+/// Names of what Tenantry puts in a workspace namespace.
+pub const QUOTA: &str = "tenantry-quota";
+pub const LIMITS: &str = "tenantry-limits";
+pub const ISOLATION: &str = "tenantry-isolation";
+
+/// Everything the build reads.
+pub struct Input<'a> {
+    pub org: &'a Organization,
+    pub ws: &'a Workspace,
+    /// The namespace's name (from the operator's template, or a legacy one it owns).
+    pub namespace: &'a str,
+    /// The Workspace's UID, written on the namespace (it is never adopted by another).
+    pub uid: &'a str,
+    /// The organization's Memberships and what each is (`grants::member_states`).
+    pub memberships: &'a [&'a Membership],
+    pub states: &'a BTreeMap<String, MemberState>,
+    /// The operator's workspace defaults, the last fallback of every field.
+    pub operator_defaults: &'a WorkspacePolicy,
+    /// `--pod-security-ceiling`, unless the organization's limits set one.
+    pub pod_security_ceiling: PodSecurityLevel,
+}
+
+/// What the namespace should hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    pub namespace: Namespace,
+    pub quota: Option<ResourceQuota>,
+    pub limits: Option<LimitRange>,
+    pub isolation: Option<NetworkPolicy>,
+    /// One per workspace role someone holds.
+    pub bindings: Vec<RoleBinding>,
+    /// Who reaches the workspace (the Workspace's `status.members`).
+    pub members: Vec<WorkspaceMember>,
+    /// What the spec asked for beyond the platform's ceilings (enforced at the ceiling).
+    pub capped: Vec<Capped>,
+}
+
+/// A setting held at the platform's ceiling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capped {
+    PodSecurity {
+        asked: PodSecurityLevel,
+        ceiling: PodSecurityLevel,
+    },
+    /// `resource asked > ceiling`, one per resource.
+    Quota(Vec<String>),
+}
+
+/// The policy in force: the Workspace's fields, else the organization's defaults, else
+/// the operator's; then held under the organization's limits.
+pub fn policy(input: &Input<'_>) -> (WorkspacePolicy, Vec<Capped>) {
+    let org_defaults = input
+        .org
+        .spec
+        .workspace_defaults
+        .clone()
+        .unwrap_or_default();
+    let mut policy = input
+        .ws
+        .spec
+        .policy
+        .or(&org_defaults)
+        .or(input.operator_defaults);
+    let limits = input.org.spec.limits.as_ref();
+    let mut capped = Vec::new();
+    let ceiling = limits
+        .and_then(|l| l.pod_security)
+        .unwrap_or(input.pod_security_ceiling);
+    let asked = policy.pod_security.unwrap_or(PodSecurityLevel::Baseline);
+    let enforced = asked.capped_at(ceiling);
+    if enforced != asked {
+        capped.push(Capped::PodSecurity { asked, ceiling });
+    }
+    policy.pod_security = Some(enforced);
+    if let Some(max) = limits.and_then(|l| l.workspace_quota.as_ref()) {
+        let (quota, above) = quantity::cap(policy.quota.as_ref(), max);
+        policy.quota = Some(quota);
+        if !above.is_empty() {
+            capped.push(Capped::Quota(above));
+        }
+    }
+    (policy, capped)
+}
+
+/// The namespace and everything in it.
+pub fn children(input: &Input<'_>) -> Children {
+    let (policy, capped) = policy(input);
+    let org = input.org.name_any();
+    let ws = input.ws.name_any();
+    let meta = |name: &str, component: &str| ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(input.namespace.to_string()),
+        labels: Some(provision::workspace_labels(&org, &ws, component)),
+        ..Default::default()
+    };
+    let quota = policy.quota.as_ref().map(|hard| ResourceQuota {
+        metadata: meta(QUOTA, "workspace-quota"),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let limits = policy
+        .limit_range
+        .as_ref()
+        .filter(|l| l.default.is_some() || l.default_request.is_some() || l.max.is_some())
+        .map(|l| LimitRange {
+            metadata: meta(LIMITS, "workspace-limits"),
+            spec: Some(LimitRangeSpec {
+                limits: vec![LimitRangeItem {
+                    type_: "Container".into(),
+                    default: l.default.clone(),
+                    default_request: l.default_request.clone(),
+                    max: l.max.clone(),
+                    ..Default::default()
+                }],
+            }),
+        });
+    // Pods of the workspace reach each other; nothing from other namespaces gets in.
+    let isolation = policy
+        .network_isolation
+        .unwrap_or(true)
+        .then(|| NetworkPolicy {
+            metadata: meta(ISOLATION, "workspace-isolation"),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector::default()),
+                        ..Default::default()
+                    }]),
+                    ports: None,
+                }]),
+                egress: None,
+            }),
+        });
+
+    // One RoleBinding per workspace role, listing everyone who holds it.
+    let org_ns = input.ws.namespace().unwrap_or_default();
+    let grantees = grants::workspace_grantees(input.org, &ws, input.memberships, input.states);
+    let bindings = WorkspaceRole::ALL
+        .into_iter()
+        .filter_map(|role| {
+            let name = rbac::workspace_cluster_role(role);
+            let subjects: Vec<_> = grantees
+                .iter()
+                .filter(|g| g.role == role)
+                .map(|g| {
+                    grants::rbac_subject(&g.subject, g.membership.as_deref().unwrap_or(""), &org_ns)
+                })
+                .collect();
+            (!subjects.is_empty()).then(|| RoleBinding {
+                metadata: meta(&name, "workspace-binding"),
+                role_ref: cluster_role_ref(&name),
+                subjects: Some(dedup(subjects)),
+            })
+        })
+        .collect();
+    let members = grantees
+        .into_iter()
+        .map(|g| WorkspaceMember {
+            kind: g.subject.kind,
+            name: g.subject.name,
+            namespace: g.subject.namespace,
+            role: g.role,
+            membership: g.membership,
+        })
+        .collect();
+    Children {
+        namespace: namespace(input, &policy),
+        quota,
+        limits,
+        isolation,
+        bindings,
+        members,
+        capped,
+    }
+}
+
+fn namespace(input: &Input<'_>, policy: &WorkspacePolicy) -> Namespace {
+    let mut labels = provision::workspace_labels(
+        &input.org.name_any(),
+        &input.ws.name_any(),
+        "workspace-namespace",
+    );
+    let level = policy
+        .pod_security
+        .map(|l| l.as_str())
+        .unwrap_or("baseline");
+    for mode in ["enforce", "audit", "warn"] {
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            level.to_string(),
+        );
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}-version"),
+            "latest".to_string(),
+        );
+    }
+    // No owner reference to the Organization: the garbage collector would delete the
+    // namespace, with its data, before Tenantry applied the deletionPolicy the
+    // organization had when its deletion began (the Organization's finalizer decides).
+    // Omitted fields are dropped from earlier applies that set them.
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(input.namespace.to_string()),
+            labels: Some(labels),
+            annotations: Some([(labels::OWNER_UID.to_string(), input.uid.to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures;
+
+    /// Each fixture in `tests/fixtures/build/workspace/`: an Organization, its Memberships
+    /// and one or more Workspaces; the expected build of each Workspace is the golden
+    /// file beside it (`TENANTRY_BLESS=1 cargo test --lib build` rewrites the golden
+    /// files; review the diff).
+    #[test]
+    fn workspace_builds_match_their_fixtures() {
+        fixtures::check("workspace", |docs, settings| {
+            let org = docs.organizations.first().expect("an Organization");
+            let refs: Vec<&Membership> = docs.memberships.iter().collect();
+            let states = grants::member_states(org, &refs, settings.gates());
+            let mut out = String::new();
+            for ws in &docs.workspaces {
+                let name = format!("{}--{}", org.name_any(), ws.name_any());
+                let uid = ws.uid().unwrap_or_default();
+                let built = children(&Input {
+                    org,
+                    ws,
+                    namespace: &name,
+                    uid: &uid,
+                    memberships: &refs,
+                    states: &states,
+                    operator_defaults: &settings.workspace_defaults(),
+                    pod_security_ceiling: settings.pod_security_ceiling,
+                });
+                out.push_str(&fixtures::render_workspace(&ws.name_any(), &built));
+            }
+            out
+        });
+    }
+}
