@@ -1,5 +1,6 @@
 //! The controller: shared caches, one reconciler per kind, and their wiring.
 
+pub mod events;
 pub mod feed;
 pub mod membership;
 pub mod organization;
@@ -15,7 +16,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, controller::Action};
@@ -23,7 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::api::{Membership, Organization, Workspace, reason};
+use crate::api::{Membership, Organization, Workspace};
 use crate::error::Error;
 use crate::labels;
 use crate::provision::Object;
@@ -95,7 +96,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub stores: Stores,
-    pub recorder: Recorder,
+    /// Events, written off the reconcile path.
+    pub events: events::Events,
     pub observer: Option<Observer>,
     pub status_pacer: StatusPacer,
 }
@@ -254,11 +256,7 @@ impl Context {
         retry: Duration,
         held: Option<Duration>,
     ) -> Action {
-        let previous = old
-            .iter()
-            .find(|c| c.type_ == crate::status::READY)
-            .map(|c| c.reason.as_str());
-        self.report(obj, previous, outcome).await;
+        self.report(obj, old, outcome);
         let after = match outcome {
             Outcome::Ready { .. } => Duration::from_secs(self.settings.resync_seconds),
             Outcome::Progressing { .. } => progressing_retry(old, retry),
@@ -267,56 +265,18 @@ impl Context {
         Action::requeue(held.map_or(after, |h| h.min(after)))
     }
 
-    /// Publishes an Event about `obj` when its outcome changed from `previous_reason`.
-    pub async fn report<K: Resource<DynamicType = ()>>(
+    /// Queues the Event `outcome` deserves, given the conditions `obj` had
+    /// ([`events::event_for`]).
+    pub fn report<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
-        previous_reason: Option<&str>,
+        old: &[Condition],
         outcome: &Outcome,
     ) {
-        // Events say what a user should see: becoming Ready, a problem (Stalled), or a
-        // wait on someone (an invitation, verification, a namespace terminating). Plain
-        // progress (creating, waiting for workspaces) is in the condition only: at scale
-        // those Events were a fifth of all API requests.
-        let quiet = matches!(
-            outcome.reason(),
-            reason::PROGRESSING | reason::WORKSPACE_PENDING
-        );
-        if previous_reason == Some(outcome.reason()) || quiet {
-            return;
-        }
-        let type_ = if outcome.is_stalled() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        let event = Event {
-            type_,
-            reason: outcome.reason().to_string(),
-            note: Some(event_note(outcome.message())),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        match self.recorder.publish(&event, &obj.object_ref(&())).await {
-            Ok(()) => {}
-            // The object's namespace is going away with it.
-            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
-                tracing::debug!(error = %s, "publishing an event failed")
-            }
-            Err(e) => warn!(error = %e, "publishing an event failed"),
+        if let Some(event) = events::event_for(old, outcome) {
+            self.events.publish(event, obj.object_ref(&()));
         }
     }
-}
-
-/// The Event API refuses a note over 1024 bytes (not characters): a message quoting a
-/// long unicode name is cut at a character boundary within that.
-fn event_note(message: &str) -> String {
-    const MAX: usize = 1024;
-    let mut end = message.len().min(MAX);
-    while !message.is_char_boundary(end) {
-        end = end.saturating_sub(1);
-    }
-    message.get(..end).unwrap_or_default().to_string()
 }
 
 /// How watches wait after an error: from `MIN`, doubling, up to a cap, with jitter;
@@ -660,8 +620,9 @@ pub async fn run(
         controller: "tenantry".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let (events, event_writer) = events::Events::start(client.clone(), reporter);
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events,
         client,
         status_pacer: StatusPacer::new(Duration::from_millis(settings.status_interval_ms)),
         settings,
@@ -678,6 +639,7 @@ pub async fn run(
     );
     caches.abort();
     gauges.abort();
+    event_writer.abort();
     info!("controller stopped");
     Ok(())
 }
@@ -772,16 +734,7 @@ pub fn log_result<K>(
 
 #[cfg(test)]
 mod tests {
-    use super::{IndexWriter, event_note};
-
-    #[test]
-    fn event_notes_fit_the_event_api_in_bytes() {
-        assert_eq!(event_note("short"), "short");
-        let long = "😀".repeat(300); // 1200 bytes
-        let note = event_note(&long);
-        assert!(note.len() <= 1024 && note.len() > 1020, "{}", note.len());
-        assert!(long.starts_with(&note));
-    }
+    use super::IndexWriter;
 
     #[test]
     fn watch_backoff_is_short_capped_and_reset_by_an_event() {
