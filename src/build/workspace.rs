@@ -46,6 +46,29 @@ pub struct Input<'a> {
     pub pod_security_ceiling: PodSecurityLevel,
 }
 
+impl<'a> Input<'a> {
+    /// The input for `ws` of `org`, with its namespace `(name, workspace uid)`, the
+    /// organization's `(memberships, states)`, and the operator's defaults and settings.
+    pub fn new(
+        org: &'a Organization,
+        ws: &'a Workspace,
+        (namespace, uid): (&'a str, &'a str),
+        (memberships, states): (&'a [&'a Membership], &'a BTreeMap<String, MemberState>),
+        (operator_defaults, settings): (&'a WorkspacePolicy, &crate::settings::Settings),
+    ) -> Self {
+        Input {
+            org,
+            ws,
+            namespace,
+            uid,
+            memberships,
+            states,
+            operator_defaults,
+            pod_security_ceiling: settings.pod_security_ceiling,
+        }
+    }
+}
+
 /// What the namespace should hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Children {
@@ -259,16 +282,14 @@ mod tests {
             for ws in &docs.workspaces {
                 let name = format!("{}--{}", org.name_any(), ws.name_any());
                 let uid = ws.uid().unwrap_or_default();
-                let built = children(&Input {
+                let defaults = settings.workspace_defaults();
+                let built = children(&Input::new(
                     org,
                     ws,
-                    namespace: &name,
-                    uid: &uid,
-                    memberships: &refs,
-                    states: &states,
-                    operator_defaults: &settings.workspace_defaults(),
-                    pod_security_ceiling: settings.pod_security_ceiling,
-                });
+                    (&name, &uid),
+                    (&refs, &states),
+                    (&defaults, settings),
+                ));
                 out.push_str(&fixtures::render_workspace(&ws.name_any(), &built));
             }
             out

@@ -172,16 +172,14 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                         let refs: Vec<&Membership> =
                             memberships.iter().map(|m| m.as_ref()).collect();
                         let states = grants::member_states(org, &refs, ctx.settings.gates());
-                        let built = build::children(&build::Input {
+                        let operator_defaults = ctx.settings.workspace_defaults();
+                        let built = build::children(&build::Input::new(
                             org,
                             ws,
-                            namespace: &name,
-                            uid: &uid,
-                            memberships: &refs,
-                            states: &states,
-                            operator_defaults: &ctx.settings.workspace_defaults(),
-                            pod_security_ceiling: ctx.settings.pod_security_ceiling,
-                        });
+                            (&name, &uid),
+                            (&refs, &states),
+                            (&operator_defaults, &ctx.settings),
+                        ));
                         let (outcome, bound) = provision(org, ws, &built, &uid, ctx).await?;
                         if bound {
                             members = built.members;
@@ -340,44 +338,24 @@ async fn provision(
     // previous object (if any) stays, and the rest is provisioned, bindings included.
     let owner = provision::workspace_owner(&org.name_any(), &ws.name_any());
     let idx = &s.child_index;
-    let mut refusals = provision::converge(
-        &ctx.client,
-        &s.quotas,
-        &idx.quotas.objects_in(&s.quotas, &name),
-        &owner,
-        built.quota.as_slice(),
-    )
-    .await?;
-    refusals.extend(
-        provision::converge(
-            &ctx.client,
-            &s.limit_ranges,
-            &idx.limit_ranges.objects_in(&s.limit_ranges, &name),
-            &owner,
-            built.limits.as_slice(),
-        )
-        .await?,
-    );
-    refusals.extend(
-        provision::converge(
-            &ctx.client,
-            &s.network_policies,
-            &idx.network_policies.objects_in(&s.network_policies, &name),
-            &owner,
-            built.isolation.as_slice(),
-        )
-        .await?,
-    );
-    refusals.extend(
-        provision::converge(
-            &ctx.client,
-            &s.role_bindings,
-            &idx.role_bindings.objects_in(&s.role_bindings, &name),
-            &owner,
-            &built.bindings,
-        )
-        .await?,
-    );
+    // One applier per kind: what was built, and the cache's objects of that kind in the
+    // namespace (the ones labelled as this workspace's and not built are deleted).
+    macro_rules! converge {
+        ($cache:ident, $built:expr) => {
+            provision::converge(
+                &ctx.client,
+                &s.$cache,
+                &idx.$cache.objects_in(&s.$cache, &name),
+                &owner,
+                $built,
+            )
+            .await?
+        };
+    }
+    let mut refusals = converge!(quotas, built.quota.as_slice());
+    refusals.extend(converge!(limit_ranges, built.limits.as_slice()));
+    refusals.extend(converge!(network_policies, built.isolation.as_slice()));
+    refusals.extend(converge!(role_bindings, &built.bindings));
     let outcome = if refusals.is_empty() {
         Outcome::ready(
             reason::PROVISIONED,

@@ -19,6 +19,18 @@ fn in_org(mut m: Membership, org: &str) -> Membership {
     m
 }
 
+/// A new organization (named from `prefix`) whose default workspace is Ready, with
+/// `member` added and Granted.
+async fn org_with(client: &kube::Client, prefix: &str, member: Membership) -> String {
+    let org = unique(prefix);
+    create_org(client, &org, org_spec("o@x.example")).await;
+    wait_ws_ready(client, &org, "default").await;
+    let name = member.metadata.name.clone().unwrap_or_default();
+    add_member(client, &org, member).await;
+    wait_member_reason(client, &org, &name, "Granted").await;
+    org
+}
+
 fn message<T: std::fmt::Debug>(r: &Result<T, kube::Error>) -> String {
     format!("{r:?}")
 }
@@ -345,16 +357,12 @@ async fn acceptance_and_reserved_subjects() {
 async fn a_huge_rotation_grace_is_a_condition_not_a_crash() {
     let _ = controller();
     let client = admin().await;
-    let org = unique("atk3");
-    create_org(&client, &org, org_spec("o@x.example")).await;
-    wait_ws_ready(&client, &org, "default").await;
-    add_member(
+    let org = org_with(
         &client,
-        &org,
+        "atk3",
         membership("ci", Subject::client("ci"), OrgRole::Viewer, &[]),
     )
     .await;
-    wait_member_reason(&client, &org, "ci", "Granted").await;
     let ns = format!("org-{org}");
     let mbrs = Api::<Membership>::namespaced(client.clone(), &ns);
     let rotation = |grace: &str| {
@@ -939,12 +947,9 @@ async fn a_revocation_kills_the_tokens_of_a_leaked_secret() {
     use k8s_openapi::api::core::v1::ServiceAccount;
     let _ = controller();
     let client = admin().await;
-    let org = unique("atk10");
-    create_org(&client, &org, org_spec("o@x.example")).await;
-    wait_ws_ready(&client, &org, "default").await;
-    add_member(
+    let org = org_with(
         &client,
-        &org,
+        "atk10",
         membership(
             "ci",
             Subject::client("ci"),
@@ -953,7 +958,6 @@ async fn a_revocation_kills_the_tokens_of_a_leaked_secret() {
         ),
     )
     .await;
-    wait_member_reason(&client, &org, "ci", "Granted").await;
     let ns = format!("org-{org}");
     let ws = format!("{org}--default");
     let (id, leaked) = credentials(&client, &ns, "ci").await;
@@ -1059,22 +1063,19 @@ async fn a_removed_admin_keeps_no_binding_of_their_own() {
     use k8s_openapi::api::rbac::v1::{RoleRef, Subject as RbacSubject};
     let _ = controller();
     let client = admin().await;
-    let org = unique("atk12");
-    create_org(&client, &org, org_spec("o@x.example")).await;
-    wait_ws_ready(&client, &org, "default").await;
-    let leaver = format!("leaver@{org}.example");
-    add_member(
+    const LEAVER: &str = "leaver@atk12.example";
+    let org = org_with(
         &client,
-        &org,
+        "atk12",
         membership(
             "leaver",
-            Subject::user(&leaver),
+            Subject::user(LEAVER),
             OrgRole::Member,
             &[("default", WorkspaceRole::Admin)],
         ),
     )
     .await;
-    wait_member_reason(&client, &org, "leaver", "Granted").await;
+    let leaver = LEAVER.to_string();
     let ws = format!("{org}--default");
     let as_leaver = as_user(&leaver, &["leavers"]).await;
     let wait_access = |want: bool| {
