@@ -1,0 +1,450 @@
+//! The caches the reconcilers read: one watch per kind, shared, with indexes by
+//! namespace; and the feeds that publish each change once to every subscriber.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use super::feed::{Change, Feed};
+use crate::api::{Membership, Organization, Workspace};
+use crate::labels;
+use crate::provision::Object;
+
+/// Caches of everything the reconcilers read. Child kinds are label-selected: the caches
+/// hold only what Tenantry manages.
+#[derive(Clone)]
+pub struct Stores {
+    pub organizations: Store<Organization>,
+    pub workspaces: Store<Workspace>,
+    pub memberships: Store<Membership>,
+    pub namespaces: Store<Namespace>,
+    pub role_bindings: Store<RoleBinding>,
+    pub roles: Store<Role>,
+    pub cluster_roles: Store<ClusterRole>,
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    pub quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<LimitRange>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub service_accounts: Store<ServiceAccount>,
+    /// Metadata only (`Api<PartialObjectMeta<_>>` lists and watches metadata): no secret
+    /// value is ever in the controller's memory.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Workspaces and Memberships by organization namespace.
+    pub workspace_index: NamespaceIndex,
+    pub membership_index: NamespaceIndex,
+    /// What workspace namespaces hold, by namespace: the applier finds what to delete.
+    pub child_index: ChildIndexes,
+}
+
+/// A [`NamespaceIndex`] per kind Tenantry puts in workspace namespaces.
+#[derive(Clone, Default)]
+pub struct ChildIndexes {
+    pub quotas: NamespaceIndex,
+    pub limit_ranges: NamespaceIndex,
+    pub network_policies: NamespaceIndex,
+    pub role_bindings: NamespaceIndex,
+}
+
+impl Stores {
+    /// The organization whose namespace is `ns`.
+    pub fn organization_of_namespace(&self, ns: &str) -> Option<Arc<Organization>> {
+        // `org-<name>`: a lookup by name (organization names are short enough never to
+        // be shortened); a scan only for a namespace that is not of that form.
+        ns.strip_prefix(crate::names::ORG_NAMESPACE_PREFIX)
+            .and_then(|name| self.organizations.get(&ObjectRef::new(name)))
+            .filter(|o| crate::names::org_namespace(&o.name_any()) == ns)
+            .or_else(|| {
+                self.organizations
+                    .find(|o| crate::names::org_namespace(&o.name_any()) == ns)
+            })
+    }
+
+    pub fn workspaces_in(&self, ns: &str) -> Vec<Arc<Workspace>> {
+        self.workspace_index.objects_in(&self.workspaces, ns)
+    }
+
+    pub fn memberships_in(&self, ns: &str) -> Vec<Arc<Membership>> {
+        self.membership_index.objects_in(&self.memberships, ns)
+    }
+}
+
+/// How watches wait after an error: from `MIN`, doubling, up to a cap, with jitter;
+/// reset by the next event.
+///
+/// kube's default goes up to 30 s, and a reconciler shares one backoff among all its
+/// watches (its triggers), so that one failing watch pauses them all. After an API server
+/// outage each watch fails once more (its resourceVersion expired with the API server's
+/// watch cache) and lists again; with the default, those failures queued up behind 30-60 s
+/// pauses one after the other, and the reconcilers saw no change for minutes (measured:
+/// 15 organizations still not converged 200 s after the API server was back). Each cache's
+/// watch retries on its own, up to every 2 s ([`WatchBackoff::cache`]); the reconcilers'
+/// triggers come from those same watches ([`feed`]) and never fail on their own.
+pub struct WatchBackoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl WatchBackoff {
+    const MIN: Duration = Duration::from_millis(100);
+
+    /// For one cache's watch.
+    pub fn cache() -> Self {
+        Self {
+            next: Self::MIN,
+            max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = delay.saturating_mul(2).min(self.max);
+        // Up to a quarter more, so that many watches do not retry in lockstep.
+        let jitter = getrandom::u32().unwrap_or(0).checked_rem(1000).unwrap_or(0);
+        let extra = delay
+            .checked_div(4)
+            .and_then(|d| d.checked_mul(jitter))
+            .and_then(|d| d.checked_div(1000))
+            .unwrap_or_default();
+        Some(delay.saturating_add(extra))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+/// Names of a kind's objects by namespace, kept by the watch that feeds its cache, so
+/// "the workspaces of this organization" costs what is in it, not a scan of the cluster.
+#[derive(Clone, Default)]
+pub struct NamespaceIndex(Arc<std::sync::RwLock<HashMap<String, BTreeSet<String>>>>);
+
+/// The index's side of a watch: a relist builds a new index, swapped in when complete.
+#[derive(Default)]
+struct IndexWriter {
+    index: NamespaceIndex,
+    pending: Option<HashMap<String, BTreeSet<String>>>,
+}
+
+impl IndexWriter {
+    fn apply<K: Resource>(&mut self, event: &watcher::Event<K>) {
+        let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.name_any());
+        let mut index = self.index.0.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(o) => {
+                let (ns, name) = key(o);
+                index.entry(ns).or_default().insert(name);
+            }
+            watcher::Event::Delete(o) => {
+                let (ns, name) = key(o);
+                if let Some(names) = index.get_mut(&ns) {
+                    names.remove(&name);
+                    if names.is_empty() {
+                        index.remove(&ns);
+                    }
+                }
+            }
+            watcher::Event::Init => self.pending = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                let (ns, name) = key(o);
+                self.pending
+                    .get_or_insert_with(HashMap::new)
+                    .entry(ns)
+                    .or_default()
+                    .insert(name);
+            }
+            watcher::Event::InitDone => *index = self.pending.take().unwrap_or_default(),
+        }
+    }
+}
+
+impl NamespaceIndex {
+    /// The objects of `store` in namespace `ns`.
+    pub fn objects_in<K: Object>(&self, store: &Store<K>, ns: &str) -> Vec<Arc<K>> {
+        let index = self.0.read().unwrap_or_else(|e| e.into_inner());
+        index
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| store.get(&ObjectRef::new(name).within(ns)))
+            .collect()
+    }
+}
+
+fn reflect<K: Object>(
+    api: Api<K>,
+    config: watcher::Config,
+    index: Option<NamespaceIndex>,
+) -> (Store<K>, Feed<K>, BoxFuture<'static, ()>)
+where
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, mut writer) = reflector::store();
+    let feed = Feed::new(reader.clone());
+    let kind = K::kind(&Default::default()).to_string();
+    let mut indexer = index.map(|index| IndexWriter {
+        index,
+        pending: None,
+    });
+    // managedFields are dropped on the way in: nothing reads them, and on objects Tenantry
+    // applies they are a large part of each object (measured: the controller's memory).
+    let stream = watcher(api, config)
+        .backoff(WatchBackoff::cache())
+        .modify(|o| o.meta_mut().managed_fields = None);
+    let (cache, publisher) = (reader.clone(), feed.clone());
+    let task = stream
+        .for_each(move |event| {
+            match event {
+                Ok(event) => {
+                    // What the cache held before, for the subscribers that compare.
+                    let old = match &event {
+                        watcher::Event::Apply(o) => cache.get(&ObjectRef::from_obj(o)),
+                        _ => None,
+                    };
+                    writer.apply_watcher_event(&event);
+                    if let Some(indexer) = &mut indexer {
+                        indexer.apply(&event);
+                    }
+                    match &event {
+                        watcher::Event::Apply(o) => publisher.publish(Change::Applied {
+                            old: old.as_deref(),
+                            new: o,
+                        }),
+                        watcher::Event::InitApply(o) => publisher.publish(Change::Listed(o)),
+                        watcher::Event::Delete(o) => publisher.publish(Change::Deleted(o)),
+                        watcher::Event::Init | watcher::Event::InitDone => {}
+                    }
+                }
+                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
+            }
+            futures::future::ready(())
+        })
+        .boxed();
+    (reader, feed, task)
+}
+
+/// The label selector of every cache of what Tenantry makes.
+fn managed() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&labels::managed_selector())
+        .any_semantic()
+}
+
+/// The changes of every cached kind (see [`feed`]).
+#[derive(Clone)]
+pub struct Feeds {
+    pub organizations: Feed<Organization>,
+    pub workspaces: Feed<Workspace>,
+    pub memberships: Feed<Membership>,
+    pub namespaces: Feed<Namespace>,
+    pub role_bindings: Feed<RoleBinding>,
+    pub roles: Feed<Role>,
+    pub cluster_roles: Feed<ClusterRole>,
+    pub cluster_role_bindings: Feed<ClusterRoleBinding>,
+    pub quotas: Feed<ResourceQuota>,
+    pub limit_ranges: Feed<LimitRange>,
+    pub network_policies: Feed<NetworkPolicy>,
+    pub service_accounts: Feed<ServiceAccount>,
+    pub secrets: Feed<PartialObjectMeta<Secret>>,
+}
+
+/// Starts the caches, one watch per kind; returns them, the feeds of their changes, and
+/// the tasks that run the watches.
+pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
+    let mut tasks = Vec::new();
+    let c = client;
+    let (workspace_index, membership_index) =
+        (NamespaceIndex::default(), NamespaceIndex::default());
+    let child_index = ChildIndexes::default();
+    macro_rules! cache {
+        ($cfg:expr) => {
+            cache!($cfg, None)
+        };
+        ($cfg:expr, $index:expr) => {{
+            let (store, feed, task) = reflect(Api::all(c.clone()), $cfg, $index);
+            tasks.push(task);
+            (store, feed)
+        }};
+    }
+    let all = || watcher::Config::default().any_semantic();
+    // Each kind once: its cache goes to `Stores`, the feed of its changes to `Feeds`.
+    macro_rules! caches {
+        ($($field:ident: $($cfg:expr),+;)*) => {{
+            $(let $field = cache!($($cfg),+);)*
+            (
+                Stores {
+                    workspace_index: workspace_index.clone(),
+                    membership_index: membership_index.clone(),
+                    child_index: child_index.clone(),
+                    $($field: $field.0,)*
+                },
+                Feeds { $($field: $field.1,)* },
+            )
+        }};
+    }
+    let (stores, feeds) = caches! {
+        organizations: all();
+        workspaces: all(), Some(workspace_index.clone());
+        memberships: all(), Some(membership_index.clone());
+        namespaces: managed();
+        role_bindings: managed(), Some(child_index.role_bindings.clone());
+        roles: managed();
+        cluster_roles: managed();
+        cluster_role_bindings: managed();
+        quotas: managed(), Some(child_index.quotas.clone());
+        limit_ranges: managed(), Some(child_index.limit_ranges.clone());
+        network_policies: managed(), Some(child_index.network_policies.clone());
+        service_accounts: managed();
+        secrets: managed();
+    };
+    (stores, feeds, tasks)
+}
+
+impl Stores {
+    /// Waits until every cache has its first full list.
+    pub async fn ready(&self) {
+        let _ = futures::join!(
+            self.organizations.wait_until_ready(),
+            self.workspaces.wait_until_ready(),
+            self.memberships.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.role_bindings.wait_until_ready(),
+            self.roles.wait_until_ready(),
+            self.cluster_roles.wait_until_ready(),
+            self.cluster_role_bindings.wait_until_ready(),
+            self.quotas.wait_until_ready(),
+            self.limit_ranges.wait_until_ready(),
+            self.network_policies.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+}
+
+/// Waits until the CRDs are served; says so every 10 s while they are not.
+pub async fn wait_for_crds(client: &Client) {
+    loop {
+        let lp = kube::api::ListParams::default().limit(1);
+        let (orgs, wss, mbrs) = (
+            Api::<Organization>::all(client.clone()),
+            Api::<Workspace>::all(client.clone()),
+            Api::<Membership>::all(client.clone()),
+        );
+        let probes = futures::join!(
+            orgs.list_metadata(&lp),
+            wss.list_metadata(&lp),
+            mbrs.list_metadata(&lp)
+        );
+        match (probes.0, probes.1, probes.2) {
+            (Ok(_), Ok(_), Ok(_)) => return,
+            (a, b, c) => {
+                let err = [a.err(), b.err(), c.err()].into_iter().flatten().next();
+                warn!(
+                    error = ?err.map(|e| e.to_string()),
+                    "the tenantry.dev CRDs are not served yet (install them: `tenantry crd | kubectl apply --server-side -f -`); retrying in 10s"
+                );
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    }
+}
+
+/// Keeps the `managed_objects` gauges current.
+pub(super) async fn count_managed(stores: Stores) {
+    loop {
+        let counts = [
+            ("Organization", stores.organizations.len()),
+            ("Workspace", stores.workspaces.len()),
+            ("Membership", stores.memberships.len()),
+            ("Namespace", stores.namespaces.len()),
+            ("RoleBinding", stores.role_bindings.len()),
+            ("ClusterRole", stores.cluster_roles.len()),
+            ("ClusterRoleBinding", stores.cluster_role_bindings.len()),
+            ("Secret", stores.secrets.len()),
+            ("ServiceAccount", stores.service_accounts.len()),
+            ("Role", stores.roles.len()),
+            ("ResourceQuota", stores.quotas.len()),
+            ("LimitRange", stores.limit_ranges.len()),
+            ("NetworkPolicy", stores.network_policies.len()),
+        ];
+        for (kind, n) in counts {
+            crate::metrics::METRICS
+                .managed
+                .get_or_create(&crate::metrics::KindLabels { kind: kind.into() })
+                .set(n as i64);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexWriter;
+
+    #[test]
+    fn watch_backoff_is_short_capped_and_reset_by_an_event() {
+        use kube::runtime::utils::Backoff;
+        use std::time::Duration;
+        let mut b = super::WatchBackoff::cache();
+        let delays: Vec<Duration> = b.by_ref().take(10).collect();
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(125));
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(2500)),
+            "{delays:?}"
+        );
+        assert!(delays[9] >= Duration::from_secs(2));
+        b.reset();
+        assert!(b.next().unwrap() <= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn the_namespace_index_follows_the_watch() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::watcher;
+        let cm = |ns: &str, name: &str| ConfigMap {
+            metadata: kube::core::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let names = |w: &IndexWriter, ns: &str| -> Vec<String> {
+            let index = w.index.0.read().unwrap();
+            index.get(ns).into_iter().flatten().cloned().collect()
+        };
+        let mut w = IndexWriter::default();
+        w.apply(&watcher::Event::<ConfigMap>::Init);
+        w.apply(&watcher::Event::InitApply(cm("a", "x")));
+        w.apply(&watcher::Event::InitApply(cm("b", "y")));
+        assert!(names(&w, "a").is_empty(), "a relist shows once complete");
+        w.apply(&watcher::Event::<ConfigMap>::InitDone);
+        assert_eq!(names(&w, "a"), ["x"]);
+        w.apply(&watcher::Event::Apply(cm("a", "z")));
+        w.apply(&watcher::Event::Delete(cm("b", "y")));
+        assert_eq!(names(&w, "a"), ["x", "z"]);
+        assert!(names(&w, "b").is_empty());
+        // A relist replaces everything: what was deleted meanwhile is gone.
+        w.apply(&watcher::Event::<ConfigMap>::Init);
+        w.apply(&watcher::Event::InitApply(cm("a", "z")));
+        w.apply(&watcher::Event::<ConfigMap>::InitDone);
+        assert_eq!(names(&w, "a"), ["z"]);
+    }
+}
