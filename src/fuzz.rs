@@ -22,7 +22,6 @@ pub fn annotations(data: &[u8]) {
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    let _ = credentials::rotation_grace(Some(a));
     if let Ok(seconds) = credentials::rotation_grace(Some(a)) {
         let _ = credentials::grace_ends(k8s_openapi::jiff::Timestamp::MAX, seconds);
         let _ = credentials::grace_ends(k8s_openapi::jiff::Timestamp::now(), seconds);

@@ -249,23 +249,18 @@ pub fn org_labels(org: &str, component: &str) -> BTreeMap<String, String> {
 
 /// The labels of a managed object that belongs to one workspace.
 pub fn workspace_labels(org: &str, ws: &str, component: &str) -> BTreeMap<String, String> {
-    let mut l = org_labels(org, component);
-    l.insert(labels::WORKSPACE.to_string(), ws.to_string());
+    let mut l = workspace_owner(org, ws);
+    l.insert(labels::COMPONENT.to_string(), component.to_string());
     l
 }
 
 /// The labels that mark an object as one workspace's (what the applier may delete when
 /// the build no longer produces it).
 pub fn workspace_owner(org: &str, ws: &str) -> BTreeMap<String, String> {
-    [
-        (
-            labels::MANAGED_BY.to_string(),
-            labels::MANAGED_BY_VALUE.to_string(),
-        ),
-        (labels::ORGANIZATION.to_string(), org.to_string()),
-        (labels::WORKSPACE.to_string(), ws.to_string()),
-    ]
-    .into()
+    let mut l = org_labels(org, "");
+    l.remove(labels::COMPONENT);
+    l.insert(labels::WORKSPACE.to_string(), ws.to_string());
+    l
 }
 
 /// An owner reference to `owner`; `controller` marks the one managing controller.

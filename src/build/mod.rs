@@ -102,7 +102,6 @@ pub(crate) mod fixtures {
         let mut doc = |kind: &str, v: String| {
             out.push_str(&format!("--- # {kind}\n{v}"));
         };
-        let y = |v: &dyn erased::Ser| v.yaml();
         doc("Namespace", y(&c.namespace));
         if let Some(q) = &c.quota {
             doc("ResourceQuota", y(q));
@@ -123,14 +122,7 @@ pub(crate) mod fixtures {
         out
     }
 
-    mod erased {
-        pub trait Ser {
-            fn yaml(&self) -> String;
-        }
-        impl<T: serde::Serialize> Ser for T {
-            fn yaml(&self) -> String {
-                serde_saphyr::to_string(self).unwrap()
-            }
-        }
+    fn y<T: serde::Serialize>(v: &T) -> String {
+        serde_saphyr::to_string(v).unwrap()
     }
 }
