@@ -14,8 +14,12 @@
 //!    reconciled and the controller is quiet, and the writes it made (target 0);
 //! 4. on a second fresh control plane, create the same final namespaces, quotas, limit
 //!    ranges, network policies, roles, role bindings, ServiceAccounts and Secrets directly,
-//!    with the same client (no QPS limit) and the controller's total concurrency: the
-//!    limit. Report Tenantry's convergence time as a ratio to it.
+//!    with the same client (no QPS limit) and the controller's total concurrency: the raw
+//!    limit. Report Tenantry's convergence time as a ratio to it;
+//! 5. on a third fresh control plane, the fair limit: the same CRDs and admission policies
+//!    installed, the direct client creates the custom resources too (with every child) and
+//!    writes each custom resource's final status once, as a controller that knew the
+//!    answer in advance would. Report the ratio to it as well.
 //!
 //! Results: a Markdown table on standard output and in `target/bench/report.md`, raw
 //! numbers in `target/bench/results.jsonl`. Benchmarks measure; nothing here asserts a
@@ -62,9 +66,13 @@ struct Args {
     /// Give up on one size after this many seconds.
     #[arg(long, default_value_t = 7200)]
     timeout_seconds: u64,
-    /// Skip the direct-client baseline.
+    /// Skip the direct-client limits (raw and fair).
     #[arg(long)]
     no_baseline: bool,
+    /// How the direct client writes each object for the limits: `create` (one POST) or
+    /// `apply` (a server-side apply, as Tenantry writes): what the choice costs.
+    #[arg(long, value_enum, default_value_t = WriteVerb::Create)]
+    limit_writes: WriteVerb,
     /// An extra kube-apiserver flag for the control planes (repeatable), e.g.
     /// `--apiserver-arg=--profiling=true` to take a CPU profile during a run.
     #[arg(long)]
@@ -445,6 +453,10 @@ struct Snapshot {
     cluster: Vec<(ApiResource, DynamicObject)>,
     namespaces: Vec<DynamicObject>,
     namespaced: Vec<(ApiResource, DynamicObject)>,
+    /// Tenantry's custom resources with their final status: the Organizations (created
+    /// with the namespaces), then the Workspaces and Memberships.
+    organizations: Vec<(ApiResource, DynamicObject, serde_json::Value)>,
+    members: Vec<(ApiResource, DynamicObject, serde_json::Value)>,
 }
 
 impl Snapshot {
@@ -453,8 +465,28 @@ impl Snapshot {
     }
 }
 
+/// How `replay` writes each object.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum WriteVerb {
+    Create,
+    Apply,
+}
+
+/// Which limit `replay` measures.
+#[derive(Clone, Copy, PartialEq)]
+enum Limit {
+    /// Tenantry's children only, on a bare control plane.
+    Raw,
+    /// The custom resources too, each with one status write, on a control plane with
+    /// Tenantry's CRDs and admission policies installed.
+    Fair,
+}
+
 fn clean(mut o: DynamicObject) -> DynamicObject {
     let m = &mut o.metadata;
+    m.annotations
+        .get_or_insert_default()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
     m.uid = None;
     m.resource_version = None;
     m.creation_timestamp = None;
@@ -468,15 +500,17 @@ fn clean(mut o: DynamicObject) -> DynamicObject {
     o
 }
 
-async fn list_all(client: &Client, ar: &ApiResource) -> anyhow::Result<Vec<DynamicObject>> {
+/// Every object of `ar` (Tenantry's own kinds) or every object labelled as Tenantry's.
+async fn list_raw(client: &Client, ar: &ApiResource) -> anyhow::Result<Vec<DynamicObject>> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
     let mut out = Vec::new();
-    let mut lp = ListParams::default()
-        .labels(&tenantry::labels::managed_selector())
-        .limit(500);
+    let mut lp = ListParams::default().limit(500);
+    if ar.group != tenantry::api::GROUP {
+        lp = lp.labels(&tenantry::labels::managed_selector());
+    }
     loop {
         let page = api.list(&lp).await?;
-        out.extend(page.items.into_iter().map(clean));
+        out.extend(page.items);
         match page.metadata.continue_ {
             Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
             _ => return Ok(out),
@@ -484,12 +518,34 @@ async fn list_all(client: &Client, ar: &ApiResource) -> anyhow::Result<Vec<Dynam
     }
 }
 
+async fn list_all(client: &Client, ar: &ApiResource) -> anyhow::Result<Vec<DynamicObject>> {
+    Ok(list_raw(client, ar).await?.into_iter().map(clean).collect())
+}
+
+/// The custom resources of `K`, each with its status.
+async fn list_custom<K: Resource<DynamicType = ()>>(
+    client: &Client,
+) -> anyhow::Result<Vec<(ApiResource, DynamicObject, serde_json::Value)>> {
+    let ar = ApiResource::erase::<K>(&());
+    Ok(list_raw(client, &ar)
+        .await?
+        .into_iter()
+        .map(|o| {
+            let status = o.data["status"].clone();
+            (ar.clone(), clean(o), status)
+        })
+        .collect())
+}
+
 async fn snapshot(client: &Client) -> anyhow::Result<Snapshot> {
     let mut s = Snapshot {
         cluster: Vec::new(),
         namespaces: list_all(client, &ApiResource::erase::<Namespace>(&())).await?,
         namespaced: Vec::new(),
+        organizations: list_custom::<Organization>(client).await?,
+        members: list_custom::<Workspace>(client).await?,
     };
+    s.members.extend(list_custom::<Membership>(client).await?);
     for ar in [
         ApiResource::erase::<ClusterRole>(&()),
         ApiResource::erase::<ClusterRoleBinding>(&()),
@@ -514,34 +570,84 @@ async fn snapshot(client: &Client) -> anyhow::Result<Snapshot> {
     Ok(s)
 }
 
-/// Creates the snapshot directly: cluster objects and namespaces, then what is in them.
-async fn replay(client: &Client, s: &Snapshot, concurrency: usize) -> anyhow::Result<u64> {
+/// Creates the snapshot directly: cluster objects and namespaces (and, for the fair limit,
+/// the Organizations), then what is in them (and the Workspaces and Memberships). For the
+/// fair limit each custom resource's status is written right after its create. Returns
+/// the number of requests.
+async fn replay(
+    client: &Client,
+    s: &Snapshot,
+    concurrency: usize,
+    limit: Limit,
+    write: WriteVerb,
+) -> anyhow::Result<u64> {
+    type Item = (ApiResource, DynamicObject, Option<serde_json::Value>);
+    let plain = |v: &[(ApiResource, DynamicObject)]| -> Vec<Item> {
+        v.iter()
+            .map(|(a, o)| (a.clone(), o.clone(), None))
+            .collect()
+    };
+    let custom = |v: &[(ApiResource, DynamicObject, serde_json::Value)]| -> Vec<Item> {
+        match limit {
+            Limit::Raw => Vec::new(),
+            Limit::Fair => v
+                .iter()
+                .map(|(a, o, st)| (a.clone(), o.clone(), Some(st.clone())))
+                .collect(),
+        }
+    };
     let ns_ar = ApiResource::erase::<Namespace>(&());
-    let first = s
-        .cluster
-        .iter()
-        .cloned()
-        .chain(s.namespaces.iter().map(|n| (ns_ar.clone(), n.clone())));
+    let mut first = plain(&s.cluster);
+    first.extend(
+        s.namespaces
+            .iter()
+            .map(|n| (ns_ar.clone(), n.clone(), None)),
+    );
+    first.extend(custom(&s.organizations));
+    let mut second = plain(&s.namespaced);
+    second.extend(custom(&s.members));
     let mut requests = 0u64;
-    for batch in [first.collect::<Vec<_>>(), s.namespaced.clone()] {
-        requests += batch.len() as u64;
-        futures::stream::iter(batch.into_iter().map(|(ar, o)| {
+    for batch in [first, second] {
+        requests += batch
+            .iter()
+            .map(|(_, _, st)| if st.is_some() { 2 } else { 1 })
+            .sum::<u64>();
+        futures::stream::iter(batch.into_iter().map(|(ar, o, status)| {
             let client = client.clone();
             async move {
                 let api: Api<DynamicObject> = match o.namespace() {
                     Some(ns) => Api::namespaced_with(client, &ns, &ar),
                     None => Api::all_with(client, &ar),
                 };
-                match api.create(&PostParams::default(), &o).await {
-                    Ok(_) => Ok(()),
-                    // The namespace controller makes some ServiceAccounts itself.
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                    Err(e) => Err(anyhow::anyhow!(
-                        "creating {} {}: {e}",
-                        ar.kind,
-                        o.name_any()
-                    )),
+                let created = match write {
+                    WriteVerb::Create => api.create(&PostParams::default(), &o).await,
+                    WriteVerb::Apply => {
+                        let mut o = o.clone();
+                        o.types = Some(kube::core::TypeMeta {
+                            api_version: ar.api_version.clone(),
+                            kind: ar.kind.clone(),
+                        });
+                        let pp = PatchParams::apply("tenantry-bench").force();
+                        api.patch(&o.name_any(), &pp, &Patch::Apply(&o)).await
+                    }
+                };
+                match created {
+                    Ok(_) => {}
+                    // The namespace controller makes some ServiceAccounts itself, and the
+                    // fair limit's install made the platform's ClusterRoles.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => bail!("creating {} {}: {e}", ar.kind, o.name_any()),
                 }
+                if let Some(status) = status {
+                    api.patch_status(
+                        &o.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({ "status": status })),
+                    )
+                    .await
+                    .with_context(|| format!("status of {} {}", ar.kind, o.name_any()))?;
+                }
+                Ok(())
             }
         }))
         .buffer_unordered(concurrency)
@@ -577,7 +683,20 @@ struct SizeResult {
     restart_requests: BTreeMap<String, u64>,
     baseline_seconds: Option<f64>,
     baseline_requests: Option<u64>,
+    baseline_cpu_seconds: Option<f64>,
     ratio: Option<f64>,
+    fair_seconds: Option<f64>,
+    fair_requests: Option<u64>,
+    fair_cpu_seconds: Option<f64>,
+    fair_ratio: Option<f64>,
+    /// Per cached kind: objects held and their JSON-encoded bytes (`/debug/caches`).
+    caches: BTreeMap<String, CacheSize>,
+}
+
+#[derive(Serialize, serde::Deserialize, Default, Debug)]
+struct CacheSize {
+    objects: u64,
+    bytes: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -729,6 +848,10 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     let m2 = controller.metrics().await;
     let idle_writes = writes(&m2.requests_by_verb(&m1));
     let settled_rss_mib = status_mib(pid, "VmRSS:");
+    let caches: BTreeMap<String, CacheSize> = http_get(controller.port, "/debug/caches")
+        .await
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .context("the controller's /debug/caches")?;
     // What Tenantry made: every cached kind but the three it is given.
     let managed_objects = (m2.sum("tenantry_managed_objects", &[])
         - ["Organization", "Workspace", "Membership"]
@@ -790,25 +913,53 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         restart_settle_seconds,
         restart_writes,
         restart_requests,
+        caches,
         ..Default::default()
     };
 
     if !args.no_baseline {
         let snap = snapshot(&client).await?;
         cp.stop();
-        eprintln!(
-            "bench x{scale}: baseline: creating {} objects directly",
-            snap.len()
-        );
-        let cp = ControlPlane::start(&dir.join("baseline"), &args.apiserver_arg)?;
-        let client = cp.client().await?;
-        let t = Instant::now();
-        let n = replay(&client, &snap, parallel).await?;
-        let secs = t.elapsed().as_secs_f64();
-        cp.stop();
-        result.baseline_seconds = Some(secs);
-        result.baseline_requests = Some(n);
-        result.ratio = Some(converge_seconds / secs);
+        for limit in [Limit::Raw, Limit::Fair] {
+            let name = match limit {
+                Limit::Raw => "baseline",
+                Limit::Fair => "fair",
+            };
+            eprintln!(
+                "bench x{scale}: {name} limit: creating {} objects directly{}",
+                snap.len(),
+                if limit == Limit::Fair {
+                    " with the custom resources and their status"
+                } else {
+                    ""
+                }
+            );
+            let cp = ControlPlane::start(&dir.join(name), &args.apiserver_arg)?;
+            let client = cp.client().await?;
+            if limit == Limit::Fair {
+                install(&client).await?;
+            }
+            let cpu0: f64 = cp.pids().iter().map(|p| cpu_seconds(*p)).sum();
+            let t = Instant::now();
+            let n = replay(&client, &snap, parallel, limit, args.limit_writes).await?;
+            let secs = t.elapsed().as_secs_f64();
+            let cpu = cp.pids().iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
+            cp.stop();
+            match limit {
+                Limit::Raw => {
+                    result.baseline_seconds = Some(secs);
+                    result.baseline_requests = Some(n);
+                    result.baseline_cpu_seconds = Some(cpu);
+                    result.ratio = Some(converge_seconds / secs);
+                }
+                Limit::Fair => {
+                    result.fair_seconds = Some(secs);
+                    result.fair_requests = Some(n);
+                    result.fair_cpu_seconds = Some(cpu);
+                    result.fair_ratio = Some(converge_seconds / secs);
+                }
+            }
+        }
     } else {
         cp.stop();
     }
@@ -858,25 +1009,37 @@ fn kernel() -> String {
         .to_string()
 }
 
+/// A limit's cell: time, requests, and the control plane's CPU seconds.
+fn limit(seconds: Option<f64>, requests: Option<u64>, cpu: Option<f64>) -> String {
+    match (seconds, requests, cpu) {
+        (Some(s), Some(n), Some(c)) => format!("{s:.1} s ({n} requests, {c:.1} s CPU)"),
+        _ => "-".into(),
+    }
+}
+
 fn report(args: &Args, results: &[SizeResult]) -> String {
     let mut out = String::new();
     let size = args.size;
     out.push_str(&format!(
-        "Machine: {}. Kubernetes v1.37.2 (local control plane, etcd embedded). Base size: {} organizations x {} workspaces x {} members + {} client(s); controller concurrency {} per kind, apply and baseline concurrency {}.\n\n",
+        "Machine: {}. Kubernetes v1.37.2 (local control plane, etcd embedded). Base size: {} organizations x {} workspaces x {} members + {} client(s); controller concurrency {} per kind, apply and limits' concurrency {}; the limits write with {}.\n\n",
         machine(),
         size.organizations,
         size.workspaces,
         size.members,
         size.clients,
         args.concurrency,
-        3 * args.concurrency
+        3 * args.concurrency,
+        match args.limit_writes {
+            WriteVerb::Create => "POST (create)",
+            WriteVerb::Apply => "server-side apply",
+        }
     ));
-    out.push_str("| scale | orgs / workspaces / members | objects Tenantry made | apply to all Ready | last write | p50 / p99 per object | direct client (limit) | ratio | controller requests (get/list/watch/create/patch/update/delete) | controller CPU | control plane CPU | peak / settled RSS | writes in idle | restart: settle / writes |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| scale | orgs / workspaces / members | objects Tenantry made | apply to all Ready | last write | p50 / p99 per object | raw limit | ratio | fair limit | fair ratio | controller requests (get/list/watch/create/patch/update/delete) | controller CPU | control plane CPU | peak / settled RSS | writes in idle | restart: settle / writes |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in results {
         let q = |v: &str| r.requests.get(v).copied().unwrap_or(0);
         out.push_str(&format!(
-            "| {}x | {} / {} / {} | {} | {:.1} s | {:.1} s | {:.2} s / {:.2} s | {} | {} | {}/{}/{}/{}/{}/{}/{} | {:.1} s | {:.1} s | {:.0} / {:.0} MiB | {} in {} s | {:.1} s / {} |\n",
+            "| {}x | {} / {} / {} | {} | {:.1} s | {:.1} s | {:.2} s / {:.2} s | {} | {} | {} | {} | {}/{}/{}/{}/{}/{}/{} | {:.1} s | {:.1} s | {:.0} / {:.0} MiB | {} in {} s | {:.1} s / {} |\n",
             r.scale,
             r.organizations,
             r.workspaces,
@@ -886,11 +1049,12 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.quiet_seconds,
             r.p50_seconds,
             r.p99_seconds,
-            r.baseline_seconds
-                .zip(r.baseline_requests)
-                .map(|(s, n)| format!("{s:.1} s ({n} creates)"))
-                .unwrap_or_else(|| "-".into()),
+            limit(r.baseline_seconds, r.baseline_requests, r.baseline_cpu_seconds),
             r.ratio.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+            limit(r.fair_seconds, r.fair_requests, r.fair_cpu_seconds),
+            r.fair_ratio
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
             q("get"),
             q("list"),
             q("watch"),
@@ -907,6 +1071,32 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.restart_settle_seconds,
             r.restart_writes,
         ));
+    }
+    out.push_str("\nWhat the controller's caches hold once settled (`/debug/caches`: objects, and their JSON-encoded bytes as a proxy for the heap they take):\n\n| kind |");
+    for r in results {
+        out.push_str(&format!(
+            " {}x objects | {}x bytes per object |",
+            r.scale, r.scale
+        ));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|---|".repeat(results.len()));
+    out.push('\n');
+    let kinds: std::collections::BTreeSet<&String> =
+        results.iter().flat_map(|r| r.caches.keys()).collect();
+    for kind in kinds {
+        out.push_str(&format!("| {kind} |"));
+        for r in results {
+            match r.caches.get(kind) {
+                Some(c) => out.push_str(&format!(
+                    " {} | {} |",
+                    c.objects,
+                    c.bytes.checked_div(c.objects).unwrap_or(0)
+                )),
+                None => out.push_str(" - | - |"),
+            }
+        }
+        out.push('\n');
     }
     out
 }

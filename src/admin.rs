@@ -1,21 +1,32 @@
 //! The admin server: `/livez`, `/readyz` (ready once the caches have synced and, with
-//! leader election, whether leading or standing by) and `/metrics`.
+//! leader election, whether leading or standing by), `/metrics`, and `/debug/caches` (what
+//! the caches hold per kind: objects and their encoded size, computed on request; the
+//! benchmark reads it).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+/// Computes `/debug/caches` on request.
+type CacheReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Readiness, shared with the controller.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    caches: Arc<OnceLock<CacheReport>>,
 }
 
 impl Health {
+    /// What `/debug/caches` reports, once the controller's caches exist.
+    pub fn set_cache_report(&self, report: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
+        let _ = self.caches.set(Arc::new(report));
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
@@ -30,8 +41,21 @@ pub async fn serve(
     health: Health,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let caches = health.caches.clone();
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/debug/caches",
+            get(move || {
+                let caches = caches.clone();
+                async move {
+                    match caches.get() {
+                        Some(report) => (StatusCode::OK, report().to_string()),
+                        None => (StatusCode::SERVICE_UNAVAILABLE, "no caches yet".into()),
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -58,7 +82,7 @@ pub async fn serve(
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "admin server listening (/livez, /readyz, /metrics)");
+    tracing::info!(%addr, "admin server listening (/livez, /readyz, /metrics, /debug/caches)");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -15,6 +15,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use tracing::warn;
 
 use super::feed::{Change, Feed};
@@ -367,6 +368,52 @@ pub async fn wait_for_crds(client: &Client) {
 }
 
 /// Keeps the `managed_objects` gauges current.
+/// Bytes written to it, nothing kept.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Objects and their JSON-encoded bytes in one store (a proxy for the heap they hold:
+/// strings dominate both).
+fn measure<K: Serialize + Clone + kube::Resource>(store: &Store<K>) -> serde_json::Value
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let objects = store.state();
+    let mut bytes = Counter(0);
+    for o in &objects {
+        let _ = serde_json::to_writer(&mut bytes, o.as_ref());
+    }
+    serde_json::json!({ "objects": objects.len(), "bytes": bytes.0 })
+}
+
+/// `/debug/caches`: per cached kind, the objects held and their encoded bytes.
+pub(super) fn report(s: &Stores) -> serde_json::Value {
+    serde_json::json!({
+        "Organization": measure(&s.organizations),
+        "Workspace": measure(&s.workspaces),
+        "Membership": measure(&s.memberships),
+        "Namespace": measure(&s.namespaces),
+        "RoleBinding": measure(&s.role_bindings),
+        "Role": measure(&s.roles),
+        "ClusterRole": measure(&s.cluster_roles),
+        "ClusterRoleBinding": measure(&s.cluster_role_bindings),
+        "ResourceQuota": measure(&s.quotas),
+        "LimitRange": measure(&s.limit_ranges),
+        "NetworkPolicy": measure(&s.network_policies),
+        "ServiceAccount": measure(&s.service_accounts),
+        "Secret": measure(&s.secrets),
+    })
+}
+
 pub(super) async fn count_managed(stores: Stores) {
     loop {
         let counts = [

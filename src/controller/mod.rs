@@ -168,6 +168,8 @@ pub async fn run(
     stores.ready().await;
     info!("caches synced; starting reconcilers");
     if let Some(health) = &health {
+        let s = stores.clone();
+        health.set_cache_report(move || caches::report(&s));
         health.set_ready(true);
     }
     let gauges = tokio::spawn(count_managed(stores.clone()));
