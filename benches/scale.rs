@@ -271,6 +271,20 @@ impl Metrics {
     }
 }
 
+/// Keeps the API server's own request counts (`apiserver_request_total`: every client,
+/// by verb, resource and code) in `file`, for a reader of the run.
+async fn save_apiserver_requests(client: &Client, file: &Path) {
+    let req = http::Request::get("/metrics").body(Vec::new());
+    let Ok(req) = req else { return };
+    if let Ok(text) = client.request_text(req).await {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{"))
+            .collect();
+        let _ = std::fs::write(file, lines.join("\n"));
+    }
+}
+
 fn writes(by_verb: &BTreeMap<String, u64>) -> u64 {
     ["create", "update", "patch", "delete"]
         .iter()
@@ -832,6 +846,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     controller
         .save_metrics(&dir.join("metrics-converged.txt"))
         .await;
+    save_apiserver_requests(&client, &dir.join("apiserver-requests.txt")).await;
     let m1 = controller.metrics().await;
     let controller_cpu_seconds = cpu_seconds(pid) - cpu0;
     let controlplane_cpu_seconds = cp.pids().iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cp_cpu0;
