@@ -38,15 +38,13 @@ pub struct Gates {
     pub require_verification: bool,
 }
 
-/// Oldest first; within the same second (the API's resolution), the one that already
-/// holds its place first, so a decision is never flipped by a newcomer; then by name.
-fn age_key<K: ResourceExt>(
-    obj: &K,
-    holds_place: bool,
-) -> (Option<k8s_openapi::jiff::Timestamp>, bool, String) {
+/// Oldest first; within the same second (the API's resolution), by uid, then by name.
+/// Durable facts only: a place is never decided by Tenantry's earlier status, which a
+/// restore from backup or a status rewrite would not carry.
+fn age_key<K: ResourceExt>(obj: &K) -> (Option<k8s_openapi::jiff::Timestamp>, String, String) {
     (
         obj.creation_timestamp().map(|t| t.0),
-        !holds_place,
+        obj.uid().unwrap_or_default(),
         obj.name_any(),
     )
 }
@@ -75,7 +73,7 @@ pub fn member_states(
         .copied()
         .filter(|m| m.meta().deletion_timestamp.is_none())
         .collect();
-    sorted.sort_by_key(|m| age_key(*m, was_granted(m)));
+    sorted.sort_by_key(|m| age_key(*m));
     let max = org.spec.max_members();
     let mut seen: BTreeMap<&Subject, String> = BTreeMap::new();
     let mut granted = 0usize;
@@ -120,7 +118,7 @@ pub fn provisionable_workspaces(org: &Organization, workspaces: &[&Workspace]) -
         .copied()
         .filter(|w| w.meta().deletion_timestamp.is_none())
         .collect();
-    sorted.sort_by_key(|w| age_key(*w, w.status.as_ref().is_some_and(|s| s.namespace.is_some())));
+    sorted.sort_by_key(|w| age_key(*w));
     let max = org.spec.max_workspaces().unwrap_or(usize::MAX);
     sorted.into_iter().take(max).map(|w| w.name_any()).collect()
 }
@@ -142,7 +140,7 @@ pub fn owner_limit_reached(
         return None;
     }
     let me = org.name_any();
-    let my_age = age_key(org, false);
+    let my_age = age_key(org);
     org.spec
         .owners
         .iter()
@@ -151,7 +149,7 @@ pub fn owner_limit_reached(
                 .iter()
                 .filter(|o| o.meta().deletion_timestamp.is_none() && o.name_any() != me)
                 .filter(|o| o.spec.owners.contains(owner))
-                .filter(|o| provisioned(o) || age_key(**o, false) < my_age)
+                .filter(|o| provisioned(o) || age_key(**o) < my_age)
                 .count();
             before >= limit
         })
@@ -382,6 +380,47 @@ mod tests {
         assert_eq!(states["m2"], MemberState::Granted);
         assert_eq!(states["m1"], MemberState::LimitReached { max: 2 });
         assert_eq!(states["m0"], MemberState::LimitReached { max: 2 });
+    }
+
+    #[test]
+    fn places_go_by_creation_then_uid_never_by_status() {
+        // Two Memberships created in the same second, one limit place: the smaller uid
+        // holds it, whatever the statuses say (a restore from backup carries none; a
+        // status says what Tenantry last wrote, not who came first).
+        let granted = |name: &str, uid: &str, reason: &'static str| {
+            let mut m = member(name, Subject::user(name), OrgRole::Member, &[], 5);
+            m.metadata.uid = Some(uid.into());
+            m.status = Some(crate::api::MembershipStatus {
+                conditions: crate::status::conditions(
+                    &[],
+                    &crate::status::Outcome::ready(reason, "."),
+                    Some(1),
+                ),
+                ..Default::default()
+            });
+            m
+        };
+        let first = granted("zed", "0001", crate::api::reason::MEMBER_LIMIT_REACHED);
+        let second = granted("amy", "0002", crate::api::reason::GRANTED);
+        for order in [[&first, &second], [&second, &first]] {
+            let states = member_states(&org(Some(1), None), &order, Gates::default());
+            assert_eq!(states["zed"], MemberState::Granted);
+            assert_eq!(states["amy"], MemberState::LimitReached { max: 1 });
+        }
+        // Workspaces: the same rule, whatever their status says of a namespace.
+        let mut a = workspace("b-ws", 5);
+        a.metadata.uid = Some("0001".into());
+        let mut b = workspace("a-ws", 5);
+        b.metadata.uid = Some("0002".into());
+        b.status = Some(crate::api::WorkspaceStatus {
+            namespace: Some("ws-a".into()),
+            ..Default::default()
+        });
+        let places = provisionable_workspaces(&org(None, Some(1)), &[&b, &a]);
+        assert_eq!(
+            places.into_iter().collect::<Vec<_>>(),
+            vec!["b-ws".to_string()]
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!
 //! - [`api`]: the `tenantry.dev/v1alpha1` kinds.
 //! - [`controller`]: one reconciler per kind, sharing label-selected caches.
-//! - [`grants`]: the pure rules of who gets what.
+//! - [`grants`]: the pure rules of who gets what; [`view`]: what they make of one
+//!   organization, computed once and shared by the reconcilers.
 //! - [`provision`], [`names`], [`labels`], [`rbac`]: shared provisioning helpers.
 
 pub mod admin;
@@ -45,6 +46,7 @@ pub mod status;
 pub mod synthetic;
 pub mod token;
 pub mod tree;
+pub mod view;
 
 /// Everything `tenantry manifests` prints, as YAML: the roles Tenantry binds, the
 /// platform-admin and operator roles and their bindings, and the admission policies.

@@ -35,6 +35,12 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewLabels {
+    /// `reused` (nothing it reads changed) or `built`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub verb: String,
     pub resource: String,
@@ -49,6 +55,7 @@ pub struct Metrics {
     pub managed: Family<KindLabels, Gauge>,
     pub writes: Family<WriteLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
+    pub views: Family<ViewLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -96,8 +103,15 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Every request sent to the API server, by verb (get, list, watch, create, update, patch, delete) and resource",
         requests.clone(),
     );
+    let views = Family::<ViewLabels, Counter>::default();
+    registry.register(
+        "organization_views",
+        "Organization views the reconcilers asked for, reused or built again",
+        views.clone(),
+    );
     Metrics {
         registry,
+        views,
         requests,
         reconciles,
         duration,
@@ -106,6 +120,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         writes,
     }
 });
+
+/// Counts one organization view asked for: reused or built.
+pub fn view(reused: bool) {
+    METRICS
+        .views
+        .get_or_create(&ViewLabels {
+            result: if reused { "reused" } else { "built" }.into(),
+        })
+        .inc();
+}
 
 /// Counts one write.
 pub fn write(verb: &str, kind: &str) {

@@ -19,7 +19,6 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use std::collections::BTreeMap;
 use tracing::{info, instrument};
 
 use super::{Change, Context, Feeds, feed, log_result, memberships_of, requeue_on_error};
@@ -27,6 +26,7 @@ use crate::api::{
     AccessState, Membership, MembershipStatus, Organization, SubjectKind, Workspace,
     WorkspaceAccess, reason,
 };
+use crate::build::client;
 use crate::error::{Context as _, Error, Result};
 use crate::grants::{self, MemberState};
 use crate::provision;
@@ -136,18 +136,16 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::MissingKey(format!("Membership {}", m.name_any())))?;
     let mut found = Found::default();
-    let outcome = match ctx.stores.organization_of_namespace(&ns) {
+    let outcome = match ctx.view(&ns) {
         None => Outcome::progressing(
             reason::ORGANIZATION_NOT_FOUND,
             format!(
                 "no Organization owns namespace {ns}; Memberships live in their organization's namespace"
             ),
         ),
-        Some(org) => {
-            let all = ctx.stores.memberships_in(&ns);
-            let refs: Vec<&Membership> = all.iter().map(|m| m.as_ref()).collect();
-            let states = grants::member_states(&org, &refs, ctx.settings.gates());
-            match states.get(&m.name_any()) {
+        Some(view) => {
+            let org = &view.org;
+            match view.states.get(&m.name_any()) {
                 Some(MemberState::Duplicate { of }) => Outcome::stalled(
                     reason::DUPLICATE_SUBJECT,
                     format!(
@@ -166,7 +164,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                     "the organization is not verified yet: until a platform admin sets spec.verified, only owners are members",
                 ),
                 Some(MemberState::InvitationPending) => {
-                    invite(&org, &m, &ns, &ctx).await?;
+                    invite(org, &m, &ns, &ctx).await?;
                     Outcome::progressing(
                         reason::INVITATION_PENDING,
                         format!(
@@ -177,7 +175,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                         ),
                     )
                 }
-                Some(MemberState::Granted) => granted(&org, &m, &ns, &ctx, &mut found).await?,
+                Some(MemberState::Granted) => granted(org, &m, &ns, &ctx, &mut found).await?,
                 None => Outcome::progressing(reason::PROGRESSING, "waiting for the cache"),
             }
         }
@@ -402,21 +400,19 @@ async fn ensure_client(
         }
     };
     let sa_name = names::client_service_account(&name);
-    // The verifier lives on the ServiceAccount: read the live one (cache, else API).
-    let rotate_to = m.annotations().get(credentials::ROTATE).cloned();
-    let revoke_to = m.annotations().get(credentials::REVOKE).cloned();
-    // The verifier and the last rotation handled live on the ServiceAccount, written
-    // together. Before issuing or rotating, confirm on the live object: the cache may
-    // not have our last write yet, and a secret must never be issued twice.
+    let request = client::Request::of(m);
+    // The verifier and the last rotation and revocation handled live on the
+    // ServiceAccount, written together. Before issuing, confirm on the live object: the
+    // cache may not have our last write yet, and a secret must never be issued twice.
     let cached = ctx
         .stores
         .service_accounts
         .get(&ObjectRef::new(&sa_name).within(ns));
+    let now = k8s_openapi::jiff::Timestamp::now();
     let settled = cached.as_ref().is_some_and(|sa| {
-        let ann = sa.annotations();
-        ann.contains_key(credentials::HASH)
-            && (rotate_to.is_none() || ann.get(credentials::ROTATION) == rotate_to.as_ref())
-            && (revoke_to.is_none() || ann.get(credentials::REVOCATION) == revoke_to.as_ref())
+        client::plan(&request, sa.annotations(), now)
+            .issue
+            .is_none()
     });
     let live_sa = if settled {
         cached.map(|sa| sa.as_ref().clone())
@@ -426,39 +422,15 @@ async fn ensure_client(
             .await
             .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?
     };
-    let verifier_keys = [
-        credentials::HASH,
-        credentials::PREVIOUS_HASH,
-        credentials::PREVIOUS_EXPIRES,
-        credentials::ROTATION,
-        credentials::REVOCATION,
-    ];
     let live_uid = live_sa.as_ref().and_then(|sa| sa.uid());
-    let mut annotations: BTreeMap<String, String> = live_sa
-        .map(|sa| sa.annotations().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| verifier_keys.contains(&k.as_str()))
-        .collect();
-    let handled = annotations.get(credentials::ROTATION).cloned();
-    let first = !annotations.contains_key(credentials::HASH);
-    // A grace period Tenantry cannot honour holds the rotation back (the old secret keeps
-    // working, the new one is not issued) and is reported on this Membership alone.
-    let grace = credentials::rotation_grace(
-        m.annotations()
-            .get(credentials::ROTATION_GRACE)
-            .map(String::as_str),
-    );
-    // A revocation answers a leak: it is never held back by the grace annotation, and
-    // the previous secret gets no grace.
-    let revoke = !first
-        && revoke_to.is_some()
-        && revoke_to.as_ref() != annotations.get(credentials::REVOCATION);
-    let rotate =
-        !first && (revoke || (rotate_to.is_some() && rotate_to != handled && grace.is_ok()));
-    let now = k8s_openapi::jiff::Timestamp::now();
+    let live_verifier = live_sa
+        .as_ref()
+        .map(|sa| client::verifier_of(sa.annotations()))
+        .unwrap_or_default();
+    let plan = client::plan(&request, &live_verifier, now);
     let secret_name = names::client_secret_name(&name);
-    if first || rotate {
+    let mut new_hash = None;
+    if let Some(issue) = plan.issue {
         // An issuance cut short after the Secret and before the verifier (the process
         // was killed, the API server went away) left a delivered secret that no verifier
         // accepts yet: finish that issuance instead of issuing another, so a secret once
@@ -469,7 +441,7 @@ async fn ensure_client(
             &secret_name,
             &uid,
             &client_id,
-            annotations.get(credentials::HASH),
+            live_verifier.get(credentials::HASH),
         )
         .await?;
         let adopted = interrupted.is_some();
@@ -477,30 +449,7 @@ async fn ensure_client(
             Some(value) => value,
             None => credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
         };
-        let hash = credentials::hash(&secret_value).map_err(Error::Random)?;
-        let grace_ends = match grace {
-            Ok(seconds) if seconds > 0 && !revoke => credentials::grace_ends(now, seconds),
-            _ => None,
-        };
-        match (annotations.get(credentials::HASH).cloned(), grace_ends) {
-            (Some(previous), Some(expires)) if rotate => {
-                annotations.insert(credentials::PREVIOUS_HASH.into(), previous);
-                annotations.insert(credentials::PREVIOUS_EXPIRES.into(), expires.to_string());
-            }
-            _ => {
-                annotations.remove(credentials::PREVIOUS_HASH);
-                annotations.remove(credentials::PREVIOUS_EXPIRES);
-            }
-        }
-        annotations.insert(credentials::HASH.into(), hash);
-        match &rotate_to {
-            Some(value) => annotations.insert(credentials::ROTATION.into(), value.clone()),
-            None => annotations.remove(credentials::ROTATION),
-        };
-        match &revoke_to {
-            Some(value) => annotations.insert(credentials::REVOCATION.into(), value.clone()),
-            None => annotations.remove(credentials::REVOCATION),
-        };
+        new_hash = Some(credentials::hash(&secret_value).map_err(Error::Random)?);
         // The Secret first: if writing the verifier fails, the next pass finds the
         // Secret (above) and writes the verifier of the same secret.
         let secret = Secret {
@@ -535,7 +484,7 @@ async fn ensure_client(
         // A revocation replaces the ServiceAccount: tokens are bound to its UID, so every
         // token issued before is rejected from now on. The Secret above comes first: a
         // pass cut short after it finds the new secret there and finishes this one.
-        if let (true, Some(uid)) = (revoke, &live_uid) {
+        if let (true, Some(uid)) = (plan.replaces_service_account(), &live_uid) {
             crate::metrics::write("delete", "ServiceAccount");
             match Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
                 .delete(
@@ -561,30 +510,16 @@ async fn ensure_client(
                 }
             }
         }
-        let what = if revoke {
-            "revoked the client: new secret and ServiceAccount"
-        } else if adopted {
-            "completed an interrupted issuance of the client secret"
-        } else if rotate {
-            "rotated the client secret"
-        } else {
-            "issued client credentials"
+        let what = match (issue, adopted) {
+            (client::Issue::Revoke, _) => "revoked the client: new secret and ServiceAccount",
+            (_, true) => "completed an interrupted issuance of the client secret",
+            (client::Issue::Rotate, false) => "rotated the client secret",
+            (client::Issue::First, false) => "issued client credentials",
         };
         info!(secret = %secret_name, client_id = %client_id, "{what}");
     }
-    // The previous secret stops working once its grace period is over.
-    let expired = annotations
-        .get(credentials::PREVIOUS_EXPIRES)
-        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-        .is_none_or(|t| t <= now);
-    if expired {
-        annotations.remove(credentials::PREVIOUS_HASH);
-        annotations.remove(credentials::PREVIOUS_EXPIRES);
-    }
     let mut sa_meta = meta(sa_name.clone(), "client-service-account");
-    let rotation = annotations.get(credentials::ROTATION).cloned();
-    let revocation = annotations.get(credentials::REVOCATION).cloned();
-    sa_meta.annotations = Some(annotations);
+    sa_meta.annotations = Some(plan.verifier_with(new_hash));
     let sa = ServiceAccount {
         metadata: sa_meta,
         automount_service_account_token: Some(false),
@@ -593,7 +528,7 @@ async fn ensure_client(
     provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
     // Issued before, and the Secret is gone (confirmed on the live object when the cache
     // lacks it): the value cannot be shown again.
-    let secret_missing = !(first || rotate)
+    let secret_missing = plan.issue.is_none()
         && ctx
             .stores
             .secrets
@@ -607,10 +542,10 @@ async fn ensure_client(
     Ok(ClientState {
         service_account: sa_name,
         client_id,
-        rotation,
-        revocation,
+        rotation: plan.rotation(),
+        revocation: plan.revocation(),
         secret_missing,
-        refused: grace.err(),
+        refused: plan.refused,
     })
 }
 

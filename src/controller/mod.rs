@@ -42,6 +42,8 @@ pub struct Context {
     pub events: events::Events,
     pub observer: Option<Observer>,
     pub status_pacer: StatusPacer,
+    /// The last view of each organization, shared by the three reconcilers.
+    pub views: crate::view::Views,
 }
 
 /// One finished reconcile, as seen by an [`Observer`].
@@ -57,6 +59,31 @@ pub struct Reconciled {
 pub type Observer = tokio::sync::broadcast::Sender<Reconciled>;
 
 impl Context {
+    /// The view of the organization owning namespace `ns` (`None`: no such organization
+    /// in the cache), from the caches as they are now.
+    pub fn view(&self, ns: &str) -> Option<Arc<crate::view::OrgView>> {
+        let Some(org) = self.stores.organization_of_namespace(ns) else {
+            self.views.forget(ns);
+            return None;
+        };
+        Some(self.view_of(ns, org))
+    }
+
+    /// The view of `org`, whose namespace is `ns`.
+    pub fn view_of(
+        &self,
+        ns: &str,
+        org: Arc<crate::api::Organization>,
+    ) -> Arc<crate::view::OrgView> {
+        self.views.get(
+            ns,
+            org,
+            self.stores.memberships_in(ns),
+            self.stores.workspaces_in(ns),
+            self.settings.gates(),
+        )
+    }
+
     /// Writes `status` of `obj`, whose conditions go from `old` to `new`, unless the
     /// [`StatusPacer`] holds it back; then returns how long until it may be written.
     pub async fn write_status<K: Object>(
@@ -185,6 +212,7 @@ pub async fn run(
         settings,
         stores,
         observer,
+        views: Default::default(),
     });
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

@@ -213,7 +213,7 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
 
 /// The organization namespace and everything in it.
 async fn provision_org(
-    org: &Organization,
+    org: &Arc<Organization>,
     ns_name: &str,
     uid: &str,
     ctx: &Context,
@@ -315,12 +315,11 @@ async fn ensure_default_workspace(org: &Organization, ns: &str, ctx: &Context) -
 
 /// The RoleBindings of the organization roles in the organization namespace, and the
 /// per-organization ClusterRoles and ClusterRoleBindings on the Organization object.
-async fn apply_bindings(org: &Organization, ns: &str, ctx: &Context) -> Result<()> {
+async fn apply_bindings(org: &Arc<Organization>, ns: &str, ctx: &Context) -> Result<()> {
     let org_name = org.name_any();
-    let memberships = ctx.stores.memberships_in(ns);
-    let refs: Vec<&crate::api::Membership> = memberships.iter().map(|m| m.as_ref()).collect();
-    let states = grants::member_states(org, &refs, ctx.settings.gates());
-    let holders = grants::org_role_holders(org, &refs, &states);
+    let view = ctx.view_of(ns, org.clone());
+    let refs = view.membership_refs();
+    let holders = &view.holders;
 
     for role in OrgRole::ALL {
         let name = rbac::org_cluster_role(role);
@@ -421,7 +420,7 @@ async fn apply_bindings(org: &Organization, ns: &str, ctx: &Context) -> Result<(
         let meta = ObjectMeta {
             name: Some(name.clone()),
             labels: Some(provision::org_labels(&org_name, "organization-role")),
-            owner_references: provision::owner_ref(org, true).map(|r| vec![r]),
+            owner_references: provision::owner_ref(org.as_ref(), true).map(|r| vec![r]),
             ..Default::default()
         };
         let role = ClusterRole {

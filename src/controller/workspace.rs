@@ -24,7 +24,6 @@ use crate::api::{
     DeletionPolicy, Membership, Organization, Workspace, WorkspaceRole, WorkspaceStatus, reason,
 };
 use crate::error::{Context as _, Error, Result};
-use crate::grants;
 use crate::provision::{self, NamespaceClaim};
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
@@ -140,7 +139,8 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
     let uid = ws
         .uid()
         .ok_or_else(|| Error::MissingKey(format!("Workspace {}", ws.name_any())))?;
-    let org = ctx.stores.organization_of_namespace(&org_ns);
+    let view = ctx.view(&org_ns);
+    let org = view.as_ref().map(|v| &v.org);
     let mut members = Vec::new();
     let mut namespace = None;
     let outcome = match &org {
@@ -154,9 +154,10 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
             Outcome::progressing(reason::DELETING, "the organization is being deleted")
         }
         Some(org) => {
-            let all = ctx.stores.workspaces_in(&org_ns);
-            let refs: Vec<&Workspace> = all.iter().map(|w| w.as_ref()).collect();
-            if !grants::provisionable_workspaces(org, &refs).contains(&ws.name_any()) {
+            let view = view
+                .as_ref()
+                .ok_or_else(|| Error::MissingKey(org_ns.clone()))?;
+            if !view.provisionable.contains(&ws.name_any()) {
                 Outcome::stalled(
                     reason::WORKSPACE_LIMIT_REACHED,
                     format!(
@@ -168,16 +169,13 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                 match namespace_name(ctx, &org.name_any(), &ws.name_any(), &uid) {
                     Err(e) => Outcome::stalled(reason::INVALID_NAME, e.to_string()),
                     Ok(name) => {
-                        let memberships = ctx.stores.memberships_in(&org_ns);
-                        let refs: Vec<&Membership> =
-                            memberships.iter().map(|m| m.as_ref()).collect();
-                        let states = grants::member_states(org, &refs, ctx.settings.gates());
+                        let refs = view.membership_refs();
                         let operator_defaults = ctx.settings.workspace_defaults();
                         let built = build::children(&build::Input::new(
                             org,
                             ws,
                             (&name, &uid),
-                            (&refs, &states),
+                            (&refs, &view.states),
                             (&operator_defaults, &ctx.settings),
                         ));
                         let (outcome, bound) = provision(org, ws, &built, &uid, ctx).await?;

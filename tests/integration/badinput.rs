@@ -300,6 +300,10 @@ async fn run_case(client: &Client, case: &Case, created: &mut Created) -> Result
                 .await
                 .map_err(|e| format!("{what} did not become Ready: {e}"))?;
         }
+        // Places (duplicates, limits) go by creation time, which has a resolution of one
+        // second, then by uid: the next document comes in a later second, so that the
+        // corpus's "the second one" is the younger one.
+        crate::harness::next_second().await;
     }
     let t = target(client, last);
     let applied = apply(client, &t, last).await;

@@ -690,8 +690,10 @@ async fn workspaces_beyond_the_limit_are_not_provisioned() {
     });
     create_org(&client, &name, spec).await;
     wait_ws_ready(&client, &name, "default").await;
+    crate::harness::next_second().await;
     create_ws(&client, &name, "second", Default::default()).await;
     wait_ws_ready(&client, &name, "second").await;
+    crate::harness::next_second().await;
     create_ws(&client, &name, "third", Default::default()).await;
     wait_ws_reason(&client, &name, "third", "WorkspaceLimitReached").await;
     assert!(
@@ -967,6 +969,7 @@ async fn duplicates_limits_and_missing_workspaces_are_reported() {
     )
     .await;
     wait_member_reason(&client, &name, "first", "Granted").await;
+    crate::harness::next_second().await;
     add_member(
         &client,
         &name,
@@ -997,6 +1000,7 @@ async fn duplicates_limits_and_missing_workspaces_are_reported() {
         pending.status.unwrap().workspaces[0].state,
         AccessState::Pending
     );
+    crate::harness::next_second().await;
     add_member(
         &client,
         &name,

@@ -283,6 +283,17 @@ pub async fn as_user(user: &str, groups: &[&str]) -> Client {
 }
 
 /// A name no other test (or earlier run against the same cluster) uses: `prefix-<pid><n>`.
+/// Sleeps into the next second of the clock (the API server's, on this machine). Places
+/// (duplicates, limits) go by creation time, whose resolution is one second, then by uid:
+/// a test that means "the younger one" creates it in a later second.
+pub async fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let rest = 1000 - u64::from(now.subsec_millis());
+    tokio::time::sleep(std::time::Duration::from_millis(rest + 20)).await;
+}
+
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let mut seed = [0u8; 3];

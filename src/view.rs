@@ -1,0 +1,193 @@
+//! One organization's meaning, computed once and read by the three reconcilers: which
+//! Memberships grant (and why the others do not), who holds each organization role, which
+//! Workspaces may be provisioned, who reaches a workspace. Built by the pure
+//! [`OrgView::new`] from the organization and the Memberships and Workspaces in its
+//! namespace; [`Views`] keeps the last one per organization and builds it again only
+//! when one of those objects changed (their resourceVersions say so).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use kube::ResourceExt;
+
+use crate::api::{Membership, OrgRole, Organization, Subject, Workspace};
+use crate::grants::{self, Gates, MemberState, WorkspaceGrantee};
+
+/// What an organization's Memberships and Workspaces mean, at one moment.
+#[derive(Debug)]
+pub struct OrgView {
+    pub org: Arc<Organization>,
+    pub memberships: Vec<Arc<Membership>>,
+    pub workspaces: Vec<Arc<Workspace>>,
+    /// Every Membership not being deleted, by name ([`grants::member_states`]).
+    pub states: BTreeMap<String, MemberState>,
+    /// The Workspaces the organization may provision ([`grants::provisionable_workspaces`]).
+    pub provisionable: BTreeSet<String>,
+    /// Everyone holding each organization role ([`grants::org_role_holders`]).
+    pub holders: BTreeMap<OrgRole, Vec<(Subject, Option<String>)>>,
+}
+
+impl OrgView {
+    /// Pure: the view of `org` with these Memberships and Workspaces (those of its
+    /// namespace).
+    pub fn new(
+        org: Arc<Organization>,
+        memberships: Vec<Arc<Membership>>,
+        workspaces: Vec<Arc<Workspace>>,
+        gates: Gates,
+    ) -> Self {
+        let m: Vec<&Membership> = memberships.iter().map(AsRef::as_ref).collect();
+        let w: Vec<&Workspace> = workspaces.iter().map(AsRef::as_ref).collect();
+        let states = grants::member_states(&org, &m, gates);
+        let provisionable = grants::provisionable_workspaces(&org, &w);
+        let holders = grants::org_role_holders(&org, &m, &states);
+        Self {
+            org,
+            memberships,
+            workspaces,
+            states,
+            provisionable,
+            holders,
+        }
+    }
+
+    /// The Memberships, borrowed (what the builders take).
+    pub fn membership_refs(&self) -> Vec<&Membership> {
+        self.memberships.iter().map(AsRef::as_ref).collect()
+    }
+
+    /// Everyone who reaches workspace `ws`, each with their highest role.
+    pub fn grantees(&self, ws: &str) -> Vec<WorkspaceGrantee> {
+        grants::workspace_grantees(&self.org, ws, &self.membership_refs(), &self.states)
+    }
+}
+
+/// What a view was built from: the organization and every Membership and Workspace of
+/// its namespace, by uid and resourceVersion (any change to any of them changes it).
+fn fingerprint(org: &Organization, m: &[Arc<Membership>], w: &[Arc<Workspace>]) -> u64 {
+    fn one<K: ResourceExt>(o: &K) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (o.uid(), o.resource_version(), o.name_any()).hash(&mut h);
+        h.finish()
+    }
+    // Order-free: the indexes list names in their order, which is not the point.
+    let sum = |items: &mut dyn Iterator<Item = u64>| items.fold(0u64, u64::wrapping_add);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        one(org),
+        m.len(),
+        sum(&mut m.iter().map(|o| one(o.as_ref()))),
+        w.len(),
+        sum(&mut w.iter().map(|o| one(o.as_ref()))),
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The last view of each organization (by namespace), rebuilt when what it was built
+/// from changed. Reconciles of the same organization share it; a reconcile that finds
+/// it stale builds it again (level-based: the cache is the truth, the view its digest).
+#[derive(Default)]
+pub struct Views(Mutex<HashMap<String, (u64, Arc<OrgView>)>>);
+
+impl Views {
+    /// The view of `org` given the Memberships and Workspaces of its namespace `ns`
+    /// as the caches hold them now.
+    pub fn get(
+        &self,
+        ns: &str,
+        org: Arc<Organization>,
+        memberships: Vec<Arc<Membership>>,
+        workspaces: Vec<Arc<Workspace>>,
+        gates: Gates,
+    ) -> Arc<OrgView> {
+        let key = fingerprint(&org, &memberships, &workspaces);
+        if let Some((k, view)) = self.lock().get(ns)
+            && *k == key
+        {
+            crate::metrics::view(true);
+            return view.clone();
+        }
+        crate::metrics::view(false);
+        let view = Arc::new(OrgView::new(org, memberships, workspaces, gates));
+        self.lock().insert(ns.to_string(), (key, view.clone()));
+        view
+    }
+
+    /// Forgets an organization's view (it was deleted).
+    pub fn forget(&self, ns: &str) {
+        self.lock().remove(ns);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<OrgView>)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MembershipSpec, OrganizationSpec, SubjectKind};
+
+    fn org() -> Arc<Organization> {
+        let mut o = Organization::new(
+            "acme",
+            OrganizationSpec {
+                display_name: "Acme".into(),
+                ..Default::default()
+            },
+        );
+        o.metadata.uid = Some("u-acme".into());
+        o.metadata.resource_version = Some("1".into());
+        Arc::new(o)
+    }
+
+    fn member(name: &str, rv: &str) -> Arc<Membership> {
+        let mut m = Membership::new(
+            name,
+            MembershipSpec {
+                subject: Subject {
+                    kind: SubjectKind::User,
+                    name: format!("{name}@acme.example"),
+                    namespace: None,
+                },
+                role: OrgRole::Member,
+                workspaces: Vec::new(),
+            },
+        );
+        m.metadata.namespace = Some("org-acme".into());
+        m.metadata.uid = Some(format!("u-{name}"));
+        m.metadata.resource_version = Some(rv.into());
+        Arc::new(m)
+    }
+
+    #[test]
+    fn a_view_is_built_again_only_when_what_it_reads_changed() {
+        let views = Views::default();
+        let gates = Gates::default();
+        let get = |ms: Vec<Arc<Membership>>| views.get("org-acme", org(), ms, vec![], gates);
+        let a = get(vec![member("ann", "1"), member("bob", "1")]);
+        // The same objects in another order: the same view.
+        let b = get(vec![member("bob", "1"), member("ann", "1")]);
+        assert!(Arc::ptr_eq(&a, &b));
+        // One Membership changed: a new view.
+        let c = get(vec![member("ann", "2"), member("bob", "1")]);
+        assert!(!Arc::ptr_eq(&a, &c));
+        // One more Membership: a new view, which grants it.
+        let d = get(vec![
+            member("ann", "2"),
+            member("bob", "1"),
+            member("cy", "1"),
+        ]);
+        assert_eq!(d.states.get("cy"), Some(&MemberState::Granted));
+        assert_eq!(d.holders[&OrgRole::Member].len(), 3);
+        views.forget("org-acme");
+        let e = get(vec![
+            member("ann", "2"),
+            member("bob", "1"),
+            member("cy", "1"),
+        ]);
+        assert!(!Arc::ptr_eq(&d, &e));
+    }
+}
