@@ -22,6 +22,10 @@ pub enum Error {
     Finalizer(String),
     #[error("generating a secret: {0}")]
     Random(String),
+    /// The API server refused an object Tenantry built from validated input: a bug to
+    /// report, retried in case it was a passing state of the cluster.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -45,6 +49,7 @@ impl Error {
             Error::MissingKey(_) => "missing_key",
             Error::Finalizer(_) => "finalizer",
             Error::Random(_) => "random",
+            Error::Refused(_) => "refused",
         }
     }
 }

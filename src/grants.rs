@@ -159,7 +159,7 @@ pub fn owner_limit_reached(
 /// The RBAC subject for a Tenantry subject. A Client is its ServiceAccount in the
 /// organization namespace.
 pub fn rbac_subject(subject: &Subject, membership: &str, org_namespace: &str) -> RbacSubject {
-    let rbac_group = Some("rbac.authorization.k8s.io".to_string());
+    let rbac_group = Some(crate::rbac::API_GROUP.to_string());
     match subject.kind {
         SubjectKind::User => RbacSubject {
             kind: "User".into(),

@@ -9,9 +9,60 @@ pub const ORGANIZATION: &str = "tenantry.dev/organization";
 pub const WORKSPACE: &str = "tenantry.dev/workspace";
 /// On what belongs to one membership (a Client's ServiceAccount and Secret).
 pub const MEMBERSHIP: &str = "tenantry.dev/membership";
-/// What the object is to Tenantry: `organization-namespace`, `workspace-namespace`,
-/// `workspace-binding`, `organization-binding`, `client-credentials`, ...
+/// What the object is to Tenantry: one of [`Component`].
 pub const COMPONENT: &str = "tenantry.dev/component";
+
+/// The values of [`COMPONENT`]: what each object Tenantry makes is to it. The applier
+/// deletes what carries an owner's labels and was not built, so two kinds of object of
+/// one owner never share a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// `org-<org>`.
+    OrganizationNamespace,
+    /// The RoleBinding of one organization role in `org-<org>`.
+    OrganizationBinding,
+    /// The per-organization ClusterRoles and ClusterRoleBindings (access to the
+    /// Organization object).
+    OrganizationRole,
+    /// The Role and RoleBinding that let Admins read the credentials of clients below
+    /// Owner.
+    ClientCredentialsAccess,
+    /// The Role and RoleBinding that let an invited user accept.
+    Invitation,
+    /// A client's credentials Secret.
+    ClientCredentials,
+    /// A client's ServiceAccount.
+    ClientServiceAccount,
+    /// The default Workspace Tenantry creates with an organization.
+    DefaultWorkspace,
+    /// A workspace's namespace.
+    WorkspaceNamespace,
+    WorkspaceQuota,
+    WorkspaceLimits,
+    WorkspaceIsolation,
+    /// The RoleBinding of one workspace role.
+    WorkspaceBinding,
+}
+
+impl Component {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OrganizationNamespace => "organization-namespace",
+            Self::OrganizationBinding => "organization-binding",
+            Self::OrganizationRole => "organization-role",
+            Self::ClientCredentialsAccess => "client-credentials-access",
+            Self::Invitation => "invitation",
+            Self::ClientCredentials => "client-credentials",
+            Self::ClientServiceAccount => "client-service-account",
+            Self::DefaultWorkspace => "default-workspace",
+            Self::WorkspaceNamespace => "workspace-namespace",
+            Self::WorkspaceQuota => "workspace-quota",
+            Self::WorkspaceLimits => "workspace-limits",
+            Self::WorkspaceIsolation => "workspace-isolation",
+            Self::WorkspaceBinding => "workspace-binding",
+        }
+    }
+}
 /// `app.kubernetes.io/managed-by=tenantry` on everything Tenantry creates.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "tenantry";

@@ -316,7 +316,7 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
             "failurePolicy": "Fail",
             "matchConstraints": {
                 "resourceRules": [rules("rbac.authorization.k8s.io", &["rolebindings"], &["CREATE", "UPDATE"])],
-                "namespaceSelector": {"matchLabels": {labels::COMPONENT: "workspace-namespace"}},
+                "namespaceSelector": {"matchLabels": {labels::COMPONENT: labels::Component::WorkspaceNamespace.as_str()}},
             },
             "validations": [{
                 "expression": format!(

@@ -235,30 +235,45 @@ pub fn object_path<K: Resource>(obj: &K) -> String {
 }
 
 /// The labels every managed object of an organization carries.
-pub fn org_labels(org: &str, component: &str) -> BTreeMap<String, String> {
+pub fn org_labels(org: &str, component: labels::Component) -> BTreeMap<String, String> {
+    let mut l = managed_by(org);
+    l.insert(
+        labels::COMPONENT.to_string(),
+        component.as_str().to_string(),
+    );
+    l
+}
+
+/// Managed by Tenantry, for organization `org`.
+fn managed_by(org: &str) -> BTreeMap<String, String> {
     [
         (
             labels::MANAGED_BY.to_string(),
             labels::MANAGED_BY_VALUE.to_string(),
         ),
         (labels::ORGANIZATION.to_string(), org.to_string()),
-        (labels::COMPONENT.to_string(), component.to_string()),
     ]
     .into()
 }
 
 /// The labels of a managed object that belongs to one workspace.
-pub fn workspace_labels(org: &str, ws: &str, component: &str) -> BTreeMap<String, String> {
+pub fn workspace_labels(
+    org: &str,
+    ws: &str,
+    component: labels::Component,
+) -> BTreeMap<String, String> {
     let mut l = workspace_owner(org, ws);
-    l.insert(labels::COMPONENT.to_string(), component.to_string());
+    l.insert(
+        labels::COMPONENT.to_string(),
+        component.as_str().to_string(),
+    );
     l
 }
 
 /// The labels that mark an object as one workspace's (what the applier may delete when
 /// the build no longer produces it).
 pub fn workspace_owner(org: &str, ws: &str) -> BTreeMap<String, String> {
-    let mut l = org_labels(org, "");
-    l.remove(labels::COMPONENT);
+    let mut l = managed_by(org);
     l.insert(labels::WORKSPACE.to_string(), ws.to_string());
     l
 }

@@ -61,7 +61,8 @@ fn shipped_labels() -> BTreeMap<String, String> {
 
 /// Rules of an organization role inside `org-<org>`.
 pub fn org_role_rules(role: OrgRole) -> Vec<PolicyRule> {
-    let tenantry = |resources: &[&str], verbs: &[&str]| rule(&["tenantry.dev"], resources, verbs);
+    let tenantry =
+        |resources: &[&str], verbs: &[&str]| rule(&[crate::api::GROUP], resources, verbs);
     let mut rules = vec![rule(&["", "events.k8s.io"], &["events"], READ)];
     match role {
         OrgRole::Owner | OrgRole::Admin => {
@@ -88,6 +89,9 @@ pub fn org_role_rules(role: OrgRole) -> Vec<PolicyRule> {
 /// The Role (and RoleBinding) in an organization namespace that lets its Admins read the
 /// credentials Secrets of clients whose role is not Owner, named one by one.
 pub const CLIENT_CREDENTIALS: &str = "tenantry-client-credentials";
+
+/// The API group of RBAC objects.
+pub const API_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// Every ClusterRole Tenantry ships (installed by the Helm chart, or by `tenantry
 /// manifests`).
@@ -153,7 +157,7 @@ pub fn platform_admin_role() -> ClusterRole {
         },
         rules: Some(vec![
             rule(
-                &["tenantry.dev"],
+                &[crate::api::GROUP],
                 &["organizations"],
                 &[
                     "get",
@@ -170,7 +174,7 @@ pub fn platform_admin_role() -> ClusterRole {
                 ],
             ),
             rule(
-                &["tenantry.dev"],
+                &[crate::api::GROUP],
                 &[
                     "organizations/status",
                     "workspaces/status",
@@ -178,8 +182,8 @@ pub fn platform_admin_role() -> ClusterRole {
                 ],
                 READ,
             ),
-            rule(&["tenantry.dev"], &["workspaces", "memberships"], WRITE),
-            rule(&["tenantry.dev"], &["tenancy"], &["manage"]),
+            rule(&[crate::api::GROUP], &["workspaces", "memberships"], WRITE),
+            rule(&[crate::api::GROUP], &["tenancy"], &["manage"]),
         ]),
         aggregation_rule: None,
     }
@@ -197,17 +201,17 @@ pub fn operator_role() -> ClusterRole {
         // Read the three kinds; add/remove the Workspace finalizer; create the default
         // Workspace; write status.
         rule(
-            &["tenantry.dev"],
+            &[crate::api::GROUP],
             &["organizations"],
             &["get", "list", "watch"],
         ),
         rule(
-            &["tenantry.dev"],
+            &[crate::api::GROUP],
             &["workspaces", "memberships"],
             &["get", "list", "watch", "create", "update", "patch"],
         ),
         rule(
-            &["tenantry.dev"],
+            &[crate::api::GROUP],
             &[
                 "organizations/status",
                 "workspaces/status",
@@ -218,12 +222,12 @@ pub fn operator_role() -> ClusterRole {
         // The per-organization ClusterRoles grant these verbs on one Organization; RBAC
         // lets a subject create a role only with rights it holds itself (no `escalate`).
         rule(
-            &["tenantry.dev"],
+            &[crate::api::GROUP],
             &["organizations"],
             &["update", "patch", "delete", "grant-owner", "grant-admin"],
         ),
         // Set the labels and annotations the tracking policy protects.
-        rule(&["tenantry.dev"], &["tenancy"], &["manage"]),
+        rule(&[crate::api::GROUP], &["tenancy"], &["manage"]),
         // Organization and workspace namespaces: created, labelled, deleted.
         rule(
             &[""],
@@ -251,7 +255,7 @@ pub fn operator_role() -> ClusterRole {
         // Bindings of organization and workspace roles; per-organization ClusterRoles.
         // (Roles: the one that lets an invited user accept.)
         rule(
-            &["rbac.authorization.k8s.io"],
+            &[API_GROUP],
             &[
                 "roles",
                 "rolebindings",
@@ -262,7 +266,7 @@ pub fn operator_role() -> ClusterRole {
         ),
         // Bind only the roles Tenantry hands out.
         PolicyRule {
-            api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
+            api_groups: Some(vec![API_GROUP.into()]),
             resources: Some(vec!["clusterroles".into()]),
             verbs: vec!["bind".into()],
             resource_names: Some(bindable),
@@ -308,7 +312,7 @@ pub fn platform_bindings(group: &str, namespace: &str) -> Vec<ClusterRoleBinding
             Subject {
                 kind: "Group".into(),
                 name: group.into(),
-                api_group: Some("rbac.authorization.k8s.io".into()),
+                api_group: Some(API_GROUP.into()),
                 namespace: None,
             },
         ),
@@ -381,7 +385,7 @@ pub async fn install(
 /// A reference to ClusterRole `name`.
 pub fn cluster_role_ref(name: &str) -> RoleRef {
     RoleRef {
-        api_group: Some("rbac.authorization.k8s.io".into()),
+        api_group: Some(API_GROUP.into()),
         kind: "ClusterRole".into(),
         name: name.to_string(),
     }

@@ -4,6 +4,7 @@
 //! tested against YAML fixtures in `tests/fixtures/build/`.
 
 pub mod client;
+pub mod organization;
 pub mod workspace;
 
 #[cfg(test)]
@@ -127,6 +128,31 @@ pub(crate) mod fixtures {
         doc("status.members", y(&c.members));
         if !c.capped.is_empty() {
             doc("capped", format!("{:?}\n", c.capped));
+        }
+        out
+    }
+
+    /// An organization's build as YAML documents.
+    pub fn render_organization(c: &super::organization::Children) -> String {
+        let mut out = String::new();
+        let mut doc = |kind: &str, v: String| {
+            out.push_str(&format!("--- # {kind}\n{v}"));
+        };
+        doc("Namespace", y(&c.namespace));
+        for b in &c.role_bindings {
+            doc("RoleBinding", y(b));
+        }
+        for r in &c.credentials_roles {
+            doc("Role", y(r));
+        }
+        for b in &c.credentials_bindings {
+            doc("RoleBinding", y(b));
+        }
+        for r in &c.cluster_roles {
+            doc("ClusterRole", y(r));
+        }
+        for b in &c.cluster_role_bindings {
+            doc("ClusterRoleBinding", y(b));
         }
         out
     }

@@ -21,6 +21,7 @@ use crate::api::{
     WorkspaceRole,
 };
 use crate::grants::{self, MemberState};
+use crate::labels::Component;
 use crate::rbac::{cluster_role_ref, dedup};
 use crate::{labels, provision, quantity, rbac};
 
@@ -136,14 +137,14 @@ pub fn children(input: &Input<'_>) -> Children {
     let (policy, capped) = policy(input);
     let org = input.org.name_any();
     let ws = input.ws.name_any();
-    let meta = |name: &str, component: &str| ObjectMeta {
+    let meta = |name: &str, component: Component| ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(input.namespace.to_string()),
         labels: Some(provision::workspace_labels(&org, &ws, component)),
         ..Default::default()
     };
     let quota = policy.quota.as_ref().map(|hard| ResourceQuota {
-        metadata: meta(QUOTA, "workspace-quota"),
+        metadata: meta(QUOTA, Component::WorkspaceQuota),
         spec: Some(ResourceQuotaSpec {
             hard: Some(hard.clone()),
             ..Default::default()
@@ -155,7 +156,7 @@ pub fn children(input: &Input<'_>) -> Children {
         .as_ref()
         .filter(|l| l.default.is_some() || l.default_request.is_some() || l.max.is_some())
         .map(|l| LimitRange {
-            metadata: meta(LIMITS, "workspace-limits"),
+            metadata: meta(LIMITS, Component::WorkspaceLimits),
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".into(),
@@ -171,7 +172,7 @@ pub fn children(input: &Input<'_>) -> Children {
         .network_isolation
         .unwrap_or(true)
         .then(|| NetworkPolicy {
-            metadata: meta(ISOLATION, "workspace-isolation"),
+            metadata: meta(ISOLATION, Component::WorkspaceIsolation),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector::default()),
                 policy_types: Some(vec!["Ingress".into()]),
@@ -201,7 +202,7 @@ pub fn children(input: &Input<'_>) -> Children {
                 })
                 .collect();
             (!subjects.is_empty()).then(|| RoleBinding {
-                metadata: meta(&name, "workspace-binding"),
+                metadata: meta(&name, Component::WorkspaceBinding),
                 role_ref: cluster_role_ref(&name),
                 subjects: Some(dedup(subjects)),
             })
@@ -232,7 +233,7 @@ fn namespace(input: &Input<'_>, policy: &WorkspacePolicy) -> Namespace {
     let mut labels = provision::workspace_labels(
         &input.org.name_any(),
         &input.ws.name_any(),
-        "workspace-namespace",
+        Component::WorkspaceNamespace,
     );
     let level = policy
         .pod_security

@@ -49,13 +49,15 @@ pub struct Stores {
     pub child_index: ChildIndexes,
 }
 
-/// A [`NamespaceIndex`] per kind Tenantry puts in workspace namespaces.
+/// A [`NamespaceIndex`] per kind Tenantry puts in workspace and organization namespaces.
 #[derive(Clone, Default)]
 pub struct ChildIndexes {
     pub quotas: NamespaceIndex,
     pub limit_ranges: NamespaceIndex,
     pub network_policies: NamespaceIndex,
     pub role_bindings: NamespaceIndex,
+    /// In organization namespaces: the client-credentials access Role, invitations.
+    pub roles: NamespaceIndex,
 }
 
 impl Stores {
@@ -306,7 +308,7 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         memberships: all(), Some(membership_index.clone());
         namespaces: managed();
         role_bindings: managed(), Some(child_index.role_bindings.clone());
-        roles: managed();
+        roles: managed(), Some(child_index.roles.clone());
         cluster_roles: managed();
         cluster_role_bindings: managed();
         quotas: managed(), Some(child_index.quotas.clone());

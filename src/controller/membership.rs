@@ -29,6 +29,7 @@ use crate::api::{
 use crate::build::client;
 use crate::error::{Context as _, Error, Result};
 use crate::grants::{self, MemberState};
+use crate::labels::Component;
 use crate::provision;
 use crate::status::{self, Outcome};
 use crate::{credentials, labels, names};
@@ -232,7 +233,7 @@ fn invitation_name(m: &Membership) -> String {
 /// allows them to change nothing but the acceptance annotation).
 async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> Result<()> {
     let name = invitation_name(m);
-    let mut l = provision::org_labels(&org.name_any(), "invitation");
+    let mut l = provision::org_labels(&org.name_any(), Component::Invitation);
     l.insert(
         labels::MEMBERSHIP.to_string(),
         names::label_value(&m.name_any()),
@@ -247,7 +248,7 @@ async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> 
     let role = Role {
         metadata: meta.clone(),
         rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["tenantry.dev".into()]),
+            api_groups: Some(vec![crate::api::GROUP.into()]),
             resources: Some(vec!["memberships".into()]),
             resource_names: Some(vec![m.name_any()]),
             verbs: vec!["get".into(), "patch".into()],
@@ -258,7 +259,7 @@ async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> 
     let binding = RoleBinding {
         metadata: meta,
         role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
+            api_group: Some(crate::rbac::API_GROUP.into()),
             kind: "Role".into(),
             name: name.clone(),
         },
@@ -386,11 +387,14 @@ async fn ensure_client(
         .uid()
         .ok_or_else(|| Error::MissingKey(format!("Membership {name}")))?;
     let client_id = names::client_id(&org.name_any(), &name, &uid);
-    let mut labels = provision::org_labels(&org.name_any(), "client");
+    let mut labels = provision::org_labels(&org.name_any(), Component::ClientCredentials);
     labels.insert(labels::MEMBERSHIP.to_string(), names::label_value(&name));
-    let meta = |object: String, component: &str| {
+    let meta = |object: String, component: Component| {
         let mut l = labels.clone();
-        l.insert(labels::COMPONENT.to_string(), component.to_string());
+        l.insert(
+            labels::COMPONENT.to_string(),
+            component.as_str().to_string(),
+        );
         ObjectMeta {
             name: Some(object),
             namespace: Some(ns.to_string()),
@@ -453,7 +457,7 @@ async fn ensure_client(
         // The Secret first: if writing the verifier fails, the next pass finds the
         // Secret (above) and writes the verifier of the same secret.
         let secret = Secret {
-            metadata: meta(secret_name.clone(), "client-credentials"),
+            metadata: meta(secret_name.clone(), Component::ClientCredentials),
             type_: Some("tenantry.dev/client-credentials".into()),
             data: Some(
                 [
@@ -518,7 +522,7 @@ async fn ensure_client(
         };
         info!(secret = %secret_name, client_id = %client_id, "{what}");
     }
-    let mut sa_meta = meta(sa_name.clone(), "client-service-account");
+    let mut sa_meta = meta(sa_name.clone(), Component::ClientServiceAccount);
     sa_meta.annotations = Some(plan.verifier_with(new_hash));
     let sa = ServiceAccount {
         metadata: sa_meta,

@@ -15,11 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
-};
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -27,11 +24,12 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
 use super::{Context, Feeds, feed, log_result, requeue_on_error};
-use crate::api::{OrgRole, Organization, OrganizationStatus, Workspace, WorkspaceSpec, reason};
+use crate::api::{Organization, OrganizationStatus, Workspace, WorkspaceSpec, reason};
+use crate::build::organization as build;
 use crate::error::{Context as _, Error, Result};
 use crate::grants;
+use crate::labels::Component;
 use crate::provision::{self, NamespaceClaim};
-use crate::rbac::{cluster_role_ref, dedup};
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
@@ -211,23 +209,19 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
         .await)
 }
 
-/// The organization namespace and everything in it.
+/// The organization namespace and everything in it: claimed (created, or found to be
+/// this organization's), then built (`build::organization`) and applied.
 async fn provision_org(
     org: &Arc<Organization>,
     ns_name: &str,
     uid: &str,
     ctx: &Context,
 ) -> Result<Outcome> {
-    let ns_store = &ctx.stores.namespaces;
+    let view = ctx.view_of(ns_name, org.clone());
+    let built = build::children(org, &view, ns_name, uid);
+    let s = &ctx.stores;
     Ok(
-        match provision::claim_namespace(
-            &ctx.client,
-            ns_store,
-            &org_namespace(org, ns_name, uid),
-            uid,
-        )
-        .await?
-        {
+        match provision::claim_namespace(&ctx.client, &s.namespaces, &built.namespace, uid).await? {
             NamespaceClaim::Foreign(why) => Outcome::stalled(reason::NAMESPACE_CONFLICT, why),
             NamespaceClaim::Terminating => Outcome::progressing(
                 reason::NAMESPACE_TERMINATING,
@@ -242,14 +236,67 @@ async fn provision_org(
                 if matches!(claim, NamespaceClaim::Created) {
                     info!(namespace = %ns_name, "created the organization namespace");
                 }
-                provision::apply_cluster(&ctx.client, ns_store, &org_namespace(org, ns_name, uid))
-                    .await?;
+                provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
                 ensure_default_workspace(org, ns_name, ctx).await?;
-                apply_bindings(org, ns_name, ctx).await?;
+                apply_children(org, ns_name, &built, ctx).await?;
                 Outcome::ready(reason::PROVISIONED, format!("namespace {ns_name} is ready"))
             }
         },
     )
+}
+
+/// Applies what the build made in the organization namespace (the one applier, by
+/// component: what carries it and was not built goes) and on the cluster.
+async fn apply_children(
+    org: &Organization,
+    ns: &str,
+    built: &build::Children,
+    ctx: &Context,
+) -> Result<()> {
+    let s = &ctx.stores;
+    let org_name = org.name_any();
+    let bindings = s.child_index.role_bindings.objects_in(&s.role_bindings, ns);
+    let roles = s.child_index.roles.objects_in(&s.roles, ns);
+    let owner = |c: Component| provision::org_labels(&org_name, c);
+    let refused = [
+        provision::converge(
+            &ctx.client,
+            &s.role_bindings,
+            &bindings,
+            &owner(Component::OrganizationBinding),
+            &built.role_bindings,
+        )
+        .await?,
+        provision::converge(
+            &ctx.client,
+            &s.roles,
+            &roles,
+            &owner(Component::ClientCredentialsAccess),
+            &built.credentials_roles,
+        )
+        .await?,
+        provision::converge(
+            &ctx.client,
+            &s.role_bindings,
+            &bindings,
+            &owner(Component::ClientCredentialsAccess),
+            &built.credentials_bindings,
+        )
+        .await?,
+    ];
+    // Built from validated names only: a refusal here is a bug, not a tenant's input.
+    if let Some(why) = refused.iter().flatten().next() {
+        return Err(Error::Refused(format!(
+            "the API server refused a binding of organization {org_name}: {why}"
+        )));
+    }
+    for role in &built.cluster_roles {
+        provision::apply_cluster(&ctx.client, &s.cluster_roles, role).await?;
+    }
+    for binding in &built.cluster_role_bindings {
+        provision::apply_cluster(&ctx.client, &s.cluster_role_bindings, binding).await?;
+    }
+    Ok(())
 }
 
 fn same_status(a: &OrganizationStatus, b: &OrganizationStatus) -> bool {
@@ -259,22 +306,6 @@ fn same_status(a: &OrganizationStatus, b: &OrganizationStatus) -> bool {
         && a.members == b.members
         && a.observed_generation == b.observed_generation
         && status::same_conditions(&a.conditions, &b.conditions)
-}
-
-fn org_namespace(org: &Organization, name: &str, uid: &str) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some(provision::org_labels(
-                &org.name_any(),
-                "organization-namespace",
-            )),
-            annotations: Some([(labels::OWNER_UID.to_string(), uid.to_string())].into()),
-            owner_references: provision::owner_ref(org, true).map(|r| vec![r]),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
 }
 
 /// Creates the default workspace when it is on and missing.
@@ -299,7 +330,10 @@ async fn ensure_default_workspace(org: &Organization, ns: &str, ctx: &Context) -
         },
     );
     ws.metadata.namespace = Some(ns.to_string());
-    ws.metadata.labels = Some(provision::org_labels(&org.name_any(), "default-workspace"));
+    ws.metadata.labels = Some(provision::org_labels(
+        &org.name_any(),
+        Component::DefaultWorkspace,
+    ));
     match Api::<Workspace>::namespaced(ctx.client.clone(), ns)
         .create(&PostParams::default(), &ws)
         .await
@@ -311,140 +345,4 @@ async fn ensure_default_workspace(org: &Organization, ns: &str, ctx: &Context) -
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e).context(|| format!("creating the default workspace {ns}/{}", dw.name)),
     }
-}
-
-/// The RoleBindings of the organization roles in the organization namespace, and the
-/// per-organization ClusterRoles and ClusterRoleBindings on the Organization object.
-async fn apply_bindings(org: &Arc<Organization>, ns: &str, ctx: &Context) -> Result<()> {
-    let org_name = org.name_any();
-    let view = ctx.view_of(ns, org.clone());
-    let refs = view.membership_refs();
-    let holders = &view.holders;
-
-    for role in OrgRole::ALL {
-        let name = rbac::org_cluster_role(role);
-        let subjects: Vec<_> = holders
-            .get(&role)
-            .into_iter()
-            .flatten()
-            .map(|(s, m)| grants::rbac_subject(s, m.as_deref().unwrap_or(""), ns))
-            .collect();
-        if subjects.is_empty() {
-            provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, &name).await?;
-            continue;
-        }
-        let rb = RoleBinding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.to_string()),
-                labels: Some(provision::org_labels(&org_name, "organization-binding")),
-                ..Default::default()
-            },
-            role_ref: cluster_role_ref(&name),
-            subjects: Some(dedup(subjects)),
-        };
-        provision::apply(&ctx.client, &ctx.stores.role_bindings, &rb).await?;
-    }
-
-    // Admins read the credentials of clients below Owner, by name: an Owner client's
-    // secret would be an Owner token.
-    let readable = grants::admin_readable_credentials(&refs);
-    let admins: Vec<_> = holders
-        .get(&OrgRole::Admin)
-        .into_iter()
-        .flatten()
-        .map(|(s, m)| grants::rbac_subject(s, m.as_deref().unwrap_or(""), ns))
-        .collect();
-    let name = rbac::CLIENT_CREDENTIALS;
-    if readable.is_empty() || admins.is_empty() {
-        // Never a rule with no names: an empty resourceNames means every Secret.
-        provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, name).await?;
-        provision::delete_cached(&ctx.client, &ctx.stores.roles, ns, name).await?;
-    } else {
-        let meta = ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(ns.to_string()),
-            labels: Some(provision::org_labels(
-                &org_name,
-                "client-credentials-access",
-            )),
-            ..Default::default()
-        };
-        let role = Role {
-            metadata: meta.clone(),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["secrets".into()]),
-                resource_names: Some(readable),
-                verbs: vec!["get".into()],
-                ..Default::default()
-            }]),
-        };
-        provision::apply(&ctx.client, &ctx.stores.roles, &role).await?;
-        let rb = RoleBinding {
-            metadata: meta,
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "Role".into(),
-                name: name.to_string(),
-            },
-            subjects: Some(dedup(admins)),
-        };
-        provision::apply(&ctx.client, &ctx.stores.role_bindings, &rb).await?;
-    }
-
-    // Access to the cluster-scoped Organization object itself, limited to this one by
-    // resourceNames: everyone reads it; Owner and Admin change it; only Owner deletes it.
-    let everyone: Vec<_> = holders.values().flatten().cloned().collect();
-    let of = |roles: &[OrgRole]| -> Vec<_> {
-        roles
-            .iter()
-            .flat_map(|r| holders.get(r).cloned().unwrap_or_default())
-            .collect()
-    };
-    let tiers: [(&str, Vec<&str>, Vec<_>); 3] = [
-        ("reader", vec!["get", "watch"], everyone),
-        (
-            "editor",
-            vec!["update", "patch", "grant-admin"],
-            of(&[OrgRole::Owner, OrgRole::Admin]),
-        ),
-        (
-            "owner",
-            vec!["delete", "grant-owner"],
-            of(&[OrgRole::Owner]),
-        ),
-    ];
-    for (tier, verbs, subjects) in tiers {
-        let name = format!("tenantry:org:{org_name}:{tier}");
-        let meta = ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(provision::org_labels(&org_name, "organization-role")),
-            owner_references: provision::owner_ref(org.as_ref(), true).map(|r| vec![r]),
-            ..Default::default()
-        };
-        let role = ClusterRole {
-            metadata: meta.clone(),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec!["tenantry.dev".into()]),
-                resources: Some(vec!["organizations".into()]),
-                resource_names: Some(vec![org_name.clone()]),
-                verbs: verbs.iter().map(|v| v.to_string()).collect(),
-                ..Default::default()
-            }]),
-            aggregation_rule: None,
-        };
-        provision::apply_cluster(&ctx.client, &ctx.stores.cluster_roles, &role).await?;
-        let subjects: Vec<_> = subjects
-            .iter()
-            .map(|(s, m)| grants::rbac_subject(s, m.as_deref().unwrap_or(""), ns))
-            .collect();
-        let binding = ClusterRoleBinding {
-            metadata: meta,
-            role_ref: cluster_role_ref(&name),
-            subjects: Some(dedup(subjects)),
-        };
-        provision::apply_cluster(&ctx.client, &ctx.stores.cluster_role_bindings, &binding).await?;
-    }
-    Ok(())
 }

@@ -1,0 +1,200 @@
+//! What an Organization is made of, built from the Organization and its view: the
+//! organization namespace, the RoleBindings of its organization roles there, the
+//! Role and RoleBinding that let Admins read the credentials of clients below Owner, and
+//! the per-organization ClusterRoles and ClusterRoleBindings on the Organization object
+//! itself. Pure; tested against `tests/fixtures/build/organization/`.
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
+};
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+
+use crate::api::{OrgRole, Organization, Subject};
+use crate::grants;
+use crate::labels::{self, Component};
+use crate::provision;
+use crate::rbac::{self, cluster_role_ref, dedup};
+use crate::view::OrgView;
+
+/// Everything the Organization reconciler applies.
+#[derive(Debug, Clone, Default)]
+pub struct Children {
+    pub namespace: Namespace,
+    /// One per organization role that someone holds (component `organization-binding`).
+    pub role_bindings: Vec<RoleBinding>,
+    /// The Admins' read access to client credentials (component
+    /// `client-credentials-access`): none when no client below Owner or no Admin.
+    pub credentials_roles: Vec<Role>,
+    pub credentials_bindings: Vec<RoleBinding>,
+    /// Access to the Organization object itself: reader, editor, owner.
+    pub cluster_roles: Vec<ClusterRole>,
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+}
+
+/// The organization namespace `ns` of `org` (UID `uid`), and what goes in it.
+pub fn children(org: &Organization, view: &OrgView, ns: &str, uid: &str) -> Children {
+    let org_name = org.name_any();
+    let holders = &view.holders;
+    let subjects = |list: &[(Subject, Option<String>)]| -> Vec<_> {
+        dedup(
+            list.iter()
+                .map(|(s, m)| grants::rbac_subject(s, m.as_deref().unwrap_or(""), ns))
+                .collect(),
+        )
+    };
+    let meta = |name: &str, component: Component| ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(ns.to_string()),
+        labels: Some(provision::org_labels(&org_name, component)),
+        ..Default::default()
+    };
+
+    let role_bindings = OrgRole::ALL
+        .iter()
+        .filter_map(|role| {
+            let held = holders.get(role).filter(|h| !h.is_empty())?;
+            let name = rbac::org_cluster_role(*role);
+            Some(RoleBinding {
+                metadata: meta(&name, Component::OrganizationBinding),
+                role_ref: cluster_role_ref(&name),
+                subjects: Some(subjects(held)),
+            })
+        })
+        .collect();
+
+    // Admins read the credentials of clients below Owner, by name: an Owner client's
+    // secret would be an Owner token. Never a rule with no names: an empty resourceNames
+    // means every Secret.
+    let readable = grants::admin_readable_credentials(&view.membership_refs());
+    let admins = holders.get(&OrgRole::Admin).filter(|a| !a.is_empty());
+    let (credentials_roles, credentials_bindings) = match admins {
+        Some(admins) if !readable.is_empty() => {
+            let name = rbac::CLIENT_CREDENTIALS;
+            let role = Role {
+                metadata: meta(name, Component::ClientCredentialsAccess),
+                rules: Some(vec![PolicyRule {
+                    api_groups: Some(vec![String::new()]),
+                    resources: Some(vec!["secrets".into()]),
+                    resource_names: Some(readable),
+                    verbs: vec!["get".into()],
+                    ..Default::default()
+                }]),
+            };
+            let binding = RoleBinding {
+                metadata: meta(name, Component::ClientCredentialsAccess),
+                role_ref: RoleRef {
+                    api_group: Some(rbac::API_GROUP.into()),
+                    kind: "Role".into(),
+                    name: name.to_string(),
+                },
+                subjects: Some(subjects(admins)),
+            };
+            (vec![role], vec![binding])
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
+
+    // Access to the cluster-scoped Organization object itself, limited to this one by
+    // resourceNames: everyone reads it; Owner and Admin change it; only Owner deletes it.
+    let everyone: Vec<_> = holders.values().flatten().cloned().collect();
+    let of = |roles: &[OrgRole]| -> Vec<_> {
+        roles
+            .iter()
+            .flat_map(|r| holders.get(r).cloned().unwrap_or_default())
+            .collect()
+    };
+    let tiers: [(&str, &[&str], Vec<_>); 3] = [
+        ("reader", &["get", "watch"], everyone),
+        (
+            "editor",
+            &["update", "patch", "grant-admin"],
+            of(&[OrgRole::Owner, OrgRole::Admin]),
+        ),
+        ("owner", &["delete", "grant-owner"], of(&[OrgRole::Owner])),
+    ];
+    let mut cluster_roles = Vec::new();
+    let mut cluster_role_bindings = Vec::new();
+    for (tier, verbs, holders) in tiers {
+        let name = format!("tenantry:org:{org_name}:{tier}");
+        let meta = ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(provision::org_labels(
+                &org_name,
+                Component::OrganizationRole,
+            )),
+            owner_references: provision::owner_ref(org, true).map(|r| vec![r]),
+            ..Default::default()
+        };
+        cluster_roles.push(ClusterRole {
+            metadata: meta.clone(),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![crate::api::GROUP.into()]),
+                resources: Some(vec!["organizations".into()]),
+                resource_names: Some(vec![org_name.clone()]),
+                verbs: verbs.iter().map(|v| v.to_string()).collect(),
+                ..Default::default()
+            }]),
+            aggregation_rule: None,
+        });
+        cluster_role_bindings.push(ClusterRoleBinding {
+            metadata: meta,
+            role_ref: cluster_role_ref(&name),
+            subjects: Some(subjects(&holders)),
+        });
+    }
+
+    Children {
+        namespace: namespace(org, ns, uid),
+        role_bindings,
+        credentials_roles,
+        credentials_bindings,
+        cluster_roles,
+        cluster_role_bindings,
+    }
+}
+
+/// The organization namespace: owned by the Organization (it goes with it), marked with
+/// the Organization's UID (never adopted from anyone else).
+fn namespace(org: &Organization, ns: &str, uid: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.to_string()),
+            labels: Some(provision::org_labels(
+                &org.name_any(),
+                Component::OrganizationNamespace,
+            )),
+            annotations: Some([(labels::OWNER_UID.to_string(), uid.to_string())].into()),
+            owner_references: provision::owner_ref(org, true).map(|r| vec![r]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::build::fixtures;
+
+    /// Each fixture in `tests/fixtures/build/organization/`: an Organization and its
+    /// Memberships; the expected build is the golden file beside it.
+    #[test]
+    fn organization_builds_match_their_fixtures() {
+        fixtures::check("organization", |docs, settings| {
+            let org = docs.organizations.first().expect("an Organization");
+            let view = OrgView::new(
+                Arc::new(org.clone()),
+                docs.memberships.iter().cloned().map(Arc::new).collect(),
+                docs.workspaces.iter().cloned().map(Arc::new).collect(),
+                settings.gates(),
+            );
+            let ns = crate::names::org_namespace(&org.name_any());
+            let uid = org.uid().unwrap_or_default();
+            fixtures::render_organization(&children(org, &view, &ns, &uid))
+        });
+    }
+}
