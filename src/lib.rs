@@ -15,18 +15,23 @@
 )]
 //! Tenantry: SaaS-style tenancy for Kubernetes, as YAML.
 //!
+//! Public, for the binary, the tests, the benchmark and the fuzz targets:
 //! - [`api`]: the `tenantry.dev/v1alpha1` kinds.
-//! - [`controller`]: one reconciler per kind, sharing label-selected caches.
-//! - [`grants`]: the pure rules of who gets what; [`view`]: what they make of one
-//!   organization, computed once and shared by the reconcilers.
-//! - [`provision`], [`names`], [`labels`], [`rbac`]: shared provisioning helpers.
+//! - [`controller`]: one reconciler per kind, sharing label-selected caches (`run`).
+//! - [`grants`]: the pure rules of who gets what.
+//! - [`names`], [`labels`], [`rbac`], [`credentials`], [`token`], [`settings`]: names,
+//!   labels, roles, client credentials, the token endpoint, the operator's settings.
+//!
+//! Private: `build` (the pure builders), `view` (one organization's meaning, shared by
+//! the reconcilers), `provision` (the one applier), `status`, `policy`, `quantity`,
+//! `error`.
 
 pub mod admin;
 pub mod api;
-pub mod build;
+mod build;
 pub mod controller;
 pub mod credentials;
-pub mod error;
+mod error;
 pub mod fuzz;
 pub mod grants;
 pub mod labels;
@@ -36,17 +41,17 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 #[allow(clippy::expect_used)] // static policy documents
-pub mod policy;
-pub mod provision;
-pub mod quantity;
+mod policy;
+mod provision;
+mod quantity;
 pub mod rbac;
 pub mod settings;
-pub mod status;
+mod status;
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // load-test generator
 pub mod synthetic;
 pub mod token;
 pub mod tree;
-pub mod view;
+mod view;
 
 /// Everything `tenantry manifests` prints, as YAML: the roles Tenantry binds, the
 /// platform-admin and operator roles and their bindings, and the admission policies.

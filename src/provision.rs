@@ -210,22 +210,6 @@ where
     .await
 }
 
-/// Deletes a cluster-scoped object if the cache has it.
-pub async fn delete_cached_cluster<K>(client: &Client, store: &Store<K>, name: &str) -> Result<bool>
-where
-    K: Object + Resource<Scope = ClusterResourceScope>,
-{
-    if store.get(&ObjectRef::new(name)).is_none() {
-        return Ok(false);
-    }
-    delete_with(
-        Api::<K>::all(client.clone()),
-        format!("{} {name}", K::kind(&())),
-        name,
-    )
-    .await
-}
-
 /// `namespace/name` or `name`.
 pub fn object_path<K: Resource>(obj: &K) -> String {
     match &obj.meta().namespace {
@@ -297,7 +281,7 @@ pub enum NamespaceClaim {
     /// It existed a moment ago and is gone now: the next pass creates it.
     Gone,
     /// It was created for this object.
-    Ours(Box<Namespace>),
+    Ours,
     /// It was created for an earlier object of the same name and is still terminating.
     Terminating,
     /// Someone else's: never touched.
@@ -341,7 +325,7 @@ pub async fn claim_namespace(
         Some(uid) if uid == owner_uid && ns.meta().deletion_timestamp.is_some() => {
             NamespaceClaim::Terminating
         }
-        Some(uid) if uid == owner_uid => NamespaceClaim::Ours(Box::new(ns)),
+        Some(uid) if uid == owner_uid => NamespaceClaim::Ours,
         Some(_) if managed && ns.meta().deletion_timestamp.is_some() => NamespaceClaim::Terminating,
         Some(_) if managed => NamespaceClaim::Foreign(format!(
             "namespace {name} belongs to another Tenantry object (a previous one of the same name, or another organization's workspace)"

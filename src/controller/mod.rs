@@ -1,12 +1,12 @@
 //! The controller: shared caches, one reconciler per kind, and their wiring.
 
-pub mod caches;
-pub mod events;
-pub mod feed;
-pub mod membership;
-pub mod organization;
-pub mod pacing;
-pub mod workspace;
+mod caches;
+mod events;
+mod feed;
+mod membership;
+mod organization;
+mod pacing;
+mod workspace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +26,10 @@ use crate::provision::Object;
 use crate::settings::Settings;
 use crate::status::Outcome;
 use caches::count_managed;
-pub use caches::{
-    ChildIndexes, Feeds, NamespaceIndex, Stores, WatchBackoff, stores, wait_for_crds,
-};
-pub use feed::{Change, Feed};
+pub(crate) use caches::{Feeds, Stores, stores, wait_for_crds};
+pub(crate) use feed::Change;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-pub use pacing::{StatusPacer, progressing_retry, significant_change};
+pub(crate) use pacing::{StatusPacer, progressing_retry, significant_change};
 
 /// What every reconcile gets.
 pub struct Context {

@@ -232,7 +232,7 @@ async fn provision_org(
             NamespaceClaim::Gone => {
                 Outcome::progressing(reason::PROGRESSING, format!("creating namespace {ns_name}"))
             }
-            claim @ (NamespaceClaim::Created | NamespaceClaim::Ours(_)) => {
+            claim @ (NamespaceClaim::Created | NamespaceClaim::Ours) => {
                 if matches!(claim, NamespaceClaim::Created) {
                     info!(namespace = %ns_name, "created the organization namespace");
                 }

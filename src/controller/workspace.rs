@@ -327,7 +327,7 @@ async fn provision(
         // Just created: the rest is provisioned in the same pass (one status write, Ready,
         // instead of a Progressing one first).
         NamespaceClaim::Created => info!(namespace = %name, "created the workspace namespace"),
-        NamespaceClaim::Ours(_) => {}
+        NamespaceClaim::Ours => {}
     }
     provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
 
