@@ -67,6 +67,12 @@ impl Component {
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "tenantry";
 
+/// On every object Tenantry applies: a digest of the object as Tenantry last built it.
+/// A build that differs (a quota key dropped from the spec, a binding's subject gone) is
+/// a change to apply even when the live object still holds everything built: the live
+/// object's extra fields may be what the new build no longer sets.
+pub const APPLIED: &str = "tenantry.dev/applied";
+
 /// The UID of the Tenantry object a namespace was created for. A namespace whose
 /// annotation names another object is never adopted.
 pub const OWNER_UID: &str = "tenantry.dev/owner-uid";

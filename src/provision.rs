@@ -68,6 +68,28 @@ fn to_value<K: Serialize>(obj: &K, what: &str) -> Result<Value> {
     })
 }
 
+/// `desired` with its digest in the [`labels::APPLIED`] annotation: what Tenantry writes,
+/// so that the next build can tell whether anything it asks for changed.
+pub fn stamped<K: Object>(desired: &K) -> Result<K> {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(desired).map_err(|source| Error::Serialize {
+        what: desired.name_any(),
+        source,
+    })?;
+    let digest = sha2::Sha256::digest(&bytes);
+    let hex: String = digest
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut out = desired.clone();
+    out.meta_mut()
+        .annotations
+        .get_or_insert_default()
+        .insert(labels::APPLIED.to_string(), hex);
+    Ok(out)
+}
+
 /// Whether the cached `live` object already holds everything in `desired`.
 pub fn up_to_date<K: Object>(live: Option<&K>, desired: &K) -> Result<bool> {
     let Some(live) = live else { return Ok(false) };
@@ -87,22 +109,95 @@ pub fn up_to_date<K: Object>(live: Option<&K>, desired: &K) -> Result<bool> {
     Ok(same)
 }
 
+/// The one write path of every object Tenantry makes: nothing when the cache shows it up
+/// to date; one POST with the whole object when the cache does not have it; otherwise (it
+/// drifted) a server-side apply, after [`own_created_fields`].
+///
+/// A POST records its fields under an `Update` entry of Tenantry's field manager, and an
+/// apply removes a field it no longer sets only when no other entry owns it. So before
+/// the first apply to an object Tenantry created, that entry becomes an `Apply` entry:
+/// a field set at creation and later dropped from the build is removed. Measured
+/// (docs/benchmarks.md): a POST costs the API server about two thirds of a server-side
+/// apply that creates, and objects are created far more often than they drift.
 async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Result<bool> {
     let name = desired
         .meta()
         .name
         .clone()
         .ok_or_else(|| Error::MissingKey(K::kind(&()).to_string()))?;
+    let what = || format!("{} {}", K::kind(&()), object_path(desired));
     let live = store.get(&ObjectRef::from_obj(desired));
+    let desired = &stamped(desired)?;
     if up_to_date(live.as_deref(), desired)? {
         return Ok(false);
+    }
+    if live.is_none() {
+        crate::metrics::write("create", K::kind(&()).as_ref());
+        let pp = PostParams {
+            field_manager: Some(labels::FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        match api.create(&pp, desired).await {
+            Ok(_) => return Ok(true),
+            // It exists and the cache does not show it yet (or someone else made it):
+            // apply over it, as before.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("creating {}", what()),
+                    source,
+                });
+            }
+        }
+    } else {
+        own_created_fields(&api, &name).await?;
     }
     let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
     crate::metrics::write("apply", K::kind(&()).as_ref());
     api.patch(&name, &pp, &Patch::Apply(desired))
         .await
-        .context(|| format!("applying {} {}", K::kind(&()), object_path(desired)))?;
+        .context(|| format!("applying {}", what()))?;
     Ok(true)
+}
+
+/// Turns the `Update` entries of Tenantry's field manager on object `name` (what a POST
+/// records) into `Apply` entries, as `kubectl apply --server-side` does when it takes over
+/// from a client-side apply. One read; a write only the first time, guarded by the
+/// resourceVersion read (a conflict is retried by the reconcile).
+async fn own_created_fields<K: Object>(api: &Api<K>, name: &str) -> Result<()> {
+    let Some(live) = api
+        .get_opt(name)
+        .await
+        .context(|| format!("reading {} {name}", K::kind(&())))?
+    else {
+        return Ok(());
+    };
+    let Some(mut entries) = live.meta().managed_fields.clone() else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for e in &mut entries {
+        let main = e.subresource.as_deref().unwrap_or_default().is_empty();
+        if main
+            && e.manager.as_deref() == Some(labels::FIELD_MANAGER)
+            && e.operation.as_deref() == Some("Update")
+        {
+            e.operation = Some("Apply".into());
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": live.meta().resource_version,
+        "managedFields": entries,
+    }});
+    crate::metrics::write("own-fields", K::kind(&()).as_ref());
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .context(|| format!("taking over the fields of {} {name}", K::kind(&())))?;
+    Ok(())
 }
 
 /// Server-side applies a namespaced object unless the cache shows it up to date.
@@ -276,7 +371,7 @@ pub fn owner_ref<K: Resource<DynamicType = ()>>(
 /// Whether a namespace may be used for the Tenantry object with UID `owner_uid`.
 #[derive(Debug, Clone)]
 pub enum NamespaceClaim {
-    /// It did not exist, and has just been created (with its identity only).
+    /// It did not exist, and has just been created, whole (nothing to apply after).
     Created,
     /// It existed a moment ago and is gone now: the next pass creates it.
     Gone,
@@ -336,8 +431,8 @@ pub async fn claim_namespace(
     })
 }
 
-/// Labels and annotations that identify a namespace's owner. They are set once, when
-/// Tenantry creates the namespace, and never change while it owns it.
+/// Labels that identify an object's owner: set when Tenantry creates it, never changed
+/// while it owns it, removed when it lets go ([`release`], [`release_namespace`]).
 const IDENTITY_LABELS: [&str; 4] = [
     labels::MANAGED_BY,
     labels::ORGANIZATION,
@@ -345,32 +440,17 @@ const IDENTITY_LABELS: [&str; 4] = [
     labels::COMPONENT,
 ];
 
-/// Creates a namespace (never applies over an existing one) with only its identity: the
-/// owner-uid annotation and the labels that map it back to its owner. Everything else is
-/// applied afterwards with server-side apply. `Ok(false)` when it exists already.
+/// Creates a namespace (never applies over an existing one), whole: its identity (the
+/// owner-uid annotation and the labels that map it back to its owner) and everything
+/// else the build gives it, in one request. `Ok(false)` when it exists already.
 async fn create_namespace(client: &Client, desired: &Namespace) -> Result<bool> {
-    let keep = |m: &Option<BTreeMap<String, String>>, keys: &[&str]| {
-        m.as_ref().map(|m| {
-            m.iter()
-                .filter(|(k, _)| keys.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-    };
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: desired.metadata.name.clone(),
-            labels: keep(&desired.metadata.labels, &IDENTITY_LABELS),
-            annotations: keep(&desired.metadata.annotations, &[labels::OWNER_UID]),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let ns = &stamped(desired)?;
+    crate::metrics::write("create", "Namespace");
     let pp = PostParams {
         field_manager: Some(labels::FIELD_MANAGER.to_string()),
         ..Default::default()
     };
-    match Api::<Namespace>::all(client.clone()).create(&pp, &ns).await {
+    match Api::<Namespace>::all(client.clone()).create(&pp, ns).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(source) => Err(Error::Kube {
@@ -390,6 +470,8 @@ pub async fn release_namespace(
     keep: BTreeMap<String, String>,
 ) -> Result<()> {
     let api = Api::<Namespace>::all(client.clone());
+    // Created by a POST and never applied since: its fields are not the apply's yet.
+    own_created_fields(&api, name).await?;
     let empty = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": keep}});
     api.patch(
         name,
@@ -466,6 +548,37 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_build_that_drops_a_field_is_a_change_to_apply() {
+        use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let quota = |hard: &[(&str, &str)]| ResourceQuota {
+            metadata: kube::api::ObjectMeta {
+                name: Some("tenantry-quota".into()),
+                namespace: Some("acme--dev".into()),
+                ..Default::default()
+            },
+            spec: Some(ResourceQuotaSpec {
+                hard: Some(
+                    hard.iter()
+                        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let written = stamped(&quota(&[("pods", "10"), ("requests.cpu", "2")])).unwrap();
+        // The same build: nothing to write.
+        let again = stamped(&quota(&[("pods", "10"), ("requests.cpu", "2")])).unwrap();
+        assert!(up_to_date(Some(&written), &again).unwrap());
+        // A key dropped: the live object still holds all of the new build, and yet it is
+        // a change (the subset comparison alone would miss it).
+        let fewer = quota(&[("pods", "10")]);
+        assert!(up_to_date(Some(&written), &fewer).unwrap());
+        assert!(!up_to_date(Some(&written), &stamped(&fewer).unwrap()).unwrap());
+    }
 
     #[test]
     fn subset_ignores_fields_set_by_others() {

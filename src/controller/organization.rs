@@ -235,8 +235,9 @@ async fn provision_org(
             claim @ (NamespaceClaim::Created | NamespaceClaim::Ours) => {
                 if matches!(claim, NamespaceClaim::Created) {
                     info!(namespace = %ns_name, "created the organization namespace");
+                } else {
+                    provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
                 }
-                provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
                 ensure_default_workspace(org, ns_name, ctx).await?;
                 apply_children(org, ns_name, &built, ctx).await?;
                 Outcome::ready(reason::PROVISIONED, format!("namespace {ns_name} is ready"))

@@ -324,12 +324,13 @@ async fn provision(
                 false,
             ));
         }
-        // Just created: the rest is provisioned in the same pass (one status write, Ready,
-        // instead of a Progressing one first).
+        // Just created, whole: the rest is provisioned in the same pass (one status write,
+        // Ready, instead of a Progressing one first).
         NamespaceClaim::Created => info!(namespace = %name, "created the workspace namespace"),
-        NamespaceClaim::Ours => {}
+        NamespaceClaim::Ours => {
+            provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
+        }
     }
-    provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
 
     // A quota or LimitRange the API server refuses (a resource name a quota cannot have, a
     // default above its max) is a bad spec, not an error to retry: it is reported, the

@@ -1040,6 +1040,80 @@ async fn duplicates_limits_and_missing_workspaces_are_reported() {
 
 // ---------- drift, restarts and idleness ----------
 
+/// Tenantry creates an object by POST (cheaper than an apply), which records its fields
+/// under an Update entry; a later apply still removes a field the build dropped, because
+/// the first apply takes those fields over (`provision::own_created_fields`).
+#[tokio::test]
+async fn a_field_set_at_creation_goes_when_the_spec_drops_it() {
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("t");
+    let mut spec = org_spec("owner@x.example");
+    spec.default_workspace = Some(DefaultWorkspace {
+        enabled: false,
+        name: "default".into(),
+    });
+    create_org(&client, &name, spec).await;
+    let policy = |hard: &[(&str, &str)]| WorkspacePolicy {
+        quota: Some(quantities(hard)),
+        ..Default::default()
+    };
+    create_ws(
+        &client,
+        &name,
+        "dev",
+        WorkspaceSpec {
+            display_name: None,
+            policy: policy(&[("pods", "10"), ("requests.cpu", "2")]),
+        },
+    )
+    .await;
+    wait_ws_ready(&client, &name, "dev").await;
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), &format!("{name}--dev"));
+    let hard = |q: &ResourceQuota| -> Vec<String> {
+        q.spec
+            .as_ref()
+            .and_then(|s| s.hard.as_ref())
+            .map(|h| h.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let created = quotas.get("tenantry-quota").await.unwrap();
+    assert_eq!(hard(&created), ["pods", "requests.cpu"]);
+    let owners: Vec<(String, String)> = created
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.manager.clone().unwrap_or_default(),
+                e.operation.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        owners.contains(&("tenantry".into(), "Update".into())),
+        "created by POST: {owners:?}"
+    );
+
+    Api::<Workspace>::namespaced(client.clone(), &format!("org-{name}"))
+        .patch(
+            "dev",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quota": {"requests.cpu": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &quotas,
+        "tenantry-quota",
+        "requests.cpu removed from the quota",
+        |q: Option<&ResourceQuota>| q.is_some_and(|q| hard(q) == ["pods"]),
+    )
+    .await;
+    delete_org(&client, &name).await;
+}
+
 #[tokio::test]
 async fn drift_is_repaired() {
     let _ = controller();
