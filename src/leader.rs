@@ -15,9 +15,11 @@ use tracing::{info, warn};
 /// How a candidate takes part.
 #[derive(clap::Args, Clone, Debug)]
 pub struct LeaderSettings {
-    /// Elect a leader among replicas (only the leader reconciles).
-    #[arg(long, env = "TENANTRY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_election: bool,
+    /// Elect a leader among replicas (only the leader reconciles). Default: on in a
+    /// cluster (a pod), off elsewhere (`tenantry run` on a laptop needs no Lease and no
+    /// operator namespace).
+    #[arg(long, env = "TENANTRY_LEADER_ELECTION", action = clap::ArgAction::Set)]
+    pub leader_election: Option<bool>,
     /// Name of the Lease, in the operator namespace.
     #[arg(
         long,
@@ -35,6 +37,19 @@ pub struct LeaderSettings {
     /// This replica's identity (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+}
+
+impl LeaderSettings {
+    /// Whether to elect a leader: as set, else whether this process runs in a pod.
+    pub fn enabled(&self) -> bool {
+        self.leader_election.unwrap_or_else(in_cluster)
+    }
+}
+
+/// Whether this process runs in a Kubernetes pod (the kubelet sets this variable in
+/// every container).
+pub fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
 pub struct Elector {

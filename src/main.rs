@@ -131,7 +131,12 @@ async fn main() -> anyhow::Result<()> {
                     let _ = admin_stop.wait_for(|stop| *stop).await;
                 },
             ));
-            let elector = leader.leader_election.then(|| {
+            if !leader.enabled() {
+                info!(
+                    "leader election is off (not in a pod; --leader-election=true turns it on): run one replica only"
+                );
+            }
+            let elector = leader.enabled().then(|| {
                 tenantry::leader::Elector::new(
                     client.clone(),
                     &settings.operator_namespace,

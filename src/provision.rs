@@ -77,11 +77,7 @@ pub fn stamped<K: Object>(desired: &K) -> Result<K> {
         source,
     })?;
     let digest = sha2::Sha256::digest(&bytes);
-    let hex: String = digest
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     let mut out = desired.clone();
     out.meta_mut()
         .annotations

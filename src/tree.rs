@@ -45,7 +45,7 @@ pub async fn render(client: &Client, org: &str) -> anyhow::Result<String> {
     writeln!(
         out,
         "Organization {org} \"{}\" code={} {}",
-        p(&o.spec.display_name),
+        p(&o.display_name()),
         status.code.as_deref().unwrap_or("-"),
         ready(&status.conditions)
     )?;

@@ -34,8 +34,10 @@ use super::{PodSecurityLevel, Subject, WorkspacePolicy};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationSpec {
-    /// Human-readable name; may change at any time.
-    #[schemars(length(min = 1, max = 256))]
+    /// Human-readable name; may change at any time. Absent or empty: the organization's
+    /// name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 256))]
     pub display_name: String,
 
     /// The organization's owners (User, Group or ServiceAccount). They hold the Owner role.
@@ -193,6 +195,17 @@ impl Default for OrganizationSpec {
             deletion_protection: true,
             verified: None,
             membership: None,
+        }
+    }
+}
+
+impl Organization {
+    /// The display name, else the organization's name.
+    pub fn display_name(&self) -> String {
+        if self.spec.display_name.is_empty() {
+            kube::ResourceExt::name_any(self)
+        } else {
+            self.spec.display_name.clone()
         }
     }
 }

@@ -328,6 +328,34 @@ async fn organization_gets_its_namespace_default_workspace_and_a_stable_code() {
     delete_org(&client, &name).await;
 }
 
+/// The smallest Organization a newcomer writes: a name and an owner. The display name
+/// defaults to the name.
+#[tokio::test]
+async fn a_minimal_organization_needs_no_display_name() {
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("t");
+    let org: Organization = serde_json::from_value(json!({
+        "apiVersion": "tenantry.dev/v1alpha1",
+        "kind": "Organization",
+        "metadata": {"name": name},
+        "spec": {"owners": [{"kind": "User", "name": "o@x.example"}]},
+    }))
+    .unwrap();
+    let created = Api::<Organization>::all(client.clone())
+        .create(&PostParams::default(), &org)
+        .await
+        .expect("an Organization without displayName is accepted");
+    assert_eq!(created.display_name(), name);
+    wait_org_ready(&client, &name).await;
+    let tree = tenantry::tree::render(&client, &name).await.unwrap();
+    assert!(
+        tree.starts_with(&format!("Organization {name} \"{name}\"")),
+        "{tree}"
+    );
+    delete_org(&client, &name).await;
+}
+
 #[tokio::test]
 async fn default_workspace_can_be_turned_off_and_renamed() {
     let _ = controller();

@@ -70,6 +70,7 @@ fn start(lease: &str, identity: &str, lease_seconds: u32) -> (tokio::process::Ch
             "json",
         ])
         .args([
+            "--leader-election=true",
             "--lease-name",
             lease,
             "--lease-seconds",
@@ -90,6 +91,45 @@ async fn metrics(port: u16) -> String {
         .await
         .map(|(_, m)| m)
         .unwrap_or_default()
+}
+
+/// `tenantry run` on a laptop, as the README says (KUBECONFIG, no flags): outside a pod
+/// leader election is off by default, so it needs no Lease and no operator namespace,
+/// and reconciles at once (before, it waited forever for a namespace that did not exist).
+#[tokio::test]
+async fn run_outside_a_cluster_reconciles_without_an_operator_namespace() {
+    let port = free_port();
+    let missing = crate::harness::unique("nowhere");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["run", "--admin-address", &format!("127.0.0.1:{port}")])
+        .args(["--operator-namespace", &missing])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("TENANTRY_LEADER_ELECTION")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tenantry run");
+    let client = crate::harness::admin().await;
+    let name = crate::harness::unique("laptop");
+    crate::core::create_org(&client, &name, crate::core::org_spec("o@x.example")).await;
+    let reconciled = async {
+        loop {
+            if metrics(port)
+                .await
+                .contains("tenantry_reconciles_total{kind=\"Organization\",result=\"ok\"}")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, reconciled)
+        .await
+        .expect("the laptop process reconciles without a Lease");
+    crate::core::wait_ws_ready(&client, &name, "default").await;
+    crate::core::delete_org(&client, &name).await;
+    let _ = child.kill().await;
 }
 
 #[tokio::test]
