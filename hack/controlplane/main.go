@@ -11,6 +11,7 @@
 //	controlplane kube-apiserver FLAGS...           (internal)
 //	controlplane kube-controller-manager FLAGS...  (internal)
 //	controlplane kstatus < object.json              (kstatus verdict on one object)
+//	controlplane lua SCRIPT.lua < object.json       (an Argo CD health script, in gopher-lua)
 package main
 
 import (
@@ -43,6 +44,11 @@ func main() {
 		}
 	case "kstatus":
 		if err := kstatusCmd(); err != nil {
+			fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
+			os.Exit(1)
+		}
+	case "lua":
+		if err := luaCmd(os.Args[2:]); err != nil {
 			fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
 			os.Exit(1)
 		}

@@ -383,56 +383,66 @@ impl std::io::Write for Counter {
     }
 }
 
-/// Objects and their JSON-encoded bytes in one store (a proxy for the heap they hold:
-/// strings dominate both).
-fn measure<K: Serialize + Clone + kube::Resource>(store: &Store<K>) -> serde_json::Value
+/// Objects in one store and, when `bytes`, their JSON-encoded size (a proxy for the heap
+/// they hold: strings dominate both).
+fn measure<K: Serialize + Clone + kube::Resource>(store: &Store<K>, bytes: bool) -> (usize, usize)
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let objects = store.state();
-    let mut bytes = Counter(0);
-    for o in &objects {
-        let _ = serde_json::to_writer(&mut bytes, o.as_ref());
+    if !bytes {
+        return (store.len(), 0);
     }
-    serde_json::json!({ "objects": objects.len(), "bytes": bytes.0 })
+    let objects = store.state();
+    let mut size = Counter(0);
+    for o in &objects {
+        let _ = serde_json::to_writer(&mut size, o.as_ref());
+    }
+    (objects.len(), size.0)
+}
+
+/// Per cached kind: its name, the objects held and (when `bytes`) their encoded size.
+fn census(s: &Stores, bytes: bool) -> Vec<(&'static str, (usize, usize))> {
+    macro_rules! kinds {
+        ($($kind:literal => $field:ident),* $(,)?) => {
+            vec![$(($kind, measure(&s.$field, bytes))),*]
+        };
+    }
+    kinds![
+        "Organization" => organizations,
+        "Workspace" => workspaces,
+        "Membership" => memberships,
+        "Namespace" => namespaces,
+        "RoleBinding" => role_bindings,
+        "Role" => roles,
+        "ClusterRole" => cluster_roles,
+        "ClusterRoleBinding" => cluster_role_bindings,
+        "ResourceQuota" => quotas,
+        "LimitRange" => limit_ranges,
+        "NetworkPolicy" => network_policies,
+        "ServiceAccount" => service_accounts,
+        "Secret" => secrets,
+    ]
 }
 
 /// `/debug/caches`: per cached kind, the objects held and their encoded bytes.
 pub(super) fn report(s: &Stores) -> serde_json::Value {
-    serde_json::json!({
-        "Organization": measure(&s.organizations),
-        "Workspace": measure(&s.workspaces),
-        "Membership": measure(&s.memberships),
-        "Namespace": measure(&s.namespaces),
-        "RoleBinding": measure(&s.role_bindings),
-        "Role": measure(&s.roles),
-        "ClusterRole": measure(&s.cluster_roles),
-        "ClusterRoleBinding": measure(&s.cluster_role_bindings),
-        "ResourceQuota": measure(&s.quotas),
-        "LimitRange": measure(&s.limit_ranges),
-        "NetworkPolicy": measure(&s.network_policies),
-        "ServiceAccount": measure(&s.service_accounts),
-        "Secret": measure(&s.secrets),
-    })
+    census(s, true)
+        .into_iter()
+        .map(|(kind, (objects, bytes))| {
+            (
+                kind.to_string(),
+                serde_json::json!({ "objects": objects, "bytes": bytes }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 pub(super) async fn count_managed(stores: Stores) {
     loop {
-        let counts = [
-            ("Organization", stores.organizations.len()),
-            ("Workspace", stores.workspaces.len()),
-            ("Membership", stores.memberships.len()),
-            ("Namespace", stores.namespaces.len()),
-            ("RoleBinding", stores.role_bindings.len()),
-            ("ClusterRole", stores.cluster_roles.len()),
-            ("ClusterRoleBinding", stores.cluster_role_bindings.len()),
-            ("Secret", stores.secrets.len()),
-            ("ServiceAccount", stores.service_accounts.len()),
-            ("Role", stores.roles.len()),
-            ("ResourceQuota", stores.quotas.len()),
-            ("LimitRange", stores.limit_ranges.len()),
-            ("NetworkPolicy", stores.network_policies.len()),
-        ];
+        let counts = census(&stores, false)
+            .into_iter()
+            .map(|(kind, (n, _))| (kind, n));
         for (kind, n) in counts {
             crate::metrics::METRICS
                 .managed

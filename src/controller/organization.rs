@@ -258,32 +258,39 @@ async fn apply_children(
     let org_name = org.name_any();
     let bindings = s.child_index.role_bindings.objects_in(&s.role_bindings, ns);
     let roles = s.child_index.roles.objects_in(&s.roles, ns);
-    let owner = |c: Component| provision::org_labels(&org_name, c);
+    // One applier per kind and component: what carries the organization's labels and
+    // this component, in its namespace, and was not built goes.
+    macro_rules! converge {
+        ($cache:ident, $existing:expr, $component:expr, $built:expr) => {
+            provision::converge(
+                &ctx.client,
+                &s.$cache,
+                $existing,
+                &provision::org_labels(&org_name, $component),
+                $built,
+            )
+            .await?
+        };
+    }
     let refused = [
-        provision::converge(
-            &ctx.client,
-            &s.role_bindings,
+        converge!(
+            role_bindings,
             &bindings,
-            &owner(Component::OrganizationBinding),
-            &built.role_bindings,
-        )
-        .await?,
-        provision::converge(
-            &ctx.client,
-            &s.roles,
+            Component::OrganizationBinding,
+            &built.role_bindings
+        ),
+        converge!(
+            roles,
             &roles,
-            &owner(Component::ClientCredentialsAccess),
-            &built.credentials_roles,
-        )
-        .await?,
-        provision::converge(
-            &ctx.client,
-            &s.role_bindings,
+            Component::ClientCredentialsAccess,
+            &built.credentials_roles
+        ),
+        converge!(
+            role_bindings,
             &bindings,
-            &owner(Component::ClientCredentialsAccess),
-            &built.credentials_bindings,
-        )
-        .await?,
+            Component::ClientCredentialsAccess,
+            &built.credentials_bindings
+        ),
     ];
     // Built from validated names only: a refusal here is a bug, not a tenant's input.
     if let Some(why) = refused.iter().flatten().next() {

@@ -571,11 +571,7 @@ async fn organizations_cannot_squat_each_others_namespaces() {
     let client = admin().await;
     let a = unique("sq");
     let b = format!("{a}-x");
-    let mut spec = org_spec("o@x.example");
-    spec.default_workspace = Some(DefaultWorkspace {
-        enabled: false,
-        name: "default".into(),
-    });
+    let spec = crate::core::bare_org_spec("o@x.example");
     create_org(&client, &a, spec.clone()).await;
     crate::core::create_ws(&client, &a, "x-clash", Default::default()).await;
     let first = wait_ws_ready(&client, &a, "x-clash").await;
@@ -611,11 +607,7 @@ async fn naming_a_stranger_owner_does_not_freeze_their_organization() {
         &["--max-organizations-per-owner", "1"],
     )
     .await;
-    let mut evil = org_spec("eve@x.example");
-    evil.default_workspace = Some(DefaultWorkspace {
-        enabled: false,
-        name: "default".into(),
-    });
+    let evil = crate::core::bare_org_spec("eve@x.example");
     create_org(&client, "evil", evil).await;
     create_org(&client, "sams", org_spec("sam@x.example")).await;
     wait_ws_ready(&client, "sams", "default").await;

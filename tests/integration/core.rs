@@ -62,6 +62,17 @@ pub fn org_spec(owner: &str) -> OrganizationSpec {
     }
 }
 
+/// [`org_spec`] without a default workspace (the test makes the workspaces it needs).
+pub fn bare_org_spec(owner: &str) -> OrganizationSpec {
+    OrganizationSpec {
+        default_workspace: Some(DefaultWorkspace {
+            enabled: false,
+            name: "default".into(),
+        }),
+        ..org_spec(owner)
+    }
+}
+
 fn ready_in(conditions: &[Condition], generation: Option<i64>) -> bool {
     conditions
         .iter()
@@ -361,11 +372,7 @@ async fn default_workspace_can_be_turned_off_and_renamed() {
     let _ = controller();
     let client = admin().await;
     let off = unique("t");
-    let mut spec = org_spec("a@x.example");
-    spec.default_workspace = Some(DefaultWorkspace {
-        enabled: false,
-        name: "default".into(),
-    });
+    let spec = bare_org_spec("a@x.example");
     let org = create_org(&client, &off, spec).await;
     assert_eq!(org.status.unwrap().workspaces, 0);
     assert!(
@@ -634,11 +641,7 @@ async fn a_conflicting_namespace_is_never_adopted_or_touched() {
     let _ = controller();
     let client = admin().await;
     let name = unique("t");
-    let mut spec = org_spec("a@x.example");
-    spec.default_workspace = Some(DefaultWorkspace {
-        enabled: false,
-        name: "default".into(),
-    });
+    let spec = bare_org_spec("a@x.example");
     create_org(&client, &name, spec).await;
     let squatted = format!("{name}--taken");
     let ns_api = Api::<Namespace>::all(client.clone());
@@ -806,11 +809,7 @@ async fn role_and_workspace_changes_move_bindings_and_removal_leaves_nothing() {
     let _ = controller();
     let client = admin().await;
     let name = unique("t");
-    let mut spec = org_spec("owner@x.example");
-    spec.default_workspace = Some(DefaultWorkspace {
-        enabled: false,
-        name: "default".into(),
-    });
+    let spec = bare_org_spec("owner@x.example");
     create_org(&client, &name, spec).await;
     for ws in ["a", "b"] {
         create_ws(&client, &name, ws, Default::default()).await;
@@ -1076,11 +1075,7 @@ async fn a_field_set_at_creation_goes_when_the_spec_drops_it() {
     let _ = controller();
     let client = admin().await;
     let name = unique("t");
-    let mut spec = org_spec("owner@x.example");
-    spec.default_workspace = Some(DefaultWorkspace {
-        enabled: false,
-        name: "default".into(),
-    });
+    let spec = bare_org_spec("owner@x.example");
     create_org(&client, &name, spec).await;
     let policy = |hard: &[(&str, &str)]| WorkspacePolicy {
         quota: Some(quantities(hard)),

@@ -1,5 +1,6 @@
-//! GitOps: the Argo CD health checks shipped in deploy/argocd, run in a real Lua
-//! interpreter, and kstatus (what Flux reads), both on objects from the real API server.
+//! GitOps: the Argo CD health checks shipped in deploy/argocd, run in Lua 5.4 and in
+//! gopher-lua (the Lua 5.1 interpreter Argo CD embeds), and kstatus (what Flux reads),
+//! all on objects from the real API server.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
@@ -155,7 +156,15 @@ async fn argo_cd_and_flux_read_live_status_right() {
         table.push_str(&format!("\n| {what} |"));
         for (kind, script) in &scripts {
             let got = health(script, obj);
-            assert_eq!(&got, want, "{kind} script on {what}");
+            assert_eq!(&got, want, "{kind} script on {what} (lua5.4)");
+            // And in the interpreter Argo CD embeds (gopher-lua, Lua 5.1), as Argo CD
+            // runs it: `obj` a global, the returned table the health.
+            let argo = argo_health(script, obj);
+            assert_eq!(
+                argo.split('\t').next(),
+                Some(*want),
+                "{kind} script on {what} (gopher-lua): {argo}"
+            );
             table.push_str(&format!(" {got} |"));
         }
     }
@@ -183,16 +192,32 @@ async fn argo_cd_and_flux_read_live_status_right() {
     crate::core::delete_org(&client, &name).await;
 }
 
+/// An Argo CD health script's verdict (`<status>\t<message>`) in gopher-lua, the Lua 5.1
+/// interpreter Argo CD embeds, from the control plane binary's `lua` command.
+fn argo_health(script: &str, obj: &Value) -> String {
+    let file = std::env::temp_dir().join(format!("{}.lua", unique("health")));
+    std::fs::write(&file, script).unwrap();
+    let out = controlplane(&["lua", file.to_str().unwrap()], obj);
+    let _ = std::fs::remove_file(&file);
+    out
+}
+
 /// kstatus's verdict (`<status>\t<message>`), from the control plane binary's
 /// `kstatus` command (Go, sigs.k8s.io/cli-utils).
 fn kstatus(obj: &Value) -> String {
+    controlplane(&["kstatus"], obj)
+}
+
+/// Runs the control plane binary's command `args` with `obj` as JSON on standard input:
+/// its standard output, trimmed.
+fn controlplane(args: &[&str], obj: &Value) -> String {
     use std::io::Write;
     let bin = format!(
         "{}/target/controlplane/bin/controlplane",
         env!("CARGO_MANIFEST_DIR")
     );
     let mut child = std::process::Command::new(bin)
-        .arg("kstatus")
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -207,7 +232,7 @@ fn kstatus(obj: &Value) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "kstatus: {}",
+        "controlplane {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
