@@ -146,7 +146,12 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         ),
         Some(view) => {
             let org = &view.org;
-            match view.states.get(&m.name_any()) {
+            let state = view.states.get(&m.name_any());
+            // The invitation's Role and RoleBinding exist while, and only while, the
+            // invitation is pending: every other state converges them away.
+            let pending = state == Some(&MemberState::InvitationPending);
+            invitations(org, &m, &ns, &ctx, pending).await?;
+            match state {
                 Some(MemberState::Duplicate { of }) => Outcome::stalled(
                     reason::DUPLICATE_SUBJECT,
                     format!(
@@ -164,18 +169,15 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                     reason::ORGANIZATION_NOT_VERIFIED,
                     "the organization is not verified yet: until a platform admin sets spec.verified, only owners are members",
                 ),
-                Some(MemberState::InvitationPending) => {
-                    invite(org, &m, &ns, &ctx).await?;
-                    Outcome::progressing(
-                        reason::INVITATION_PENDING,
-                        format!(
-                            "waiting for {} to accept: kubectl annotate membership {} -n {ns} {}=true",
-                            m.spec.subject.name,
-                            m.name_any(),
-                            labels::ACCEPTED
-                        ),
-                    )
-                }
+                Some(MemberState::InvitationPending) => Outcome::progressing(
+                    reason::INVITATION_PENDING,
+                    format!(
+                        "waiting for {} to accept: kubectl annotate membership {} -n {ns} {}=true",
+                        m.spec.subject.name,
+                        m.name_any(),
+                        labels::ACCEPTED
+                    ),
+                ),
                 Some(MemberState::Granted) => granted(org, &m, &ns, &ctx, &mut found).await?,
                 None => Outcome::progressing(reason::PROGRESSING, "waiting for the cache"),
             }
@@ -224,24 +226,54 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         .await)
 }
 
-/// The name of the Role and RoleBinding that let an invited user accept.
-fn invitation_name(m: &Membership) -> String {
-    names::invitation(&m.name_any())
-}
-
-/// Lets the invited user read and annotate their own Membership (the admission policy
-/// allows them to change nothing but the acceptance annotation).
-async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> Result<()> {
-    let name = invitation_name(m);
-    let mut l = provision::org_labels(&org.name_any(), Component::Invitation);
-    l.insert(
+/// The Role and RoleBinding that let the invited user read and annotate their own
+/// Membership (the admission policy allows them to change nothing but the acceptance
+/// annotation): built when `pending`, and converged (what carries this Membership's
+/// invitation labels and was not built goes).
+async fn invitations(
+    org: &Organization,
+    m: &Membership,
+    ns: &str,
+    ctx: &Context,
+    pending: bool,
+) -> Result<()> {
+    let mut owner = provision::org_labels(&org.name_any(), Component::Invitation);
+    owner.insert(
         labels::MEMBERSHIP.to_string(),
         names::label_value(&m.name_any()),
     );
+    let (roles, bindings) = if pending {
+        let (role, binding) = invitation(m, ns, &owner);
+        (vec![role], vec![binding])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let s = &ctx.stores;
+    let existing_roles = s.child_index.roles.objects_in(&s.roles, ns);
+    let existing_bindings = s.child_index.role_bindings.objects_in(&s.role_bindings, ns);
+    provision::converge(&ctx.client, &s.roles, &existing_roles, &owner, &roles).await?;
+    provision::converge(
+        &ctx.client,
+        &s.role_bindings,
+        &existing_bindings,
+        &owner,
+        &bindings,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The invitation's Role and RoleBinding, labelled `labels`.
+fn invitation(
+    m: &Membership,
+    ns: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> (Role, RoleBinding) {
+    let name = names::invitation(&m.name_any());
     let meta = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(ns.to_string()),
-        labels: Some(l),
+        labels: Some(labels.clone()),
         owner_references: provision::owner_ref(m, true).map(|r| vec![r]),
         ..Default::default()
     };
@@ -255,13 +287,12 @@ async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> 
             ..Default::default()
         }]),
     };
-    provision::apply(&ctx.client, &ctx.stores.roles, &role).await?;
     let binding = RoleBinding {
         metadata: meta,
         role_ref: RoleRef {
             api_group: Some(crate::rbac::API_GROUP.into()),
             kind: "Role".into(),
-            name: name.clone(),
+            name,
         },
         subjects: Some(vec![grants::rbac_subject(
             &m.spec.subject,
@@ -269,8 +300,7 @@ async fn invite(org: &Organization, m: &Membership, ns: &str, ctx: &Context) -> 
             ns,
         )]),
     };
-    provision::apply(&ctx.client, &ctx.stores.role_bindings, &binding).await?;
-    Ok(())
+    (role, binding)
 }
 
 async fn granted(
@@ -282,10 +312,6 @@ async fn granted(
 ) -> Result<Outcome> {
     let mut secret_missing = false;
     let mut refused = None;
-    // An accepted invitation needs no Role any more.
-    let invitation = invitation_name(m);
-    provision::delete_cached(&ctx.client, &ctx.stores.role_bindings, ns, &invitation).await?;
-    provision::delete_cached(&ctx.client, &ctx.stores.roles, ns, &invitation).await?;
     if m.spec.subject.kind == SubjectKind::Client {
         let client = ensure_client(org, m, ns, ctx).await?;
         found.service_account = Some(client.service_account);
