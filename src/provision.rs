@@ -280,27 +280,6 @@ where
     Ok(refused)
 }
 
-/// Deletes a namespaced object if the cache has it. Returns whether it deleted.
-pub async fn delete_cached<K>(
-    client: &Client,
-    store: &Store<K>,
-    ns: &str,
-    name: &str,
-) -> Result<bool>
-where
-    K: Object + Resource<Scope = NamespaceResourceScope>,
-{
-    if store.get(&ObjectRef::new(name).within(ns)).is_none() {
-        return Ok(false);
-    }
-    delete_with(
-        Api::<K>::namespaced(client.clone(), ns),
-        format!("{} {ns}/{name}", K::kind(&())),
-        name,
-    )
-    .await
-}
-
 /// `namespace/name` or `name`.
 pub fn object_path<K: Resource>(obj: &K) -> String {
     match &obj.meta().namespace {

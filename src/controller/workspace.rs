@@ -20,13 +20,11 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
 use super::{Change, Context, Feeds, feed, log_result, requeue_on_error, workspaces_of};
-use crate::api::{
-    DeletionPolicy, Membership, Organization, Workspace, WorkspaceRole, WorkspaceStatus, reason,
-};
+use crate::api::{DeletionPolicy, Membership, Organization, Workspace, WorkspaceStatus, reason};
 use crate::error::{Context as _, Error, Result};
 use crate::provision::{self, NamespaceClaim};
 use crate::status::{self, Outcome};
-use crate::{labels, names, rbac};
+use crate::{labels, names};
 
 use crate::build::workspace::{self as build, ISOLATION, LIMITS, QUOTA};
 /// Annotation an earlier Tenantry put on workspace namespaces: the deletion policy in
@@ -443,16 +441,25 @@ pub(super) async fn settle_namespace(
     });
     match policy {
         DeletionPolicy::Orphan => {
+            // Tenantry's grants go: every workspace binding in the namespace (converged
+            // to none), whatever roles an earlier Tenantry bound.
             let s = &ctx.stores;
-            for role in WorkspaceRole::ALL {
-                provision::delete_cached(
-                    &ctx.client,
-                    &s.role_bindings,
-                    &name,
-                    &rbac::workspace_cluster_role(role),
-                )
-                .await?;
-            }
+            let grants: std::collections::BTreeMap<String, String> = [
+                (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
+                (
+                    labels::COMPONENT,
+                    labels::Component::WorkspaceBinding.as_str(),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let existing = s
+                .child_index
+                .role_bindings
+                .objects_in(&s.role_bindings, &name);
+            let none: &[k8s_openapi::api::rbac::v1::RoleBinding] = &[];
+            provision::converge(&ctx.client, &s.role_bindings, &existing, &grants, none).await?;
             provision::release::<ResourceQuota>(&ctx.client, &name, QUOTA).await?;
             provision::release::<LimitRange>(&ctx.client, &name, LIMITS).await?;
             provision::release::<NetworkPolicy>(&ctx.client, &name, ISOLATION).await?;
