@@ -121,29 +121,16 @@ async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Re
         .name
         .clone()
         .ok_or_else(|| Error::MissingKey(K::kind(&()).to_string()))?;
-    let what = || format!("{} {}", K::kind(&()), object_path(desired));
     let live = store.get(&ObjectRef::from_obj(desired));
     let desired = &stamped(desired)?;
     if up_to_date(live.as_deref(), desired)? {
         return Ok(false);
     }
     if live.is_none() {
-        crate::metrics::write("create", K::kind(&()).as_ref());
-        let pp = PostParams {
-            field_manager: Some(labels::FIELD_MANAGER.to_string()),
-            ..Default::default()
-        };
-        match api.create(&pp, desired).await {
-            Ok(_) => return Ok(true),
-            // It exists and the cache does not show it yet (or someone else made it):
-            // apply over it, as before.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: format!("creating {}", what()),
-                    source,
-                });
-            }
+        // Exists although the cache does not show it yet (or someone else made it):
+        // apply over it, as before.
+        if create(&api, desired).await? {
+            return Ok(true);
         }
     } else {
         own_created_fields(&api, &name).await?;
@@ -152,8 +139,26 @@ async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Re
     crate::metrics::write("apply", K::kind(&()).as_ref());
     api.patch(&name, &pp, &Patch::Apply(desired))
         .await
-        .context(|| format!("applying {}", what()))?;
+        .context(|| format!("applying {} {}", K::kind(&()), object_path(desired)))?;
     Ok(true)
+}
+
+/// One POST of `obj` (already [`stamped`]) with Tenantry's field manager: `Ok(false)` when
+/// an object of that name exists.
+async fn create<K: Object>(api: &Api<K>, obj: &K) -> Result<bool> {
+    crate::metrics::write("create", K::kind(&()).as_ref());
+    let pp = PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api.create(&pp, obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: format!("creating {} {}", K::kind(&()), object_path(obj)),
+            source,
+        }),
+    }
 }
 
 /// Turns the `Update` entries of Tenantry's field manager on object `name` (what a POST
@@ -290,7 +295,29 @@ pub fn object_path<K: Resource>(obj: &K) -> String {
 
 /// The labels every managed object of an organization carries.
 pub fn org_labels(org: &str, component: labels::Component) -> BTreeMap<String, String> {
-    let mut l = managed_by(org);
+    with_component(managed_by(org), component)
+}
+
+/// The labels of a managed object that belongs to one Membership (a client's
+/// ServiceAccount and Secret, an invitation's Role and RoleBinding).
+pub fn membership_labels(
+    org: &str,
+    membership: &str,
+    component: labels::Component,
+) -> BTreeMap<String, String> {
+    let mut l = org_labels(org, component);
+    l.insert(
+        labels::MEMBERSHIP.to_string(),
+        crate::names::label_value(membership),
+    );
+    l
+}
+
+/// `l` and the component label.
+fn with_component(
+    mut l: BTreeMap<String, String>,
+    component: labels::Component,
+) -> BTreeMap<String, String> {
     l.insert(
         labels::COMPONENT.to_string(),
         component.as_str().to_string(),
@@ -316,12 +343,7 @@ pub fn workspace_labels(
     ws: &str,
     component: labels::Component,
 ) -> BTreeMap<String, String> {
-    let mut l = workspace_owner(org, ws);
-    l.insert(
-        labels::COMPONENT.to_string(),
-        component.as_str().to_string(),
-    );
-    l
+    with_component(workspace_owner(org, ws), component)
 }
 
 /// The labels that mark an object as one workspace's (what the applier may delete when
@@ -419,20 +441,7 @@ const IDENTITY_LABELS: [&str; 4] = [
 /// owner-uid annotation and the labels that map it back to its owner) and everything
 /// else the build gives it, in one request. `Ok(false)` when it exists already.
 async fn create_namespace(client: &Client, desired: &Namespace) -> Result<bool> {
-    let ns = &stamped(desired)?;
-    crate::metrics::write("create", "Namespace");
-    let pp = PostParams {
-        field_manager: Some(labels::FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(client.clone()).create(&pp, ns).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-        Err(source) => Err(Error::Kube {
-            action: format!("creating namespace {}", ns.name_any()),
-            source,
-        }),
-    }
+    create(&Api::<Namespace>::all(client.clone()), &stamped(desired)?).await
 }
 
 /// Removes Tenantry from a namespace it will no longer own: every field it applied

@@ -237,11 +237,7 @@ async fn invitations(
     ctx: &Context,
     pending: bool,
 ) -> Result<()> {
-    let mut owner = provision::org_labels(&org.name_any(), Component::Invitation);
-    owner.insert(
-        labels::MEMBERSHIP.to_string(),
-        names::label_value(&m.name_any()),
-    );
+    let owner = provision::membership_labels(&org.name_any(), &m.name_any(), Component::Invitation);
     let (roles, bindings) = if pending {
         let (role, binding) = invitation(m, ns, &owner);
         (vec![role], vec![binding])
@@ -413,21 +409,16 @@ async fn ensure_client(
         .uid()
         .ok_or_else(|| Error::MissingKey(format!("Membership {name}")))?;
     let client_id = names::client_id(&org.name_any(), &name, &uid);
-    let mut labels = provision::org_labels(&org.name_any(), Component::ClientCredentials);
-    labels.insert(labels::MEMBERSHIP.to_string(), names::label_value(&name));
-    let meta = |object: String, component: Component| {
-        let mut l = labels.clone();
-        l.insert(
-            labels::COMPONENT.to_string(),
-            component.as_str().to_string(),
-        );
-        ObjectMeta {
-            name: Some(object),
-            namespace: Some(ns.to_string()),
-            labels: Some(l),
-            owner_references: provision::owner_ref(m, true).map(|r| vec![r]),
-            ..Default::default()
-        }
+    let meta = |object: String, component: Component| ObjectMeta {
+        name: Some(object),
+        namespace: Some(ns.to_string()),
+        labels: Some(provision::membership_labels(
+            &org.name_any(),
+            &name,
+            component,
+        )),
+        owner_references: provision::owner_ref(m, true).map(|r| vec![r]),
+        ..Default::default()
     };
     let sa_name = names::client_service_account(&name);
     let request = client::Request::of(m);
