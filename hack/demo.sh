@@ -29,10 +29,9 @@ else
   echo $! >"$demo/controller.pid"
 fi
 
-echo "== apply examples/ (the organization first: its namespace holds the rest)"
-kubectl apply -f examples/00-organization.yaml
-kubectl wait --for=condition=Ready organization/acme --timeout=120s
+echo "== apply examples/ in one go (the organization's namespace is declared with it)"
 kubectl apply -f examples/
+kubectl wait --for=condition=Ready organization/acme --timeout=120s
 kubectl wait --for=condition=Ready workspaces --all -n org-acme --timeout=120s
 kubectl wait --for=condition=Ready memberships --all -n org-acme --timeout=120s
 

@@ -31,7 +31,13 @@ use crate::labels;
 
 const ORG_LABEL: &str =
     "namespaceObject.metadata.?labels[?'tenantry.dev/organization'].orValue('')";
-const ORG_NAMESPACE: &str = "namespaceObject.metadata.?labels[?'tenantry.dev/component'].orValue('') == 'organization-namespace'";
+/// An organization's namespace: made by Tenantry (its component label), or declared by a
+/// platform admin for the organization in its label (`org-<organization>`, no component
+/// yet) and not adopted yet. Only the platform may set `tenantry.dev/` labels
+/// (`tenantry-tracking-labels`), so a tenant cannot declare one.
+const ORG_NAMESPACE: &str = "(namespaceObject.metadata.?labels[?'tenantry.dev/component'].orValue('') == 'organization-namespace' \
+    || (namespaceObject.metadata.?labels[?'tenantry.dev/component'].orValue('') == '' \
+    && namespaceObject.metadata.name == 'org-' + namespaceObject.metadata.?labels[?'tenantry.dev/organization'].orValue('')))";
 
 fn check(verb: &str, name: &str) -> String {
     format!(

@@ -374,6 +374,9 @@ pub enum NamespaceClaim {
     Gone,
     /// It was created for this object.
     Ours,
+    /// A platform admin declared it for this organization (see [`claim_namespace`]): the
+    /// caller adopts it by applying its build, which marks it as the organization's.
+    Declared,
     /// It was created for an earlier object of the same name and is still terminating.
     Terminating,
     /// Someone else's: never touched.
@@ -386,11 +389,19 @@ pub enum NamespaceClaim {
 /// Tenantry-labelled namespaces: when it does not have this one, the create is tried first
 /// (a new workspace's namespace, the common case, costs one request), and only a conflict
 /// reads the live object to decide.
+///
+/// `declared_for`: the organization whose declared namespace may be adopted. A namespace
+/// no Tenantry object owns yet, labelled `tenantry.dev/organization: <org>` (and no other
+/// component than the organization namespace), was declared for `<org>` by a platform
+/// admin: only the platform may set labels under `tenantry.dev/` (the admission policy
+/// `tenantry-tracking-labels`), so no tenant can plant a namespace for an organization to
+/// adopt. Workspaces pass `None`: a workspace never adopts a namespace.
 pub async fn claim_namespace(
     client: &Client,
     store: &Store<Namespace>,
     desired: &Namespace,
     owner_uid: &str,
+    declared_for: Option<&str>,
 ) -> Result<NamespaceClaim> {
     let name = desired.name_any();
     let ns = match store.get(&ObjectRef::new(&name)) {
@@ -422,10 +433,34 @@ pub async fn claim_namespace(
         Some(_) if managed => NamespaceClaim::Foreign(format!(
             "namespace {name} belongs to another Tenantry object (a previous one of the same name, or another organization's workspace)"
         )),
-        _ => NamespaceClaim::Foreign(format!(
-            "namespace {name} exists and was not created by Tenantry for this object"
-        )),
+        None if declared_for.is_some_and(|org| is_declared_for(&ns, org)) => {
+            if ns.meta().deletion_timestamp.is_some() {
+                NamespaceClaim::Terminating
+            } else {
+                NamespaceClaim::Declared
+            }
+        }
+        _ => NamespaceClaim::Foreign(match declared_for {
+            Some(org) => format!(
+                "namespace {name} exists and was neither created by Tenantry for this organization nor declared for it (a platform admin declares it with the label {}={org})",
+                labels::ORGANIZATION
+            ),
+            None => {
+                format!("namespace {name} exists and was not created by Tenantry for this object")
+            }
+        }),
     })
+}
+
+/// Whether namespace `ns` was declared by a platform admin for organization `org`: it
+/// carries `tenantry.dev/organization: <org>`, and its component, if any, is the
+/// organization namespace.
+fn is_declared_for(ns: &Namespace, org: &str) -> bool {
+    let labels = ns.labels();
+    labels.get(labels::ORGANIZATION).map(String::as_str) == Some(org)
+        && labels
+            .get(labels::COMPONENT)
+            .is_none_or(|c| c == labels::Component::OrganizationNamespace.as_str())
 }
 
 /// Labels that identify an object's owner: set when Tenantry creates it, never changed

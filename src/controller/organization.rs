@@ -221,7 +221,15 @@ async fn provision_org(
     let built = build::children(org, &view, ns_name, uid);
     let s = &ctx.stores;
     Ok(
-        match provision::claim_namespace(&ctx.client, &s.namespaces, &built.namespace, uid).await? {
+        match provision::claim_namespace(
+            &ctx.client,
+            &s.namespaces,
+            &built.namespace,
+            uid,
+            Some(&org.name_any()),
+        )
+        .await?
+        {
             NamespaceClaim::Foreign(why) => Outcome::stalled(reason::NAMESPACE_CONFLICT, why),
             NamespaceClaim::Terminating => Outcome::progressing(
                 reason::NAMESPACE_TERMINATING,
@@ -232,11 +240,20 @@ async fn provision_org(
             NamespaceClaim::Gone => {
                 Outcome::progressing(reason::PROGRESSING, format!("creating namespace {ns_name}"))
             }
-            claim @ (NamespaceClaim::Created | NamespaceClaim::Ours) => {
-                if matches!(claim, NamespaceClaim::Created) {
-                    info!(namespace = %ns_name, "created the organization namespace");
-                } else {
-                    provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
+            claim @ (NamespaceClaim::Created | NamespaceClaim::Ours | NamespaceClaim::Declared) => {
+                match claim {
+                    NamespaceClaim::Created => {
+                        info!(namespace = %ns_name, "created the organization namespace")
+                    }
+                    _ => {
+                        // A declared namespace becomes the organization's here: the build
+                        // marks it with the organization's UID and owner reference.
+                        provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace)
+                            .await?;
+                        if matches!(claim, NamespaceClaim::Declared) {
+                            info!(namespace = %ns_name, "adopted the organization namespace a platform admin declared");
+                        }
+                    }
                 }
                 ensure_default_workspace(org, ns_name, ctx).await?;
                 apply_children(org, ns_name, &built, ctx).await?;

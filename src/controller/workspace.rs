@@ -295,7 +295,9 @@ async fn provision(
 ) -> Result<(Outcome, bool)> {
     let name = built.namespace.name_any();
     let s = &ctx.stores;
-    match provision::claim_namespace(&ctx.client, &s.namespaces, &built.namespace, uid).await? {
+    match provision::claim_namespace(&ctx.client, &s.namespaces, &built.namespace, uid, None)
+        .await?
+    {
         NamespaceClaim::Foreign(why) => {
             return Ok((
                 Outcome::stalled(
@@ -327,6 +329,18 @@ async fn provision(
         NamespaceClaim::Created => info!(namespace = %name, "created the workspace namespace"),
         NamespaceClaim::Ours => {
             provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
+        }
+        // Only organizations adopt a declared namespace (none is offered here).
+        NamespaceClaim::Declared => {
+            return Ok((
+                Outcome::stalled(
+                    reason::NAMESPACE_CONFLICT,
+                    format!(
+                        "namespace {name} exists and was not created by Tenantry for this workspace: it is left untouched"
+                    ),
+                ),
+                false,
+            ));
         }
     }
 

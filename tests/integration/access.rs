@@ -545,44 +545,7 @@ async fn platform_admins_verify_and_tracking_labels_are_protected() {
 
     // Someone with the right to label namespaces still cannot set Tenantry's labels.
     let who = format!("ns-labeler-{}", unique("u"));
-    let cr = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some(who.clone()),
-            ..Default::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["".into()]),
-            resources: Some(vec!["namespaces".into()]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..Default::default()
-        }]),
-        aggregation_rule: None,
-    };
-    Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &cr)
-        .await
-        .unwrap();
-    let crb = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(who.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: who.clone(),
-        },
-        subjects: Some(vec![RbacSubject {
-            kind: "User".into(),
-            name: who.clone(),
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            namespace: None,
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&PostParams::default(), &crb)
-        .await
-        .unwrap();
+    grant_cluster(&client, &who, "namespaces", &["get", "patch"]).await;
     let labeler = Api::<Namespace>::all(as_user(&who, &[]).await);
     let ws_ns = format!("{name}--default");
     let r = labeler
@@ -725,4 +688,48 @@ async fn invitations_wait_for_the_invited_user() {
     .await;
     let _ = mine.get("pat").await.map(|m| m.name_any());
     crate::core::delete_org(&client, &name).await;
+}
+
+/// Grants user `who` the `verbs` on the core-group cluster resource `resource`, by a
+/// ClusterRole and ClusterRoleBinding named `who`: the rights of a platform's helper who
+/// is not a platform admin.
+pub async fn grant_cluster(client: &Client, who: &str, resource: &str, verbs: &[&str]) {
+    let cr = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(who.to_string()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec![resource.into()]),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        }]),
+        aggregation_rule: None,
+    };
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &cr)
+        .await
+        .unwrap();
+    let crb = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(who.to_string()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: who.to_string(),
+        },
+        subjects: Some(vec![RbacSubject {
+            kind: "User".into(),
+            name: who.to_string(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &crb)
+        .await
+        .unwrap();
 }

@@ -1293,3 +1293,106 @@ async fn a_workspace_quota_has_a_platform_ceiling() {
     );
     crate::core::delete_org(&client, &org).await;
 }
+
+/// Issue 14: an organization adopts a namespace declared for it (so that a whole tenancy
+/// applies in one go). Whoever may create namespaces but is not a platform admin cannot
+/// declare one (the `tenantry.dev/` labels are the platform's), and an organization never
+/// adopts a namespace made for it without the declaration, or declared for another
+/// organization: it reports the conflict and leaves the namespace alone.
+#[tokio::test]
+async fn only_the_platform_declares_an_organization_namespace() {
+    let _ = controller();
+    let client = admin().await;
+    let plain = |name: &str, org: Option<&str>| Namespace {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.to_string()),
+            labels: org.map(|o| [("tenantry.dev/organization".to_string(), o.to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // A namespace creator who is not a platform admin (e.g. a self-service portal's
+    // account) plants org-<future organization>, with a RoleBinding of its own inside.
+    let squatter = unique("ns-maker");
+    crate::access::grant_cluster(&client, &squatter, "namespaces", &["create"]).await;
+    let as_squatter = Api::<Namespace>::all(as_user(&squatter, &[]).await);
+    let (planted, crossed) = (unique("plant"), unique("cross"));
+    let r = as_squatter
+        .create(&dry(), &plain(&format!("org-{planted}"), Some(&planted)))
+        .await;
+    let said = message(&r);
+    assert!(
+        !allowed("declaring an organization namespace", r),
+        "only the platform declares an organization's namespace: {said}"
+    );
+    as_squatter
+        .create(
+            &PostParams::default(),
+            &plain(&format!("org-{planted}"), None),
+        )
+        .await
+        .expect("a plain namespace of that name is the squatter's right");
+    // A platform admin's slip: declared for another organization.
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &plain(&format!("org-{crossed}"), Some(&planted)),
+        )
+        .await
+        .unwrap();
+    for name in [&planted, &crossed] {
+        Api::<Organization>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &Organization::new(name, crate::core::bare_org_spec("o@x.example")),
+            )
+            .await
+            .unwrap();
+        crate::core::wait_org_status(&client, name, "NamespaceConflict", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "NamespaceConflict")
+        })
+        .await;
+        let ns = Api::<Namespace>::all(client.clone())
+            .get(&format!("org-{name}"))
+            .await
+            .unwrap();
+        assert!(
+            ns.metadata.owner_references.is_none()
+                && !ns
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .contains_key("tenantry.dev/owner-uid"),
+            "org-{name} is left alone"
+        );
+    }
+    let mut ws = Workspace::new("w", Default::default());
+    ws.metadata.namespace = Some(format!("org-{crossed}"));
+    let r = Api::<Workspace>::namespaced(client.clone(), &format!("org-{crossed}"))
+        .create(&dry(), &ws)
+        .await;
+    assert!(
+        message(&r).contains("lives in its organization's namespace"),
+        "a Workspace goes only where its organization's namespace is: {r:?}"
+    );
+    // Neither namespace is the organizations': they stay when the organizations go.
+    for name in [&planted, &crossed] {
+        crate::core::unprotect(&client, name).await;
+        Api::<Organization>::all(client.clone())
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+        crate::harness::wait_gone(&Api::<Organization>::all(client.clone()), name).await;
+        let ns = Api::<Namespace>::all(client.clone())
+            .get(&format!("org-{name}"))
+            .await
+            .unwrap();
+        assert!(ns.metadata.deletion_timestamp.is_none(), "org-{name} stays");
+        Api::<Namespace>::all(client.clone())
+            .delete(&format!("org-{name}"), &Default::default())
+            .await
+            .unwrap();
+    }
+}

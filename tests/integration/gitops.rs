@@ -242,3 +242,107 @@ fn controlplane(args: &[&str], obj: &Value) -> String {
 fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap()
 }
+
+/// examples/ with organization `acme` renamed to `org` (its users and groups too), in a
+/// fresh directory: a whole tenancy, as a platform team keeps it in Git.
+pub fn tenancy_dir(org: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("tenancy"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap().replace("acme", org);
+            std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+    dir
+}
+
+/// Waits until the Organization, every Workspace and every Membership of `org` is Ready
+/// (the Workspaces and Memberships listed from `dir`'s manifests, and the default
+/// workspace).
+pub async fn wait_tenancy_ready(client: &kube::Client, org: &str, dir: &std::path::Path) {
+    crate::core::wait_org_ready(client, org).await;
+    crate::core::wait_ws_ready(client, org, "default").await;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let docs = serde_saphyr::from_multiple::<Value>(&text).expect("examples/ is YAML");
+        for obj in docs {
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            match obj["kind"].as_str() {
+                Some("Workspace") => {
+                    crate::core::wait_ws_ready(client, org, name).await;
+                }
+                Some("Membership") => {
+                    let api: Api<Membership> =
+                        Api::namespaced(client.clone(), &format!("org-{org}"));
+                    crate::harness::wait_for(
+                        &api,
+                        name,
+                        "Membership Ready",
+                        |m: Option<&Membership>| {
+                            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+                                s.conditions
+                                    .iter()
+                                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                        },
+                    )
+                    .await;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Issue 14: a whole tenancy (the organization's namespace declared with it, the
+/// Organization, its Workspaces and Memberships) converges from one `kubectl apply -f
+/// dir/`, with no retry and no ordering by hand; the declared namespace is adopted: it
+/// becomes the organization's (its UID, its owner reference) and goes with it.
+#[tokio::test]
+async fn a_whole_tenancy_converges_from_one_kubectl_apply() {
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("gitops");
+    let dir = tenancy_dir(&org);
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&crate::harness::cluster().kubeconfig)
+        .args(["apply", "-f"])
+        .arg(&dir)
+        .output()
+        .expect("kubectl is installed");
+    assert!(
+        out.status.success(),
+        "one kubectl apply of the whole tenancy: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_tenancy_ready(&client, &org, &dir).await;
+    let o = Api::<Organization>::all(client.clone())
+        .get(&org)
+        .await
+        .unwrap();
+    let ns = Api::<Namespace>::all(client.clone())
+        .get(&format!("org-{org}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ns.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("tenantry.dev/owner-uid"),
+        o.metadata.uid.as_ref(),
+        "the declared namespace is the organization's now"
+    );
+    let owners = ns.metadata.owner_references.unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|r| Some(&r.uid) == o.metadata.uid.as_ref()),
+        "it goes with the organization: {owners:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -255,6 +255,24 @@ async fn install(kubeconfig: &Path) -> Result<(), String> {
     tenantry::rbac::install(&client, &tenantry::settings::Settings::default())
         .await
         .map_err(|e| format!("installing the roles and admission policies: {e}"))?;
+    // The API server loads new admission policies a moment after they are created: until
+    // then a test of what they refuse would see it allowed. One of them refusing its
+    // probe (a Workspace outside an organization namespace) says they are loaded.
+    let probe = tenantry::api::Workspace::new("probe", Default::default());
+    let workspaces = Api::<tenantry::api::Workspace>::namespaced(client, "default");
+    let dry = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while workspaces.create(&dry, &probe).await.is_ok() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the admission policies did not take effect within {TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
