@@ -32,7 +32,7 @@ build: ## build the tenantry binary
 	cargo build --locked
 
 .PHONY: test
-test: controlplane helm ## run every test: unit tests, then integration tests on a local control plane
+test: controlplane helm flux ## run every test: unit tests, then integration tests on a local control plane
 	hack/require.sh
 	cargo test --locked --all-targets
 
@@ -61,6 +61,10 @@ test-kind: ## run the integration suite against the existing cluster in KUBECONF
 
 HELM := target/tools/helm
 
+.PHONY: flux
+flux: ## build hack/flux (Flux's apply engine, github.com/fluxcd/pkg/ssa) into target/tools for the GitOps tests
+	cd hack/flux && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o ../../target/tools/flux .
+
 .PHONY: helm
 helm: ## build helm from the Go module proxy into target/tools (cached by Go)
 	GOBIN=$(CURDIR)/target/tools CGO_ENABLED=0 go install -trimpath -ldflags '-s -w' helm.sh/helm/v3/cmd/helm@v3.22.0
@@ -87,5 +91,6 @@ check: ## formatting, lints and generated files are up to date
 	$(MAKE) --no-print-directory helm
 	$(HELM) lint --strict charts/tenantry
 	$(HELM) lint --strict charts/tenantry --set tokenServer.enabled=true,tokenServer.tlsSecretName=t,metrics.serviceMonitor.enabled=true
-	test -z "$$(gofmt -l hack/controlplane)" || { gofmt -l hack/controlplane; exit 1; }
+	test -z "$$(gofmt -l hack/controlplane hack/flux)" || { gofmt -l hack/controlplane hack/flux; exit 1; }
 	cd hack/controlplane && CGO_ENABLED=0 go vet -trimpath ./...
+	cd hack/flux && CGO_ENABLED=0 go vet -trimpath ./...

@@ -346,3 +346,52 @@ async fn a_whole_tenancy_converges_from_one_kubectl_apply() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs hack/flux (Flux's apply engine, `make flux`): `flux apply DIR` against the test
+/// cluster. Its success and its output.
+fn flux_apply(dir: &std::path::Path) -> (bool, String) {
+    let bin = format!("{}/target/tools/flux", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(&bin)
+        .arg("apply")
+        .arg("--kubeconfig")
+        .arg(&crate::harness::cluster().kubeconfig)
+        .args(["--timeout", "90s"])
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} (make flux): {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Issue 14: one Flux Kustomization holding a whole tenancy becomes Ready. Flux's own
+/// apply engine (fluxcd/pkg/ssa's ApplyAllStaged, what kustomize-controller runs) applies
+/// the declared namespace first, dry-runs and applies the rest, and its kstatus wait
+/// passes; before the declared namespace, its dry run failed on every Workspace and
+/// Membership and nothing was ever applied. A second sync (Flux's interval) changes
+/// nothing Tenantry owns and leaves the tenancy Ready.
+#[tokio::test]
+async fn a_whole_tenancy_converges_from_one_flux_kustomization() {
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("flux");
+    let dir = tenancy_dir(&org);
+    let (ok, out) = flux_apply(&dir);
+    assert!(ok, "one Flux apply of the whole tenancy:\n{out}");
+    wait_tenancy_ready(&client, &org, &dir).await;
+    let (ok, out) = flux_apply(&dir);
+    assert!(ok, "the next sync:\n{out}");
+    assert!(
+        out.lines()
+            .filter(|l| l.contains('/'))
+            .all(|l| l.ends_with("unchanged")),
+        "the next sync finds nothing to change (Tenantry's own fields are not Flux's):\n{out}"
+    );
+    wait_tenancy_ready(&client, &org, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
