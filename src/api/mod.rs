@@ -30,8 +30,37 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             .annotations
             .get_or_insert_with(Default::default)
             .insert("helm.sh/resource-policy".into(), "keep".into());
+        not_reconciled_until_observed(crd);
     }
     crds
+}
+
+/// Gives every object a status from its first second: `status.observedGeneration`
+/// defaults to 0 (a default the API server applies whenever it reads the object, until
+/// Tenantry writes the status). An object Tenantry has not looked at yet then reads as
+/// not reconciled, generation 1 observed 0: kstatus (Flux's health checks, `wait: true`)
+/// says InProgress, where an object with no status at all was Current; Argo CD's health
+/// script says Progressing.
+fn not_reconciled_until_observed(crd: &mut CustomResourceDefinition) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({})));
+            if let Some(observed) = status
+                .properties
+                .as_mut()
+                .and_then(|p| p.get_mut("observedGeneration"))
+            {
+                observed.default = Some(JSON(serde_json::json!(0)));
+            }
+        }
+    }
 }
 
 /// The CRDs as one multi-document YAML stream, as `tenantry crd` prints it.

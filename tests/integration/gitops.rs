@@ -395,3 +395,139 @@ async fn a_whole_tenancy_converges_from_one_flux_kustomization() {
     wait_tenancy_ready(&client, &org, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The object as the API server first stored it (its first watch event, before any
+/// status write) after `create` makes it.
+async fn as_first_stored<K>(
+    api: &Api<K>,
+    name: &str,
+    create: impl std::future::Future<Output = ()>,
+) -> Value
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
+{
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::watcher::{Config, Event, watcher};
+    let config = Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api.clone(), config).boxed();
+    // The watch is open (its first list done) before the object is made.
+    while !matches!(events.try_next().await.unwrap(), Some(Event::InitDone)) {}
+    create.await;
+    while let Some(event) = events.try_next().await.unwrap() {
+        if let Event::Apply(o) | Event::InitApply(o) = event {
+            return json(&o);
+        }
+    }
+    panic!("no event for {name}")
+}
+
+/// Issue 14: health is true from the first second. A new Organization, Workspace or
+/// Membership, as first stored and before Tenantry writes its status, reads as not
+/// reconciled (the CRDs default `status.observedGeneration` to 0): kstatus (Flux) says
+/// InProgress, not Current, and Argo CD's script Progressing, so a Flux `wait: true` or an
+/// Argo CD sync does not pass before Tenantry has looked at the objects.
+#[tokio::test]
+async fn a_new_object_is_in_progress_until_tenantry_has_looked() {
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("fresh");
+    let orgs = Api::<Organization>::all(client.clone());
+    let org = as_first_stored(&orgs, &name, async {
+        orgs.create(
+            &PostParams::default(),
+            &Organization::new(&name, org_spec("o@x.example")),
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    crate::core::wait_org_ready(&client, &name).await;
+    let ns = format!("org-{name}");
+    let workspaces = Api::<Workspace>::namespaced(client.clone(), &ns);
+    let ws = as_first_stored(&workspaces, "fresh", async {
+        create_ws(&client, &name, "fresh", Default::default()).await;
+    })
+    .await;
+    let memberships = Api::<Membership>::namespaced(client.clone(), &ns);
+    let m = as_first_stored(&memberships, "fresh", async {
+        add_member(
+            &client,
+            &name,
+            membership("fresh", Subject::user("f@x.example"), OrgRole::Viewer, &[]),
+        )
+        .await;
+    })
+    .await;
+    let scripts = scripts();
+    for (what, obj) in [
+        ("Organization", &org),
+        ("Workspace", &ws),
+        ("Membership", &m),
+    ] {
+        assert_eq!(obj["status"]["observedGeneration"], 0, "{what}: {obj}");
+        let got = kstatus(obj);
+        assert!(
+            got.starts_with("InProgress\t"),
+            "kstatus on a new {what}: {got}"
+        );
+        for (kind, script) in &scripts {
+            assert!(
+                argo_health(script, obj).starts_with("Progressing"),
+                "{kind} script on a new {what}"
+            );
+        }
+    }
+}
+
+/// Issue 14: docs/gitops.md runs as written. Its `sh` blocks, in order, in one scratch
+/// directory, against the test cluster with Tenantry running (`$TENANTRY` is the
+/// repository); each block must succeed.
+#[tokio::test]
+async fn the_gitops_walkthrough_runs_as_written() {
+    let _ = controller();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/gitops.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), l) => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(blocks.len() >= 8, "the walkthrough's steps: {blocks:?}");
+    let work = std::env::temp_dir().join(unique("walkthrough"));
+    std::fs::create_dir_all(&work).unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let out = tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", block])
+            .current_dir(&work)
+            .env("KUBECONFIG", &crate::harness::cluster().kubeconfig)
+            .env("TENANTRY", root)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docs/gitops.md, sh block {} failed:\n{block}\n--- stdout\n{}\n--- stderr\n{}",
+            i + 1,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
