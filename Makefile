@@ -27,6 +27,10 @@ down: ## stop the control plane started by make up
 demo: controlplane ## run Tenantry on the local control plane with examples/ and print the tree
 	hack/demo.sh
 
+.PHONY: readme-check
+readme-check: controlplane ## run the README's "Running it" commands as written on a control plane of their own (CI)
+	hack/readme-check.sh
+
 .PHONY: build
 build: ## build the tenantry binary
 	cargo build --locked

@@ -55,8 +55,9 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bindings: bool,
     },
-    /// Print a generated tenancy as YAML (load tests, demos): organizations, their
-    /// workspaces, members and machine clients.
+    /// Print a generated tenancy as YAML (load tests, demos): organizations with their
+    /// declared namespaces, workspaces, members and machine clients, in one stream that
+    /// `kubectl apply -f -` applies in one go.
     Generate {
         #[command(flatten)]
         size: tenantry::synthetic::Size,

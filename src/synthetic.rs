@@ -180,9 +180,24 @@ fn policy() -> WorkspacePolicy {
     }
 }
 
-/// The tenancy as multi-document YAML, ready for `kubectl apply -f -`.
+/// The tenancy as multi-document YAML, ready for one `kubectl apply -f -`: each
+/// organization's namespace is declared first (labelled for its organization, which
+/// adopts it), so the Workspaces and Memberships have their namespace when applied.
 pub fn to_yaml(t: &Tenancy) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
+    for org in &t.organizations {
+        let name = org.metadata.name.clone().unwrap_or_default();
+        let ns = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::core::ObjectMeta {
+                name: Some(crate::names::org_namespace(&name)),
+                labels: Some([(crate::labels::ORGANIZATION.to_string(), name)].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&ns)?);
+    }
     for doc in t.organizations.iter().map(serde_saphyr::to_string) {
         out.push_str("---\n");
         out.push_str(&doc?);

@@ -720,6 +720,9 @@ async fn acceptance_works_for_every_role_and_spares_existing_members() {
         )
         .await;
         wait_member_reason(&client, &org, name, "InvitationPending").await;
+        // Its Event too: the Event of an object of the longest name was refused (its
+        // name was the object's plus a suffix).
+        wait_event_about(&client, &ns, name, "InvitationPending").await;
         Api::<Membership>::namespaced(as_user(who, &[]).await, &ns)
             .patch(
                 name,
@@ -1395,4 +1398,28 @@ async fn only_the_platform_declares_an_organization_namespace() {
             .await
             .unwrap();
     }
+}
+
+/// Waits for an Event in `ns` about the object named `name` with `reason`.
+async fn wait_event_about(client: &kube::Client, ns: &str, name: &str, reason: &str) {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let events = watcher(
+        Api::<Event>::namespaced(client.clone(), ns),
+        watcher::Config::default(),
+    )
+    .applied_objects()
+    .try_filter(|e| {
+        futures::future::ready(
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name),
+        )
+    })
+    .boxed();
+    let first = tokio::time::timeout(crate::harness::TIMEOUT, events.into_future()).await;
+    assert!(
+        matches!(first, Ok((Some(Ok(_)), _))),
+        "an Event {reason} about {name} in {ns}"
+    );
 }
