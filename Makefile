@@ -19,8 +19,14 @@ controlplane: ## build the local Kubernetes control plane (etcd + kube-apiserver
 up: controlplane ## start the control plane in the background; kubeconfig at target/controlplane/kubeconfig
 	hack/up.sh
 
+.PHONY: node
+node: controlplane ## start a node on the local control plane (root): containerd, kubelet, scheduler, kube-proxy, kube-router (README, A real node)
+	hack/node/build.sh
+	NODE=1 hack/up.sh
+	hack/node/up.sh
+
 .PHONY: down
-down: ## stop the control plane started by make up
+down: ## stop the node and the control plane started by make node or make up
 	hack/down.sh
 
 .PHONY: demo
@@ -36,9 +42,9 @@ build: ## build the tenantry binary
 	cargo build --locked
 
 .PHONY: test
-test: controlplane helm flux ## run every test: unit tests, then integration tests on a local control plane
+test: controlplane helm flux node ## run every test: unit tests, integration tests on a local control plane, node tests on make node's (root)
 	hack/require.sh
-	cargo test --locked --all-targets
+	TENANTRY_NODE_KUBECONFIG=$(CURDIR)/target/controlplane/kubeconfig cargo test --locked --all-targets
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := annotations token_request resources
@@ -95,6 +101,6 @@ check: ## formatting, lints and generated files are up to date
 	$(MAKE) --no-print-directory helm
 	$(HELM) lint --strict charts/tenantry
 	$(HELM) lint --strict charts/tenantry --set tokenServer.enabled=true,tokenServer.tlsSecretName=t,metrics.serviceMonitor.enabled=true
-	test -z "$$(gofmt -l hack/controlplane hack/flux)" || { gofmt -l hack/controlplane hack/flux; exit 1; }
+	test -z "$$(gofmt -l hack/controlplane hack/flux hack/node)" || { gofmt -l hack/controlplane hack/flux hack/node; exit 1; }
 	cd hack/controlplane && CGO_ENABLED=0 go vet -trimpath ./...
 	cd hack/flux && CGO_ENABLED=0 go vet -trimpath ./...

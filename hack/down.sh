@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/controlplane
 pidfile=$dir/controlplane.pid
+# The node, if any (make node).
+hack/node/down.sh
 # The demo's controller, if any.
 if [[ -f target/demo/controller.pid ]]; then
   kill -TERM "$(cat target/demo/controller.pid)" 2>/dev/null || true

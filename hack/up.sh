@@ -23,10 +23,16 @@ if running && [[ -f $ready ]]; then
   echo "up: control plane already running (pid $(cat "$pidfile")); export KUBECONFIG=$PWD/$kubeconfig"
   exit 0
 fi
+# NODE=1 (make node): the API server listens beyond 127.0.0.1, so that pods reach it
+# (through the kubernetes Service), and reaches the kubelet by its InternalIP.
+extra=()
+if [[ ${NODE:-} == 1 ]]; then
+  extra=(--apiserver-arg=--bind-address=0.0.0.0 --apiserver-arg=--kubelet-preferred-address-types=InternalIP)
+fi
 if ! running; then
   rm -f "$ready" "$pidfile"
   setsid "$bin" up --dir "$dir/run" --kubeconfig "$kubeconfig" --ready-file "$ready" \
-    --pid-file "$pidfile" </dev/null >"$log" 2>&1 9>&- &
+    --pid-file "$pidfile" "${extra[@]}" </dev/null >"$log" 2>&1 9>&- &
 fi
 deadline=$((SECONDS + timeout))
 while (( SECONDS < deadline )); do
