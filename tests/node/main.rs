@@ -5,6 +5,13 @@
 
 use std::time::Duration;
 
+// The integration tests' harness: the CRDs and roles installed once, one controller
+// in-process; here on the node's cluster (`TENANTRY_TEST_KUBECONFIG`, set from
+// `TENANTRY_NODE_KUBECONFIG` before the first use).
+#[allow(dead_code)]
+#[path = "../integration/harness.rs"]
+mod harness;
+
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, LogParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -13,6 +20,20 @@ use kube::{Client, Config};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A client of the node's cluster, and Tenantry running on it.
+async fn with_tenantry() -> Client {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let client = node_cluster().await;
+    ONCE.call_once(|| {
+        let path = std::env::var("TENANTRY_NODE_KUBECONFIG").unwrap_or_default();
+        // SAFETY: set once, before the harness (the only reader) first runs; the tests
+        // that call this read nothing else from the environment meanwhile.
+        unsafe { std::env::set_var("TENANTRY_TEST_KUBECONFIG", path) };
+    });
+    let _ = harness::controller();
+    client
+}
 
 /// A client of the node's cluster.
 async fn node_cluster() -> Client {
@@ -94,4 +115,239 @@ async fn a_pod_runs_on_the_node() {
         .delete(&ns, &Default::default())
         .await
         .unwrap();
+}
+
+/// An Organization (no default workspace) with `workspaces` (name, Pod Security level),
+/// all Ready: the workspace namespaces, by workspace name.
+async fn tenancy(
+    client: &Client,
+    org: &str,
+    workspaces: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, String> {
+    use tenantry::api::{Organization, Workspace};
+    let orgs = Api::<Organization>::all(client.clone());
+    let o: Organization = serde_json::from_value(json!({
+        "apiVersion": "tenantry.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": org},
+        "spec": {
+            "owners": [{"kind": "User", "name": format!("owner@{org}.example")}],
+            "defaultWorkspace": {"enabled": false, "name": "default"},
+            "deletionProtection": false,
+        },
+    }))
+    .unwrap();
+    orgs.create(&PostParams::default(), &o).await.unwrap();
+    let ready =
+        |conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
+            conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+    harness::wait_for(
+        &orgs,
+        org,
+        "Organization Ready",
+        move |o: Option<&Organization>| {
+            ready(o.and_then(|o| o.status.as_ref()).map(|s| &s.conditions))
+        },
+    )
+    .await;
+    let ns = format!("org-{org}");
+    let api = Api::<Workspace>::namespaced(client.clone(), &ns);
+    let mut out = std::collections::BTreeMap::new();
+    for (name, level) in workspaces {
+        let w: Workspace = serde_json::from_value(json!({
+            "apiVersion": "tenantry.dev/v1alpha1", "kind": "Workspace",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"podSecurity": level},
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &w).await.unwrap();
+        let w = harness::wait_for(
+            &api,
+            name,
+            "Workspace Ready",
+            move |w: Option<&Workspace>| {
+                ready(w.and_then(|w| w.status.as_ref()).map(|s| &s.conditions))
+            },
+        )
+        .await
+        .unwrap();
+        let namespace = w.status.and_then(|s| s.namespace).unwrap();
+        out.insert(name.to_string(), namespace);
+    }
+    out
+}
+
+/// A busybox container (the node's local image) running `script`, restricted-compatible.
+fn busybox(name: &str, script: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "image": "localhost/busybox:local",
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": true,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    })
+}
+
+/// Waits until `cond` holds for pod `name`.
+async fn wait_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&Pod) -> bool + Send + 'static,
+) -> Pod {
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(pods.clone(), name, move |p: Option<&Pod>| {
+            p.is_some_and(&cond)
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("pod {name}: {what} not within {TIMEOUT:?}"))
+    .unwrap()
+    .unwrap()
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Issue 22: workspace isolation proven by traffic. A server in workspace one of
+/// organization A (its readiness probe, the kubelet's traffic, passes); a client in the
+/// same workspace reaches it, clients in workspace two of A and in workspace three of B
+/// do not (kube-router enforces Tenantry's `tenantry-isolation` NetworkPolicy).
+#[tokio::test]
+async fn workspaces_are_isolated_by_traffic() {
+    let client = with_tenantry().await;
+    let (a, b) = (unique("neta"), unique("netb"));
+    let of_a = tenancy(&client, &a, &[("one", "restricted"), ("two", "restricted")]).await;
+    let of_b = tenancy(&client, &b, &[("three", "restricted")]).await;
+    let server_ns = &of_a["one"];
+    let servers = Api::<Pod>::namespaced(client.clone(), server_ns);
+    let mut container = busybox(
+        "server",
+        "mkdir -p /tmp/www && echo hello-from-server > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+    );
+    container["readinessProbe"] = json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1});
+    let server: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "server"},
+        "spec": {"containers": [container]},
+    }))
+    .unwrap();
+    servers
+        .create(&PostParams::default(), &server)
+        .await
+        .unwrap();
+    let server = wait_pod(
+        &servers,
+        "server",
+        "Ready (its readiness probe passes)",
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        },
+    )
+    .await;
+    let ip = server.status.and_then(|s| s.pod_ip).unwrap();
+    // Each client tries three times, after the enforcer has had a moment for the new pods.
+    let script = format!(
+        "sleep 5; ok=0; for i in 1 2 3; do \
+           if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 8080 2>/dev/null | grep -q hello-from-server; then ok=$((ok+1)); fi; sleep 1; \
+         done; echo reached $ok of 3"
+    );
+    let mut results = Vec::new();
+    for (what, ns) in [
+        ("the same workspace", &of_a["one"]),
+        ("another workspace of the organization", &of_a["two"]),
+        ("a workspace of another organization", &of_b["three"]),
+    ] {
+        let pods = Api::<Pod>::namespaced(client.clone(), ns);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "client"},
+            "spec": {"restartPolicy": "Never", "containers": [busybox("client", &script)]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        results.push((what, pods));
+    }
+    let mut table = String::from("| client in | reached the server |\n|---|---|");
+    let mut seen = Vec::new();
+    for (what, pods) in &results {
+        wait_pod(pods, "client", "finished", |p| {
+            matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .await;
+        let log = pods.logs("client", &LogParams::default()).await.unwrap();
+        table.push_str(&format!("\n| {what} | {} |", log.trim()));
+        seen.push(log.trim().to_string());
+    }
+    println!("{table}");
+    assert_eq!(
+        seen,
+        ["reached 3 of 3", "reached 0 of 3", "reached 0 of 3"],
+        "pods reach each other only inside a workspace:\n{table}"
+    );
+}
+
+/// Issue 22: Pod Security through the real admission path: a privileged pod is refused in
+/// a baseline workspace, a pod violating restricted in a restricted one, and a compliant
+/// pod runs.
+#[tokio::test]
+async fn pod_security_is_enforced_by_admission() {
+    let client = with_tenantry().await;
+    let org = unique("psa");
+    let ns = tenancy(
+        &client,
+        &org,
+        &[("base", "baseline"), ("strict", "restricted")],
+    )
+    .await;
+    let pod = |name: &str, container: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [container]},
+        }))
+        .unwrap()
+    };
+    let refusal = |r: Result<Pod, kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => s.message,
+        other => panic!("expected a refusal by Pod Security admission, got {other:?}"),
+    };
+    let base = Api::<Pod>::namespaced(client.clone(), &ns["base"]);
+    let privileged = pod(
+        "privileged",
+        json!({"name": "c", "image": "localhost/busybox:local", "imagePullPolicy": "Never",
+               "command": ["true"], "securityContext": {"privileged": true}}),
+    );
+    let msg = refusal(base.create(&PostParams::default(), &privileged).await);
+    assert!(msg.contains("violates PodSecurity \"baseline"), "{msg}");
+    let strict = Api::<Pod>::namespaced(client.clone(), &ns["strict"]);
+    let loose = pod(
+        "loose",
+        json!({"name": "c", "image": "localhost/busybox:local", "imagePullPolicy": "Never", "command": ["true"]}),
+    );
+    let msg = refusal(strict.create(&PostParams::default(), &loose).await);
+    assert!(msg.contains("violates PodSecurity \"restricted"), "{msg}");
+    strict
+        .create(
+            &PostParams::default(),
+            &pod("fine", busybox("c", "echo fine")),
+        )
+        .await
+        .expect("a restricted-compliant pod is admitted");
+    let done = wait_pod(&strict, "fine", "finished", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    assert_eq!(phase(&done), "Succeeded");
 }
