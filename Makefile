@@ -25,6 +25,10 @@ node: controlplane ## start a node on the local control plane (root): containerd
 	NODE=1 hack/up.sh
 	hack/node/up.sh
 
+.PHONY: image
+image: ## Tenantry's OCI image (target/image/tenantry.tar, the chart's default), imported into make node's containerd
+	hack/node/image.sh
+
 .PHONY: down
 down: ## stop the node and the control plane started by make node or make up
 	hack/down.sh
@@ -42,7 +46,7 @@ build: ## build the tenantry binary
 	cargo build --locked
 
 .PHONY: test
-test: controlplane helm flux node ## run every test: unit tests, integration tests on a local control plane, node tests on make node's (root)
+test: controlplane helm flux node image ## run every test: unit tests, integration tests on a local control plane, node tests on make node's (root)
 	hack/require.sh
 	TENANTRY_NODE_KUBECONFIG=$(CURDIR)/target/controlplane/kubeconfig cargo test --locked --all-targets
 

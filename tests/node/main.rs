@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-// The integration tests' harness: the CRDs and roles installed once, one controller
-// in-process; here on the node's cluster (`TENANTRY_TEST_KUBECONFIG`, set from
-// `TENANTRY_NODE_KUBECONFIG` before the first use).
+// The integration tests' harness, for its waits (`wait_for`).
 #[allow(dead_code)]
 #[path = "../integration/harness.rs"]
 mod harness;
@@ -20,18 +18,43 @@ use kube::{Client, Config};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A client of the node's cluster, and Tenantry running on it.
+/// A client of the node's cluster, with Tenantry running on it as users run it: the Helm
+/// chart (`charts/tenantry`, two replicas, the image from `make image`), installed once.
 async fn with_tenantry() -> Client {
-    static ONCE: std::sync::Once = std::sync::Once::new();
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     let client = node_cluster().await;
-    ONCE.call_once(|| {
-        let path = std::env::var("TENANTRY_NODE_KUBECONFIG").unwrap_or_default();
-        // SAFETY: set once, before the harness (the only reader) first runs; the tests
-        // that call this read nothing else from the environment meanwhile.
-        unsafe { std::env::set_var("TENANTRY_TEST_KUBECONFIG", path) };
-    });
-    let _ = harness::controller();
+    INSTALLED
+        .get_or_init(|| async {
+            let kubeconfig = std::env::var("TENANTRY_NODE_KUBECONFIG").unwrap_or_default();
+            let out = tokio::process::Command::new(format!("{ROOT}/target/tools/helm"))
+                .args([
+                    "upgrade",
+                    "--install",
+                    "tenantry",
+                    &format!("{ROOT}/charts/tenantry"),
+                ])
+                .args([
+                    "-n",
+                    "tenantry-system",
+                    "--create-namespace",
+                    "--wait",
+                    "--timeout",
+                    "3m",
+                ])
+                .args(["--kubeconfig", &kubeconfig])
+                .output()
+                .await
+                .expect("helm (make helm)");
+            assert!(
+                out.status.success(),
+                "helm install of charts/tenantry (with the image from make image):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+        .await;
     client
 }
 
@@ -350,4 +373,79 @@ async fn pod_security_is_enforced_by_admission() {
     })
     .await;
     assert_eq!(phase(&done), "Succeeded");
+}
+
+/// Issue 22: the chart as users install it. Two replicas become Ready and one holds the
+/// leader Lease; killing the leader's pod hands the Lease to another replica, and
+/// reconciling goes on (a new Organization becomes Ready afterwards).
+#[tokio::test]
+async fn the_chart_runs_two_replicas_and_a_killed_leader_hands_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{DeleteParams, ListParams};
+    let client = with_tenantry().await;
+    let pods = Api::<Pod>::namespaced(client.clone(), "tenantry-system");
+    let selector = ListParams::default()
+        .labels("app.kubernetes.io/name=tenantry,app.kubernetes.io/component=controller");
+    let ready = |p: &Pod| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let names = pods
+        .list(&selector)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| ready(p))
+        .filter_map(|p| p.metadata.name)
+        .collect::<Vec<_>>();
+    assert_eq!(names.len(), 2, "two Ready replicas: {names:?}");
+    let leases = Api::<Lease>::namespaced(client.clone(), "tenantry-system");
+    let holder = |l: Option<&Lease>| {
+        l.and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.holder_identity.clone())
+    };
+    let leader = harness::wait_for(
+        &leases,
+        "tenantry-leader",
+        "a leader",
+        move |l: Option<&Lease>| holder(l).is_some_and(|h| !h.is_empty()),
+    )
+    .await
+    .and_then(|l| holder(Some(&l)))
+    .unwrap();
+    assert!(
+        names.contains(&leader),
+        "the leader {leader} is one of the replicas {names:?}"
+    );
+    let started = std::time::Instant::now();
+    pods.delete(
+        &leader,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The other replica, or the one the ReplicaSet starts in the killed one's place.
+    let killed = leader.clone();
+    let next = harness::wait_for(
+        &leases,
+        "tenantry-leader",
+        "another replica takes over",
+        move |l: Option<&Lease>| holder(l).is_some_and(|h| !h.is_empty() && h != killed),
+    )
+    .await
+    .and_then(|l| holder(Some(&l)))
+    .unwrap();
+    println!(
+        "leader {leader} killed; {next} leads after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let org = unique("handover");
+    tenancy(&client, &org, &[("after", "baseline")]).await;
 }
