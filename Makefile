@@ -48,7 +48,8 @@ build: ## build the tenantry binary
 .PHONY: test
 test: controlplane helm flux node image ## run every test: unit tests, integration tests on a local control plane, node tests on make node's (root)
 	hack/require.sh
-	TENANTRY_NODE_KUBECONFIG=$(CURDIR)/target/controlplane/kubeconfig cargo test --locked --all-targets
+	status=0; TENANTRY_NODE_KUBECONFIG=$(CURDIR)/target/controlplane/kubeconfig \
+	  cargo test --locked --all-targets || status=$$?; hack/down.sh; exit $$status
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := annotations token_request resources

@@ -25,13 +25,18 @@ if running && [[ -f $ready ]]; then
 fi
 # NODE=1 (make node): the API server listens beyond 127.0.0.1, so that pods reach it
 # (through the kubernetes Service), and reaches the kubelet by its InternalIP.
+# Its state is fresh each time (target/controlplane/run-node), apart from make up's.
 extra=()
+state=$dir/run
 if [[ ${NODE:-} == 1 ]]; then
   extra=(--apiserver-arg=--bind-address=0.0.0.0 --apiserver-arg=--kubelet-preferred-address-types=InternalIP)
+  state=$dir/run-node
 fi
 if ! running; then
   rm -f "$ready" "$pidfile"
-  setsid "$bin" up --dir "$dir/run" --kubeconfig "$kubeconfig" --ready-file "$ready" \
+  [[ ${NODE:-} == 1 ]] && rm -rf "$state"
+  echo "$state" >"$dir/state-dir"
+  setsid "$bin" up --dir "$state" --kubeconfig "$kubeconfig" --ready-file "$ready" \
     --pid-file "$pidfile" "${extra[@]}" </dev/null >"$log" 2>&1 9>&- &
 fi
 deadline=$((SECONDS + timeout))

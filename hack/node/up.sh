@@ -95,13 +95,25 @@ if [[ ! -f $node/images/busybox.tar ]]; then
   python3 hack/node/mkoci.py localhost/pause:local "$node/images/pause.tar" "$rootfs" \
     --entrypoint '["/bin/busybox","sleep","2147483647"]' >/dev/null
 fi
-for image in pause busybox; do
+# curl (with busybox's sh): the node tests' HTTPS client. curl and the libraries it links.
+if [[ ! -f $node/images/curl.tar ]]; then
+  rootfs=$node/images/curl
+  rm -rf "$rootfs" && cp -a "$node/images/busybox" "$rootfs"
+  curl_bin=$(command -v curl)
+  mkdir -p "$rootfs/usr/bin" && cp -L "$curl_bin" "$rootfs/usr/bin/curl"
+  for lib in $(ldd "$curl_bin" | grep -oE '/[^ ]+'); do
+    mkdir -p "$rootfs$(dirname "$lib")" && cp -L "$lib" "$rootfs$lib"
+  done
+  python3 hack/node/mkoci.py localhost/curl:local "$node/images/curl.tar" "$rootfs" --cmd '["/bin/sh"]' >/dev/null
+fi
+for image in pause busybox curl; do
   ctr -n k8s.io images import "$node/images/$image.tar" >/dev/null
 done
 
 # The kubelet's identity: a client certificate for system:node:<name> signed by the
 # control plane's CA (the Node authorizer then lets it register and read its pods).
-pki=$cp/run/pki
+state=$(cat "$cp/state-dir" 2>/dev/null || echo "$cp/run")
+pki=$state/pki
 if [[ ! -f $node/kubelet.crt ]] || ! openssl verify -CAfile "$pki/ca.crt" "$node/kubelet.crt" >/dev/null 2>&1; then
   openssl ecparam -name prime256v1 -genkey -noout -out "$node/kubelet.key" 2>/dev/null
   openssl req -new -key "$node/kubelet.key" -subj "/O=system:nodes/CN=system:node:$name" -out "$node/kubelet.csr"
@@ -137,7 +149,7 @@ launch kubelet nodebin kubelet --config "$node/kubelet.yaml" --kubeconfig "$node
   --hostname-override "$name" --node-ip "$node_ip" --root-dir /var/lib/kubelet
 launch kube-scheduler nodebin kube-scheduler --kubeconfig "$KUBECONFIG" --leader-elect=false --secure-port=0
 launch kube-controller-manager "$cp/bin/controlplane" kube-controller-manager \
-  --kubeconfig="$cp/run/kcm.kubeconfig" \
+  --kubeconfig="$state/kcm.kubeconfig" \
   --controllers=deployment,replicaset,endpointslice,endpointslicemirroring,nodelifecycle,daemonset,statefulset,job,disruption \
   --leader-elect=false --secure-port=0 --use-service-account-credentials=false
 # kube-proxy and kube-router identify their Node: it must be registered first.

@@ -35,6 +35,7 @@ async fn with_tenantry() -> Client {
                     "tenantry",
                     &format!("{ROOT}/charts/tenantry"),
                 ])
+                .args(["--set", "tokenServer.enabled=true"])
                 .args([
                     "-n",
                     "tenantry-system",
@@ -448,4 +449,110 @@ async fn the_chart_runs_two_replicas_and_a_killed_leader_hands_over() {
     );
     let org = unique("handover");
     tenancy(&client, &org, &[("after", "baseline")]).await;
+}
+
+/// Issue 22: a machine client from inside a pod. The pod exchanges its client id and
+/// secret at the token server through its Service (`tenantry-token`, from the chart), and
+/// the token works against the API server (the `kubernetes` Service) with exactly the
+/// client's grants: its workspace yes, another workspace no.
+#[tokio::test]
+async fn a_client_gets_and_uses_a_token_from_inside_a_pod() {
+    use k8s_openapi::api::core::v1::Secret;
+    use tenantry::api::Membership;
+    let client = with_tenantry().await;
+    let org = unique("tok");
+    let ns = tenancy(
+        &client,
+        &org,
+        &[("target", "baseline"), ("elsewhere", "baseline")],
+    )
+    .await;
+    let org_ns = format!("org-{org}");
+    let members = Api::<Membership>::namespaced(client.clone(), &org_ns);
+    let m: Membership = serde_json::from_value(json!({
+        "apiVersion": "tenantry.dev/v1alpha1", "kind": "Membership",
+        "metadata": {"name": "ci", "namespace": org_ns},
+        "spec": {"subject": {"kind": "Client", "name": "ci"}, "role": "Member",
+                 "workspaces": [{"name": "target", "role": "Editor"}]},
+    }))
+    .unwrap();
+    members.create(&PostParams::default(), &m).await.unwrap();
+    harness::wait_for(
+        &members,
+        "ci",
+        "Membership Ready",
+        |m: Option<&Membership>| {
+            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        },
+    )
+    .await;
+    let secret = Api::<Secret>::namespaced(client.clone(), &org_ns)
+        .get("ci-credentials")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap_or_default();
+    let value =
+        |k: &str| String::from_utf8(data.get(k).map(|b| b.0.clone()).unwrap_or_default()).unwrap();
+    let script = r#"
+T=$(curl -s -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials \
+  "$TOKEN_URL" |
+  sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+[ -n "$T" ] || { echo "no token"; exit 1; }
+code() {
+  curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $T" \
+    --cacert /var/run/secrets/kubernetes.io/serviceaccount/ca.crt \
+    "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/$1/configmaps"
+}
+echo "own=$(code "$OWN") other=$(code "$OTHER")"
+"#;
+    // The token server's Service (its environment variables reach only pods of its own
+    // namespace; there is no cluster DNS here): by its cluster IP.
+    let service =
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), "tenantry-system")
+            .get("tenantry-token")
+            .await
+            .unwrap();
+    let spec = service.spec.unwrap_or_default();
+    let port = spec
+        .ports
+        .unwrap_or_default()
+        .first()
+        .map(|p| p.port)
+        .unwrap_or_default();
+    let token_url = format!(
+        "http://{}:{port}/oauth2/token",
+        spec.cluster_ip.unwrap_or_default()
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns["target"]);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "ci"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "ci", "image": "localhost/curl:local", "imagePullPolicy": "Never",
+            "command": ["sh", "-c", script],
+            "env": [
+                {"name": "CLIENT_ID", "value": value("client-id")},
+                {"name": "CLIENT_SECRET", "value": value("client-secret")},
+                {"name": "TOKEN_URL", "value": token_url},
+                {"name": "OWN", "value": ns["target"]},
+                {"name": "OTHER", "value": ns["elsewhere"]},
+            ],
+        }]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    wait_pod(&pods, "ci", "finished", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    let log = pods.logs("ci", &LogParams::default()).await.unwrap();
+    println!("client from a pod: {}", log.trim());
+    assert_eq!(
+        log.trim(),
+        "own=200 other=403",
+        "the token's reach from inside a pod"
+    );
 }
