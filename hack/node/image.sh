@@ -12,12 +12,7 @@ cargo build --release --locked --bin tenantry
 out=target/image
 rootfs=$out/rootfs
 rm -rf "$rootfs" && mkdir -p "$rootfs/tmp" && chmod 1777 "$rootfs/tmp"
-cp target/release/tenantry "$rootfs/tenantry"
-# The loader and every library the binary links, at the paths it looks for them.
-for lib in $(ldd target/release/tenantry | grep -oE '/[^ ]+'); do
-  mkdir -p "$rootfs$(dirname "$lib")"
-  cp -L "$lib" "$rootfs$lib"
-done
+hack/node/copy-with-libs.sh target/release/tenantry "$rootfs" /tenantry
 python3 hack/node/mkoci.py "$name" "$out/tenantry.tar" "$rootfs" --user 65532:65532 \
   --entrypoint '["/tenantry"]' --cmd '["run","--log-format","json"]'
 if [[ -f target/node/pids/containerd.pid ]] && target/node/bin/ctr version >/dev/null 2>&1; then

@@ -99,11 +99,7 @@ fi
 if [[ ! -f $node/images/curl.tar ]]; then
   rootfs=$node/images/curl
   rm -rf "$rootfs" && cp -a "$node/images/busybox" "$rootfs"
-  curl_bin=$(command -v curl)
-  mkdir -p "$rootfs/usr/bin" && cp -L "$curl_bin" "$rootfs/usr/bin/curl"
-  for lib in $(ldd "$curl_bin" | grep -oE '/[^ ]+'); do
-    mkdir -p "$rootfs$(dirname "$lib")" && cp -L "$lib" "$rootfs$lib"
-  done
+  hack/node/copy-with-libs.sh "$(command -v curl)" "$rootfs" /usr/bin/curl
   python3 hack/node/mkoci.py localhost/curl:local "$node/images/curl.tar" "$rootfs" --cmd '["/bin/sh"]' >/dev/null
 fi
 for image in pause busybox curl; do
