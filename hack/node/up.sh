@@ -102,8 +102,11 @@ if [[ ! -f $node/images/curl.tar ]]; then
   hack/node/copy-with-libs.sh "$(command -v curl)" "$rootfs" /usr/bin/curl
   python3 hack/node/mkoci.py localhost/curl:local "$node/images/curl.tar" "$rootfs" --cmd '["/bin/sh"]' >/dev/null
 fi
+# Pinned: there is no registry to pull them again, so the kubelet's image garbage collector
+# must never remove them (make image pins Tenantry's the same way).
 for image in pause busybox curl; do
   ctr -n k8s.io images import "$node/images/$image.tar" >/dev/null
+  ctr -n k8s.io images label "localhost/$image:local" io.cri-containerd.pinned=pinned >/dev/null
 done
 
 # The kubelet's identity: a client certificate for system:node:<name> signed by the
@@ -126,7 +129,10 @@ kc=(kubectl --kubeconfig "$node/kubelet.kubeconfig" config)
 "${kc[@]}" use-context node >/dev/null
 # cgroup v1 hosts (this kind of VM) need failCgroupV1: false; no systemd: cgroupfs. The
 # kubelet API is open to the API server without a client certificate (test cluster only:
-# kubectl logs and exec work).
+# kubectl logs and exec work). Disk: the kubelet's defaults (DiskPressure below 10%/15%
+# free, image GC above 85% used) are fractions of the whole disk; on a big, well-used build
+# disk (252 GiB, 17% free here) they taint the node and leave every pod Pending, and GC
+# would delete images no registry can give back. This node only stops at under 1 GiB free.
 cat >"$node/kubelet.yaml" <<'YAML'
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -140,6 +146,14 @@ authorization: {mode: AlwaysAllow}
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1Gi
+  imagefs.available: 1Gi
+  nodefs.inodesFree: 1%
+  imagefs.inodesFree: 1%
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 YAML
 launch kubelet nodebin kubelet --config "$node/kubelet.yaml" --kubeconfig "$node/kubelet.kubeconfig" \
   --hostname-override "$name" --node-ip "$node_ip" --root-dir /var/lib/kubelet
@@ -181,4 +195,5 @@ for f in "$node"/pids/*.pid; do
   kb=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$f")/status" 2>/dev/null || echo 0)
   rss=$((rss + ${kb:-0}))
 done
-echo "node: $name Ready ($node_ip) in $((SECONDS - start))s; its processes hold $((rss / 1024)) MiB"
+free=$(df -h --output=avail /var/lib/containerd | tail -1 | tr -d ' ')
+echo "node: $name Ready ($node_ip, $free free for images) in $((SECONDS - start))s; its processes hold $((rss / 1024)) MiB"

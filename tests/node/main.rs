@@ -27,6 +27,7 @@ async fn with_tenantry() -> Client {
     let client = node_cluster().await;
     INSTALLED
         .get_or_init(|| async {
+            let client = client.clone();
             let kubeconfig = std::env::var("TENANTRY_NODE_KUBECONFIG").unwrap_or_default();
             let out = tokio::process::Command::new(format!("{ROOT}/target/tools/helm"))
                 .args([
@@ -48,12 +49,14 @@ async fn with_tenantry() -> Client {
                 .output()
                 .await
                 .expect("helm (make helm)");
-            assert!(
-                out.status.success(),
-                "helm install of charts/tenantry (with the image from make image):\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if !out.status.success() {
+                panic!(
+                    "helm install of charts/tenantry (with the image from make image):\n{}{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    diagnose(&client, "tenantry-system").await
+                );
+            }
         })
         .await;
     client
@@ -126,10 +129,15 @@ async fn a_pod_runs_on_the_node() {
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
     };
-    tokio::time::timeout(TIMEOUT, await_condition(pods.clone(), "hello", done))
+    if tokio::time::timeout(TIMEOUT, await_condition(pods.clone(), "hello", done))
         .await
-        .unwrap_or_else(|_| panic!("pod hello did not finish within {TIMEOUT:?}"))
-        .unwrap();
+        .is_err()
+    {
+        panic!(
+            "pod hello did not finish within {TIMEOUT:?}\n{}",
+            diagnose(&client, &ns).await
+        );
+    }
     let pod = pods.get("hello").await.unwrap();
     let status = pod.status.unwrap_or_default();
     assert_eq!(status.phase.as_deref(), Some("Succeeded"), "{status:?}");
@@ -225,16 +233,116 @@ async fn wait_pod(
     what: &str,
     cond: impl Fn(&Pod) -> bool + Send + 'static,
 ) -> Pod {
-    tokio::time::timeout(
+    let waited = tokio::time::timeout(
         TIMEOUT,
         await_condition(pods.clone(), name, move |p: Option<&Pod>| {
             p.is_some_and(&cond)
         }),
     )
-    .await
-    .unwrap_or_else(|_| panic!("pod {name}: {what} not within {TIMEOUT:?}"))
-    .unwrap()
-    .unwrap()
+    .await;
+    match waited {
+        Ok(pod) => pod.unwrap().unwrap(),
+        Err(_) => {
+            let ns = pods.get(name).await.ok().and_then(|p| p.metadata.namespace);
+            let client = pods.clone().into_client();
+            panic!(
+                "pod {name}: {what} not within {TIMEOUT:?}\n{}",
+                diagnose(&client, ns.as_deref().unwrap_or("default")).await
+            )
+        }
+    }
+}
+
+/// What a person needs when a pod does not get where a test waits for it (CI shows only
+/// the failure): the node's conditions and taints, the namespace's pods with their phase
+/// and why their containers wait, its latest Events, the kubelet's and containerd's last
+/// errors (target/node/logs).
+async fn diagnose(client: &Client, ns: &str) -> String {
+    use k8s_openapi::api::core::v1::Event;
+    use std::fmt::Write;
+    let mut out = String::from("--- diagnosis ---\n");
+    if let Ok(nodes) = Api::<Node>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        for n in nodes.items {
+            let conditions = n.status.and_then(|s| s.conditions).unwrap_or_default();
+            let conditions = conditions
+                .iter()
+                .map(|c| format!("{}={}", c.type_, c.status));
+            let taints = n.spec.and_then(|s| s.taints).unwrap_or_default();
+            let taints = taints.iter().map(|t| format!("{}:{}", t.key, t.effect));
+            let _ = writeln!(
+                out,
+                "node {}: {} taints [{}]",
+                n.metadata.name.unwrap_or_default(),
+                conditions.collect::<Vec<_>>().join(" "),
+                taints.collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if let Ok(pods) = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+    {
+        for p in pods.items {
+            let status = p.status.unwrap_or_default();
+            let mut why = Vec::new();
+            for c in status.container_statuses.iter().flatten() {
+                let state = c.state.as_ref();
+                if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+                    why.push(format!(
+                        "{} waiting {} {}",
+                        c.name,
+                        w.reason.as_deref().unwrap_or(""),
+                        w.message.as_deref().unwrap_or("")
+                    ));
+                }
+                if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+                    why.push(format!("{} exited {} {:?}", c.name, t.exit_code, t.reason));
+                }
+            }
+            let _ = writeln!(
+                out,
+                "pod {ns}/{}: {} {}",
+                p.metadata.name.unwrap_or_default(),
+                status.phase.unwrap_or_default(),
+                why.join("; ")
+            );
+        }
+    }
+    if let Ok(events) = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+    {
+        let mut events = events.items;
+        events.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+        for e in events.iter().rev().take(15).rev() {
+            let _ = writeln!(
+                out,
+                "event {} {} {}: {}",
+                e.type_.as_deref().unwrap_or(""),
+                e.reason.as_deref().unwrap_or(""),
+                e.involved_object.name.as_deref().unwrap_or(""),
+                e.message.as_deref().unwrap_or("")
+            );
+        }
+    }
+    for (log, is_error) in [
+        (
+            "kubelet",
+            (|l: &str| l.starts_with('E')) as fn(&str) -> bool,
+        ),
+        ("containerd", |l: &str| l.contains("level=error")),
+    ] {
+        let text = std::fs::read_to_string(format!("{ROOT}/target/node/logs/{log}.log"))
+            .unwrap_or_default();
+        let errors = text.lines().filter(|l| is_error(l)).collect::<Vec<_>>();
+        for line in errors.iter().rev().take(8).rev() {
+            let _ = writeln!(out, "{log}: {}", line.chars().take(400).collect::<String>());
+        }
+    }
+    out
 }
 
 fn phase(p: &Pod) -> &str {
