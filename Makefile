@@ -25,6 +25,10 @@ node: controlplane ## start a node on the local control plane (root): containerd
 	NODE=1 hack/up.sh
 	hack/node/up.sh
 
+.PHONY: node-cycle
+node-cycle: controlplane ## the teardown test (root, CI): nothing of the node is left, a second make node runs a pod, make down leaves nothing again
+	hack/node/down-check.sh --cycle
+
 .PHONY: image
 image: ## Tenantry's OCI image (target/image/tenantry.tar, the chart's default), imported into make node's containerd
 	hack/node/image.sh

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# make image: Tenantry's OCI image, built without a registry or a container tool: the
-# release binary and the few shared libraries it links (glibc, libm, libgcc_s, the
-# loader), nothing else (no shell), run as 65532:65532; tagged as the chart's default
-# image (ghcr.io/tenantry-dev/tenantry:<appVersion>) and, when the node's containerd runs
+# make image: Tenantry's OCI image, built without a registry or a container tool: one
+# static binary (glibc linked in, +crt-static; jemalloc and ring's C too) and nothing else
+# (no shell, no libraries), run as 65532:65532; tagged as the chart's default image
+# (ghcr.io/tenantry-dev/tenantry:<appVersion>) and, when the node's containerd runs
 # (make node), imported into it, pinned. Output: target/image/tenantry.tar.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 version=$(awk '/^appVersion:/ {gsub(/"/, "", $2); print $2}' charts/tenantry/Chart.yaml)
 name=ghcr.io/tenantry-dev/tenantry:$version
-cargo build --release --locked --bin tenantry
+# With an explicit --target, RUSTFLAGS reach only the binary (build scripts and proc
+# macros stay dynamic), and the output lands apart from target/release (make bench's).
+target=x86_64-unknown-linux-gnu
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --bin tenantry --target $target
+binary=target/$target/release/tenantry
+if readelf -d "$binary" | grep -q NEEDED; then
+  echo "image: $binary links shared libraries; it must be static" >&2
+  exit 1
+fi
 out=target/image
 rootfs=$out/rootfs
 rm -rf "$rootfs" && mkdir -p "$rootfs/tmp" && chmod 1777 "$rootfs/tmp"
-hack/node/copy-with-libs.sh target/release/tenantry "$rootfs" /tenantry
+cp "$binary" "$rootfs/tenantry"
 python3 hack/node/mkoci.py "$name" "$out/tenantry.tar" "$rootfs" --user 65532:65532 \
   --entrypoint '["/tenantry"]' --cmd '["run","--log-format","json"]'
 if [[ -f target/node/pids/containerd.pid ]] && target/node/bin/ctr version >/dev/null 2>&1; then
