@@ -762,6 +762,95 @@ async fn workspace_deletion_removes_its_namespace_and_bindings() {
     delete_org(&client, &name).await;
 }
 
+/// Issue 13: a Membership granted a workspace that is being provisioned writes one status,
+/// `Granted`, when the wait is short, not `WorkspacePending` first (a tenancy applied at
+/// once wrote both for most members). The workspace's namespace is held terminating by a
+/// finalizer of the test's, so the wait is certain. A missing workspace is still reported
+/// at once (`duplicates_limits_and_missing_workspaces_are_reported`).
+#[tokio::test]
+async fn a_member_of_a_workspace_being_provisioned_writes_one_status() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("t");
+    create_org(&client, &name, org_spec("a@x.example")).await;
+    create_ws(&client, &name, "w", Default::default()).await;
+    wait_ws_ready(&client, &name, "w").await;
+    let ns = format!("{name}--w");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let pin: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "pin", "finalizers": ["example.com/pin"]}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &pin).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_ws_reason(&client, &name, "w", "NamespaceTerminating").await;
+
+    // Every status the Membership is ever written, from before it exists.
+    let members: Api<Membership> = Api::namespaced(client.clone(), &format!("org-{name}"));
+    let stream = watcher(
+        members.clone(),
+        watcher::Config::default().fields("metadata.name=m"),
+    )
+    .applied_objects();
+    let seen = tokio::spawn(async move {
+        let mut reasons: Vec<String> = Vec::new();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(m)) = stream.next().await {
+            let reason = m.status.as_ref().and_then(|s| reason_in(&s.conditions));
+            if let Some(reason) = reason
+                && reasons.last() != Some(&reason)
+            {
+                reasons.push(reason.clone());
+                if reason == "Granted" {
+                    break;
+                }
+            }
+        }
+        reasons
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    add_member(
+        &client,
+        &name,
+        membership(
+            "m",
+            Subject::user("m@x.example"),
+            OrgRole::Member,
+            &[("w", WorkspaceRole::Viewer)],
+        ),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let waiting = members.get("m").await.unwrap();
+    assert!(
+        waiting
+            .status
+            .as_ref()
+            .is_none_or(|s| s.conditions.is_empty()),
+        "no status while the workspace is provisioned: {:?}",
+        waiting.status
+    );
+    cms.patch(
+        "pin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    wait_member_reason(&client, &name, "m", "Granted").await;
+    let reasons = tokio::time::timeout(std::time::Duration::from_secs(30), seen)
+        .await
+        .expect("the watch saw Granted")
+        .unwrap();
+    assert_eq!(reasons, ["Granted"], "the statuses written, in order");
+    delete_org(&client, &name).await;
+}
+
 #[tokio::test]
 async fn orphan_policy_keeps_the_namespace_without_tenantry() {
     let _ = controller();
