@@ -73,6 +73,12 @@ struct Args {
     /// `apply` (a server-side apply, as Tenantry writes): what the choice costs.
     #[arg(long, value_enum, default_value_t = WriteVerb::Create)]
     limit_writes: WriteVerb,
+    /// Declare each organization's namespace in the same apply, labelled for its
+    /// organization (the one-sync GitOps flow of docs/gitops.md), instead of leaving it to
+    /// Tenantry (the Workspaces and Memberships are then refused with 404 and retried until
+    /// it exists).
+    #[arg(long)]
+    declare_namespaces: bool,
     /// An extra kube-apiserver flag for the control planes (repeatable), e.g.
     /// `--apiserver-arg=--profiling=true` to take a CPU profile during a run.
     #[arg(long)]
@@ -757,6 +763,21 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let watchers = watch_ready(&client, seen.clone());
     let t0 = Instant::now();
+    if args.declare_namespaces {
+        let declared: Vec<Namespace> = tenancy
+            .organizations
+            .iter()
+            .map(|o| {
+                let name = o.name_any();
+                let mut ns = Namespace::default();
+                ns.metadata.name = Some(tenantry::names::org_namespace(&name));
+                ns.metadata.labels =
+                    Some([(tenantry::labels::ORGANIZATION.to_string(), name)].into());
+                ns
+            })
+            .collect();
+        create_all(&client, "Namespace", declared, parallel).await?;
+    }
     let mut created = create_all(
         &client,
         "Organization",
@@ -1036,7 +1057,7 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
     let mut out = String::new();
     let size = args.size;
     out.push_str(&format!(
-        "Machine: {}. Kubernetes v1.37.2 (local control plane, etcd embedded). Base size: {} organizations x {} workspaces x {} members + {} client(s); controller concurrency {} per kind, apply and limits' concurrency {}; the limits write with {}.\n\n",
+        "Machine: {}. Kubernetes v1.37.2 (local control plane, etcd embedded). Base size: {} organizations x {} workspaces x {} members + {} client(s); controller concurrency {} per kind, apply and limits' concurrency {}; the limits write with {}; the organizations' namespaces are {}.\n\n",
         machine(),
         size.organizations,
         size.workspaces,
@@ -1047,6 +1068,11 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
         match args.limit_writes {
             WriteVerb::Create => "POST (create)",
             WriteVerb::Apply => "server-side apply",
+        },
+        if args.declare_namespaces {
+            "declared in the apply (--declare-namespaces)"
+        } else {
+            "made by Tenantry (the apply retries on 404 until each exists)"
         }
     ));
     out.push_str("| scale | orgs / workspaces / members | objects Tenantry made | apply to all Ready | last write | p50 / p99 per object | raw limit | ratio | fair limit | fair ratio | controller requests (get/list/watch/create/patch/update/delete) | controller CPU | control plane CPU | peak / settled RSS | writes in idle | restart: settle / writes |\n");
