@@ -152,6 +152,10 @@ pub fn meaningful<K: Resource + Readiness>(change: &Change<'_, K>) -> bool {
             .find(|c| c.type_ == crate::status::READY)
             .map(|c| (c.status.clone(), c.reason.clone()))
     };
+    spec_or_metadata_changed(*old, *new) || ready(old) != ready(new)
+}
+
+fn spec_or_metadata_changed<K: Resource>(old: &K, new: &K) -> bool {
     let (o, n) = (old.meta(), new.meta());
     o.generation != n.generation
         || o.labels != n.labels
@@ -159,7 +163,27 @@ pub fn meaningful<K: Resource + Readiness>(change: &Change<'_, K>) -> bool {
         || o.finalizers != n.finalizers
         || o.owner_references != n.owner_references
         || o.deletion_timestamp != n.deletion_timestamp
-        || ready(old) != ready(new)
+}
+
+/// A Membership change that can change what its organization's Memberships grant: the
+/// trigger of the Workspace and Organization reconcilers. [`meaningful`], except that a
+/// change of `Ready` alone counts only in an organization that requires acceptance (or
+/// that `require_acceptance` cannot tell): there, whether a member was granted before is
+/// read from its status (`grants::member_states`); nowhere else does a Membership's
+/// status change what anyone is bound to. Measured at the 1x benchmark size: every
+/// Membership's one status write woke all the workspaces of its organization.
+pub fn membership_grants(
+    require_acceptance: impl Fn(&Membership) -> bool + Send + Sync + 'static,
+) -> impl Fn(&Change<'_, Membership>) -> bool + Send + Sync + 'static {
+    move |change| match change {
+        Change::Applied {
+            old: Some(old),
+            new,
+        } => {
+            spec_or_metadata_changed(*old, *new) || (meaningful(change) && require_acceptance(new))
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +210,52 @@ mod tests {
             ..Default::default()
         });
         w
+    }
+
+    #[test]
+    fn a_members_status_wakes_others_only_where_acceptance_reads_it() {
+        use crate::api::{MembershipSpec, OrgRole, Subject};
+        let member = |generation: i64, outcome: Option<Outcome>| {
+            let mut m = Membership::new(
+                "m",
+                MembershipSpec::new(Subject::user("u@x.example"), OrgRole::Member, &[]),
+            );
+            m.metadata.namespace = Some("org-a".into());
+            m.metadata.generation = Some(generation);
+            m.status = outcome.map(|o| crate::api::MembershipStatus {
+                conditions: conditions(&[], &o, Some(generation)),
+                ..Default::default()
+            });
+            m
+        };
+        let new = member(1, None);
+        let granted = member(1, Some(Outcome::ready("Granted", "ok")));
+        let pending = member(1, Some(Outcome::progressing("WorkspacePending", "w")));
+        let respec = member(2, None);
+        let fires = |acceptance: bool, old: Option<&Membership>, new: &Membership| {
+            membership_grants(move |_: &Membership| acceptance)(&Change::Applied { old, new })
+        };
+        for acceptance in [false, true] {
+            assert!(fires(acceptance, None, &new), "created or listed");
+            assert!(fires(acceptance, Some(&new), &respec), "spec");
+            let mut deleting = new.clone();
+            deleting.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+            assert!(fires(acceptance, Some(&new), &deleting), "deletion");
+            let mut accepted = new.clone();
+            accepted.metadata.annotations =
+                Some([(crate::labels::ACCEPTED.to_string(), "true".to_string())].into());
+            assert!(fires(acceptance, Some(&new), &accepted), "annotation");
+        }
+        // Its first status and a change of Ready: only where acceptance reads them.
+        assert!(!fires(false, Some(&new), &granted));
+        assert!(!fires(false, Some(&pending), &granted));
+        assert!(fires(true, Some(&new), &granted));
+        assert!(fires(true, Some(&pending), &granted));
+        // Details never.
+        assert!(!fires(true, Some(&granted), &granted.clone()));
     }
 
     #[test]

@@ -166,6 +166,16 @@ pub fn workspaces_of(stores: &Stores, ns: &str) -> Vec<ObjectRef<Workspace>> {
         .collect()
 }
 
+/// Whether the organization of a Membership requires acceptance, as the caches say
+/// (true when its organization is not known: the safe side of [`feed::membership_grants`]).
+pub fn acceptance_required(stores: Stores) -> impl Fn(&Membership) -> bool + Send + Sync + 'static {
+    move |m| {
+        stores
+            .organization_of_namespace(&kube::ResourceExt::namespace(m).unwrap_or_default())
+            .is_none_or(|org| org.spec.require_acceptance())
+    }
+}
+
 /// A reference to every Membership of the organization namespace `ns`.
 pub fn memberships_of(stores: &Stores, ns: &str) -> Vec<ObjectRef<Membership>> {
     stores

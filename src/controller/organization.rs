@@ -75,7 +75,10 @@ pub async fn run(
         },
     )
     .watches_stream(
-        feeds.memberships.subscribe(false, feed::meaningful),
+        feeds.memberships.subscribe(
+            false,
+            feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
+        ),
         move |m: crate::api::Membership| {
             by_ns2
                 .organization_of_namespace(&m.namespace().unwrap_or_default())

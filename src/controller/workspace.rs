@@ -79,7 +79,10 @@ pub async fn run(
     )
     // Who is granted what, and the organization's policy.
     .watches_stream(
-        feeds.memberships.subscribe(false, feed::meaningful),
+        feeds.memberships.subscribe(
+            false,
+            feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
+        ),
         move |m: Membership| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
     )
     .watches_stream(
