@@ -743,15 +743,22 @@ async fn workspaces_beyond_the_limit_are_not_provisioned() {
     delete_org(&client, &name).await;
 }
 
-#[tokio::test]
-async fn workspace_deletion_removes_its_namespace_and_bindings() {
+/// A new organization with one Ready workspace `ws`: the client, the organization's name
+/// and the workspace's namespace.
+async fn org_with_workspace(ws: &str) -> (Client, String, String) {
     let _ = controller();
     let client = admin().await;
     let name = unique("t");
     create_org(&client, &name, org_spec("a@x.example")).await;
-    create_ws(&client, &name, "doomed", Default::default()).await;
-    wait_ws_ready(&client, &name, "doomed").await;
-    let ns = format!("{name}--doomed");
+    create_ws(&client, &name, ws, Default::default()).await;
+    wait_ws_ready(&client, &name, ws).await;
+    let ns = format!("{name}--{ws}");
+    (client, name, ns)
+}
+
+#[tokio::test]
+async fn workspace_deletion_removes_its_namespace_and_bindings() {
+    let (client, name, ns) = org_with_workspace("doomed").await;
     put_configmap(&client, &ns, "data").await;
     let wss: Api<Workspace> = Api::namespaced(client.clone(), &format!("org-{name}"));
     wss.delete("doomed", &DeleteParams::default())
@@ -771,13 +778,7 @@ async fn workspace_deletion_removes_its_namespace_and_bindings() {
 async fn a_member_of_a_workspace_being_provisioned_writes_one_status() {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
-    let _ = controller();
-    let client = admin().await;
-    let name = unique("t");
-    create_org(&client, &name, org_spec("a@x.example")).await;
-    create_ws(&client, &name, "w", Default::default()).await;
-    wait_ws_ready(&client, &name, "w").await;
-    let ns = format!("{name}--w");
+    let (client, name, ns) = org_with_workspace("w").await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let pin: ConfigMap = serde_json::from_value(
         json!({"metadata": {"name": "pin", "finalizers": ["example.com/pin"]}}),
