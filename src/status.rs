@@ -105,6 +105,13 @@ pub fn conditions(old: &[Condition], outcome: &Outcome, generation: Option<i64>)
     out
 }
 
+/// Whether condition `type_` is True in `conditions`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
 /// Whether two condition lists say the same, transition times aside.
 pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     let key = |c: &Condition| {

@@ -29,7 +29,7 @@ pub fn event_for(old: &[Condition], outcome: &Outcome) -> Option<Event> {
     if previous == Some(outcome.reason()) {
         return None;
     }
-    let was_stalled = condition(status::STALLED).is_some_and(|c| c.status == "True");
+    let was_stalled = status::is_true(old, status::STALLED);
     let tell = match outcome {
         Outcome::Stalled { .. } => true,
         Outcome::Progressing { reason, .. } => {

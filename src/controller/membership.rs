@@ -71,22 +71,16 @@ fn workspace_came_or_went(change: &Change<'_, Workspace>) -> bool {
     }
 }
 
-/// Whether a workspace's namespace is provisioned (its Ready condition is True).
-/// A workspace that will not be provisioned until someone acts (a conflict, a limit).
-fn workspace_stalled(w: &Workspace) -> bool {
-    w.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == status::STALLED && c.status == "True")
-    })
+/// Whether a workspace's condition `type_` is True: `Ready`, its namespace is
+/// provisioned; `Stalled`, it will not be until someone acts (a conflict, a limit).
+fn workspace_is(w: &Workspace, type_: &str) -> bool {
+    w.status
+        .as_ref()
+        .is_some_and(|s| status::is_true(&s.conditions, type_))
 }
 
 fn workspace_ready(w: &Workspace) -> bool {
-    w.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == status::READY && c.status == "True")
-    })
+    workspace_is(w, status::READY)
 }
 
 /// Runs the Membership reconciler until `shutdown`.
@@ -367,12 +361,14 @@ async fn granted(
         refused = client.refused;
     }
 
-    let provisioned = |name: &str| {
+    // The organization's workspace of that name, unless it is going away.
+    let live = |name: &str| {
         ctx.stores
             .workspaces
             .get(&ObjectRef::new(name).within(ns))
-            .is_some_and(|w| w.meta().deletion_timestamp.is_none() && workspace_ready(&w))
+            .filter(|w| w.meta().deletion_timestamp.is_none())
     };
+    let provisioned = |name: &str| live(name).is_some_and(|w| workspace_ready(&w));
     if m.spec.role.reaches_all_workspaces() {
         // Not a list of the organization's workspaces: that list would change with every
         // workspace added, in the status of every Owner, Admin and Manager (measured: a
@@ -401,12 +397,9 @@ async fn granted(
         .map(|w| w.name.as_str())
         .collect();
     found.provisioning = !pending.is_empty()
-        && pending.iter().all(|name| {
-            ctx.stores
-                .workspaces
-                .get(&ObjectRef::new(name).within(ns))
-                .is_some_and(|w| w.meta().deletion_timestamp.is_none() && !workspace_stalled(&w))
-        });
+        && pending
+            .iter()
+            .all(|name| live(name).is_some_and(|w| !workspace_is(&w, status::STALLED)));
     // A deleted credentials Secret is a supported choice (copy the secret, delete the
     // Secret, as SaaS consoles show a secret once): the member stays Ready, and the
     // message says how to get a new secret.
