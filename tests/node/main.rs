@@ -169,10 +169,9 @@ async fn tenancy(
     }))
     .unwrap();
     orgs.create(&PostParams::default(), &o).await.unwrap();
-    let ready =
-        |conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
-            conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        };
+    let ready = |conditions: Option<
+        &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    >| { conditions.is_some_and(|cs| ready_in(cs)) };
     harness::wait_for(
         &orgs,
         org,
@@ -345,6 +344,21 @@ async fn diagnose(client: &Client, ns: &str) -> String {
     out
 }
 
+/// Whether a custom resource's `Ready` condition is True.
+fn ready_in(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Whether a pod is Ready (its containers' readiness probes pass).
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 fn phase(p: &Pod) -> &str {
     p.status
         .as_ref()
@@ -382,12 +396,7 @@ async fn workspaces_are_isolated_by_traffic() {
         &servers,
         "server",
         "Ready (its readiness probe passes)",
-        |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        },
+        pod_ready,
     )
     .await;
     let ip = server.status.and_then(|s| s.pod_ip).unwrap();
@@ -495,13 +504,7 @@ async fn the_chart_runs_two_replicas_and_a_killed_leader_hands_over() {
     let pods = Api::<Pod>::namespaced(client.clone(), "tenantry-system");
     let selector = ListParams::default()
         .labels("app.kubernetes.io/name=tenantry,app.kubernetes.io/component=controller");
-    let ready = |p: &Pod| {
-        p.metadata.deletion_timestamp.is_none()
-            && p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
+    let ready = |p: &Pod| p.metadata.deletion_timestamp.is_none() && pod_ready(p);
     let names = pods
         .list(&selector)
         .await
@@ -590,11 +593,8 @@ async fn a_client_gets_and_uses_a_token_from_inside_a_pod() {
         "ci",
         "Membership Ready",
         |m: Option<&Membership>| {
-            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
+            m.and_then(|m| m.status.as_ref())
+                .is_some_and(|s| ready_in(&s.conditions))
         },
     )
     .await;
