@@ -46,8 +46,15 @@ readme-check: controlplane ## run the README's "Running it" commands as written 
 	hack/readme-check.sh
 
 .PHONY: build
-build: ## build the tenantry binary
-	cargo build --locked
+build: ## build the release binary (static on Linux; the image's): its path is the last line
+	hack/build.sh
+
+BINDIR ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+
+.PHONY: install
+install: ## install the release binary (make build's, the image's) as $(BINDIR)/tenantry
+	mkdir -p $(BINDIR) && install -m 0755 "$$(hack/build.sh)" $(BINDIR)/tenantry
+	@echo "installed $(BINDIR)/tenantry"
 
 .PHONY: test
 test: controlplane helm flux node image ## run every test: unit tests, integration tests on a local control plane, node tests on make node's (root)

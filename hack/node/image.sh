@@ -8,15 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 version=$(awk '/^appVersion:/ {gsub(/"/, "", $2); print $2}' charts/tenantry/Chart.yaml)
 name=ghcr.io/tenantry-dev/tenantry:$version
-# With an explicit --target, RUSTFLAGS reach only the binary (build scripts and proc
-# macros stay dynamic), and the output lands apart from target/release (make bench's).
-target=x86_64-unknown-linux-gnu
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --bin tenantry --target $target
-binary=target/$target/release/tenantry
-if readelf -d "$binary" | grep -q NEEDED; then
-  echo "image: $binary links shared libraries; it must be static" >&2
+# The amd64 image: the node runs on this machine (x86_64 Linux, glibc).
+if [[ $(rustc -vV | sed -n 's/^host: //p') != x86_64-unknown-linux-gnu ]]; then
+  echo "image: builds an amd64 image on x86_64 Linux (glibc) only" >&2
   exit 1
 fi
+# The same build as make build and make install (the README's Running it).
+binary=$(hack/build.sh)
 out=target/image
 rootfs=$out/rootfs
 rm -rf "$rootfs" && mkdir -p "$rootfs/tmp" && chmod 1777 "$rootfs/tmp"
