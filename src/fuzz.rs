@@ -98,6 +98,7 @@ pub fn resources(data: &[u8]) {
                 &m_refs,
                 grants::Gates {
                     require_verification,
+                    ..Default::default()
                 },
             );
             let _ = grants::org_role_holders(org, &m_refs, &states);

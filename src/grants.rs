@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::Subject as RbacSubject;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
@@ -29,13 +30,88 @@ pub enum MemberState {
     NotVerified,
     /// The organization requires acceptance and the invited user has not accepted.
     InvitationPending,
+    /// The membership ended at `at` ([`expiry`]): it grants nothing and holds no place
+    /// (under `maxMembers`, or for its subject) until renewed.
+    Expired {
+        at: Timestamp,
+    },
 }
 
 /// What decides whether a Membership grants, besides the Memberships themselves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Gates {
     /// The operator requires verification of organizations.
     pub require_verification: bool,
+    /// The moment the states are for: a Membership expired at or before it grants nothing.
+    pub now: Timestamp,
+}
+
+impl Default for Gates {
+    /// No verification required, at this moment.
+    fn default() -> Self {
+        Self {
+            require_verification: false,
+            now: Timestamp::now(),
+        }
+    }
+}
+
+/// When Membership `m` of `org` expires: its `spec.expiresAt`; without one, its creation
+/// plus the organization's `membership.expireAfterDays`, except for Owner Memberships (an
+/// organization keeps its owners unless an expiry is set on one). `None`: never.
+pub fn expiry(org: &Organization, m: &Membership) -> Option<Timestamp> {
+    if let Some(at) = &m.spec.expires_at {
+        return Some(at.0);
+    }
+    if m.spec.role == OrgRole::Owner {
+        return None;
+    }
+    let days = org.spec.expire_after_days()?;
+    let created = m.creation_timestamp()?.0;
+    // From API data: a sum beyond the calendar is "never", not a panic.
+    let secs = days.checked_mul(24 * 3600)?;
+    created.checked_add(SignedDuration::from_secs(secs)).ok()
+}
+
+/// How many of `memberships` of `org` expire within `soon` after `now`, and how many have
+/// expired (those being deleted left out).
+pub fn expiry_counts(
+    org: &Organization,
+    memberships: &[&Membership],
+    now: Timestamp,
+    soon: std::time::Duration,
+) -> (usize, usize) {
+    let horizon = SignedDuration::try_from(soon)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX);
+    let expiries: Vec<Timestamp> = memberships
+        .iter()
+        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .filter_map(|m| expiry(org, m))
+        .collect();
+    (
+        expiries
+            .iter()
+            .filter(|at| **at > now && **at <= horizon)
+            .count(),
+        expiries.iter().filter(|at| **at <= now).count(),
+    )
+}
+
+/// The first moment after `now` at which one of `memberships` of `org` expires: when
+/// their states change without any object changing.
+pub fn next_expiry(
+    org: &Organization,
+    memberships: &[&Membership],
+    now: Timestamp,
+) -> Option<Timestamp> {
+    memberships
+        .iter()
+        .filter(|m| m.meta().deletion_timestamp.is_none())
+        .filter_map(|m| expiry(org, m))
+        .filter(|at| *at > now)
+        .min()
 }
 
 /// Oldest first; within the same second (the API's resolution), by uid, then by name.
@@ -49,7 +125,9 @@ fn age_key<K: ResourceExt>(obj: &K) -> (Option<k8s_openapi::jiff::Timestamp>, St
     )
 }
 
-/// Whether a Membership's status says it is granted.
+/// Whether a Membership's status says it is granted. Read only for a User Membership not
+/// yet marked [`crate::labels::GRANDFATHERED`], in the moments between an Owner turning
+/// acceptance on and Tenantry marking the members granted then ([`needs_grandfather_mark`]).
 fn was_granted(m: &Membership) -> bool {
     m.status.as_ref().is_some_and(|s| {
         s.conditions.iter().any(|c| {
@@ -58,6 +136,28 @@ fn was_granted(m: &Membership) -> bool {
                     || c.reason == crate::api::reason::WORKSPACE_PENDING)
         })
     })
+}
+
+/// Whether a Membership's invitation is accepted: by the invited user (`"true"`), or by
+/// Tenantry for a member granted before acceptance was required ([`crate::labels::GRANDFATHERED`]).
+fn accepted(m: &Membership) -> bool {
+    matches!(
+        m.annotations()
+            .get(crate::labels::ACCEPTED)
+            .map(String::as_str),
+        Some("true") | Some(crate::labels::GRANDFATHERED)
+    )
+}
+
+/// Whether Membership `m`, granted ([`MemberState::Granted`]) in `org`, is granted only
+/// because its status says it was before `org` required acceptance: Tenantry then marks it
+/// [`crate::labels::GRANDFATHERED`], a durable fact (metadata: a backup, a restore and a
+/// status rewrite keep it), so that its place never again rests on Tenantry's own status.
+/// Never over a value the invitee wrote.
+pub fn needs_grandfather_mark(org: &Organization, m: &Membership) -> bool {
+    org.spec.require_acceptance()
+        && m.spec.subject.kind == SubjectKind::User
+        && !m.annotations().contains_key(crate::labels::ACCEPTED)
 }
 
 /// The state of every Membership (by name) of one organization. Memberships being
@@ -79,7 +179,9 @@ pub fn member_states(
     let mut granted = 0usize;
     let mut states = BTreeMap::new();
     for m in sorted {
-        let state = if let Some(first) = seen.get(&m.spec.subject) {
+        let state = if let Some(at) = expiry(org, m).filter(|at| *at <= gates.now) {
+            MemberState::Expired { at }
+        } else if let Some(first) = seen.get(&m.spec.subject) {
             MemberState::Duplicate { of: first.clone() }
         } else if unverified {
             // Until verified, the organization's members are its spec.owners: no
@@ -87,10 +189,7 @@ pub fn member_states(
             MemberState::NotVerified
         } else if org.spec.require_acceptance()
             && m.spec.subject.kind == SubjectKind::User
-            && m.annotations()
-                .get(crate::labels::ACCEPTED)
-                .map(String::as_str)
-                != Some("true")
+            && !accepted(m)
             // Turning acceptance on asks new invitees; members already granted stay.
             && !was_granted(m)
         {
@@ -525,6 +624,7 @@ mod tests {
         let dev = member("d", Subject::user("d"), OrgRole::Member, &[], 2);
         let gates = Gates {
             require_verification: true,
+            ..Default::default()
         };
         let client = member("c", Subject::client("c"), OrgRole::Viewer, &[], 3);
         let everyone = member("e", Subject::group("devs"), OrgRole::Viewer, &[], 4);
@@ -556,6 +656,7 @@ mod tests {
         let mut o = org(None, None);
         o.spec.membership = Some(crate::api::MembershipPolicy {
             require_acceptance: true,
+            ..Default::default()
         });
         let mut user = member("u", Subject::user("u"), OrgRole::Member, &[], 1);
         let group = member("g", Subject::group("g"), OrgRole::Member, &[], 2);
@@ -576,12 +677,100 @@ mod tests {
             member_states(&o, &[&old], Gates::default())["old"],
             MemberState::Granted
         );
+        assert!(
+            needs_grandfather_mark(&o, &old),
+            "granted by its status only"
+        );
+        // Once marked, its place rests on the mark: a status rewrite or a restore without
+        // status changes nothing.
+        old.metadata.annotations = Some(
+            [(
+                crate::labels::ACCEPTED.to_string(),
+                crate::labels::GRANDFATHERED.to_string(),
+            )]
+            .into(),
+        );
+        old.status = None;
+        assert_eq!(
+            member_states(&o, &[&old], Gates::default())["old"],
+            MemberState::Granted
+        );
+        assert!(!needs_grandfather_mark(&o, &old));
+        // Any other value is the invitee's, and no acceptance.
+        let mut declined = user.clone();
+        declined.metadata.annotations =
+            Some([(crate::labels::ACCEPTED.to_string(), "no".to_string())].into());
+        assert_eq!(
+            member_states(&o, &[&declined], Gates::default())["u"],
+            MemberState::InvitationPending
+        );
+        assert!(!needs_grandfather_mark(&o, &declined));
+        assert!(
+            !needs_grandfather_mark(&org(None, None), &user),
+            "no acceptance required, no mark"
+        );
         user.metadata.annotations =
             Some([(crate::labels::ACCEPTED.to_string(), "true".to_string())].into());
         assert_eq!(
             member_states(&o, &[&user], Gates::default())["u"],
             MemberState::Granted
         );
+    }
+
+    #[test]
+    fn memberships_expire_and_free_their_place() {
+        let mut o = org(Some(1), None);
+        let gates = |now: i64| Gates {
+            now: at(now).0,
+            ..Default::default()
+        };
+        let mut old = member("old", Subject::user("u"), OrgRole::Member, &[], 1);
+        old.spec.expires_at = Some(at(100));
+        let newer = member("new", Subject::user("u"), OrgRole::Member, &[], 2);
+        let other = member("other", Subject::user("v"), OrgRole::Member, &[], 3);
+        let all = [&old, &newer, &other];
+        let before = member_states(&o, &all, gates(99));
+        assert_eq!(before["old"], MemberState::Granted);
+        assert_eq!(before["new"], MemberState::Duplicate { of: "old".into() });
+        assert_eq!(before["other"], MemberState::LimitReached { max: 1 });
+        assert_eq!(next_expiry(&o, &all, at(99).0), Some(at(100).0));
+        // At its expiry (not a second later) it grants nothing and holds no place: the
+        // newer Membership of the same subject takes both.
+        let after = member_states(&o, &all, gates(100));
+        assert_eq!(after["old"], MemberState::Expired { at: at(100).0 });
+        assert_eq!(after["new"], MemberState::Granted);
+        assert_eq!(after["other"], MemberState::LimitReached { max: 1 });
+        assert_eq!(next_expiry(&o, &all, at(100).0), None);
+        // The organization's default: after creation, not for Owners, not over a
+        // Membership's own expiresAt.
+        o.spec.membership = Some(crate::api::MembershipPolicy {
+            expire_after_days: Some(2),
+            ..Default::default()
+        });
+        let day = 24 * 3600;
+        assert_eq!(expiry(&o, &newer), Some(at(2 + 2 * day).0));
+        assert_eq!(expiry(&o, &old), Some(at(100).0));
+        let owner = member("own", Subject::user("w"), OrgRole::Owner, &[], 1);
+        assert_eq!(expiry(&o, &owner), None);
+        assert_eq!(
+            expiry_counts(
+                &o,
+                &all,
+                at(101).0,
+                std::time::Duration::from_secs(7 * 24 * 3600)
+            ),
+            (2, 1),
+            "two within a week, one expired"
+        );
+        // From API data: a default beyond the calendar is never, not a panic.
+        o.spec.membership = Some(crate::api::MembershipPolicy {
+            expire_after_days: Some(i32::MAX),
+            ..Default::default()
+        });
+        assert_eq!(expiry(&o, &newer), None);
+        let mut far = newer.clone();
+        far.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::MAX));
+        assert_eq!(expiry(&o, &far), None);
     }
 
     #[test]

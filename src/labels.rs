@@ -89,5 +89,13 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
 }
 
-/// Set to `"true"` on a Membership by the invited user to accept the invitation.
+/// Set to `"true"` on a Membership by the invited user to accept the invitation; set to
+/// [`GRANDFATHERED`] by Tenantry on a member granted before the organization required
+/// acceptance.
 pub const ACCEPTED: &str = "tenantry.dev/accepted";
+
+/// The value of [`ACCEPTED`] Tenantry writes on a User Membership that was granted when
+/// its organization turned acceptance on: it stays granted, and that fact is kept where a
+/// backup, a restore or a status rewrite keeps it (the admission policy lets only Tenantry
+/// and platform admins write it).
+pub const GRANDFATHERED: &str = "grandfathered";

@@ -41,6 +41,11 @@ pub struct ViewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrganizationLabels {
+    pub organization: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub verb: String,
     pub resource: String,
@@ -56,6 +61,8 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub views: Family<ViewLabels, Counter>,
+    pub expiring: Family<OrganizationLabels, Gauge>,
+    pub expired: Family<OrganizationLabels, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -109,9 +116,23 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Organization views the reconcilers asked for, reused or built again",
         views.clone(),
     );
+    let expiring = Family::<OrganizationLabels, Gauge>::default();
+    registry.register(
+        "memberships_expiring_soon",
+        "Memberships of an organization that expire within 7 days (spec.expiresAt or membership.expireAfterDays)",
+        expiring.clone(),
+    );
+    let expired = Family::<OrganizationLabels, Gauge>::default();
+    registry.register(
+        "memberships_expired",
+        "Memberships of an organization that have expired and grant nothing until renewed",
+        expired.clone(),
+    );
     Metrics {
         registry,
         views,
+        expiring,
+        expired,
         requests,
         reconciles,
         duration,
@@ -129,6 +150,33 @@ pub fn view(reused: bool) {
             result: if reused { "reused" } else { "built" }.into(),
         })
         .inc();
+}
+
+/// How soon "expiring soon" is.
+pub const EXPIRING_SOON: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Publishes organization `org`'s Memberships expiring soon and expired, from its view.
+pub fn memberships_expiry(
+    org: &str,
+    view: &crate::view::OrgView,
+    now: k8s_openapi::jiff::Timestamp,
+) {
+    let labels = OrganizationLabels {
+        organization: org.to_string(),
+    };
+    let (soon, expired) =
+        crate::grants::expiry_counts(&view.org, &view.membership_refs(), now, EXPIRING_SOON);
+    METRICS.expiring.get_or_create(&labels).set(soon as i64);
+    METRICS.expired.get_or_create(&labels).set(expired as i64);
+}
+
+/// Drops the series of a deleted organization.
+pub fn forget_organization(org: &str) {
+    let labels = OrganizationLabels {
+        organization: org.to_string(),
+    };
+    METRICS.expiring.remove(&labels);
+    METRICS.expired.remove(&labels);
 }
 
 /// Counts one write.

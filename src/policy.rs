@@ -5,8 +5,8 @@
 //! Organization, which RBAC hands out per organization (see `rbac`):
 //! - `grant-owner`: Owners and platform admins; needed to create, change or delete an
 //!   Owner Membership, to change `spec.owners`, to grant or change one's own access, to
-//!   turn `deletionProtection` off, to change `deletionPolicy` or
-//!   `membership.requireAcceptance`;
+//!   turn `deletionProtection` off, to change `deletionPolicy`,
+//!   `membership.requireAcceptance` or `membership.expireAfterDays`;
 //! - `grant-admin`: Owners, Admins and platform admins; needed for Admin and Manager
 //!   Memberships and for the workspace Admin role;
 //! - `verify`: platform admins only; needed to set `spec.verified`;
@@ -134,8 +134,10 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
                     "reason": "Forbidden",
                 },
                 {
-                    "expression": format!("request.operation == 'DELETE' || variables.acceptedBefore == variables.acceptedNow || (request.operation == 'UPDATE' && variables.onlyAcceptance && variables.invitee) || (request.operation == 'CREATE' && {PLATFORM})"),
-                    "message": "only the invited user may accept an invitation (annotation tenantry.dev/accepted), and accepting changes nothing else",
+                    // Tenantry marks a member granted before acceptance was required
+                    // (`grandfathered`); a platform admin may too, or pre-accept on creation.
+                    "expression": format!("request.operation == 'DELETE' || variables.acceptedBefore == variables.acceptedNow || (request.operation == 'UPDATE' && variables.onlyAcceptance && variables.invitee) || (request.operation == 'UPDATE' && variables.onlyAcceptance && variables.acceptedBefore == '' && variables.acceptedNow == '{}' && {PLATFORM}) || (request.operation == 'CREATE' && {PLATFORM})", labels::GRANDFATHERED),
+                    "message": "only the invited user may accept an invitation (annotation tenantry.dev/accepted), and accepting changes nothing else; only Tenantry marks a member granted before acceptance was required",
                     "reason": "Forbidden",
                 },
                 {
@@ -216,10 +218,10 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
                 {
                     "expression": format!(
                         "!(request.operation == 'UPDATE' && ((oldObject.spec.?deletionProtection.orValue(true) && !object.spec.?deletionProtection.orValue(true)) || object.spec.?deletionPolicy.orValue('Delete') != oldObject.spec.?deletionPolicy.orValue('Delete') || {})) || {}",
-                        "object.spec.?membership.?requireAcceptance.orValue(false) != oldObject.spec.?membership.?requireAcceptance.orValue(false)",
+                        "object.spec.?membership.?requireAcceptance.orValue(false) != oldObject.spec.?membership.?requireAcceptance.orValue(false) || object.spec.?membership.?expireAfterDays.orValue(0) != oldObject.spec.?membership.?expireAfterDays.orValue(0)",
                         check("grant-owner", "object.metadata.name")
                     ),
-                    "messageExpression": "'only an Owner of organization ' + object.metadata.name + ' (or a platform admin) may turn deletionProtection off, change deletionPolicy or change membership.requireAcceptance'",
+                    "messageExpression": "'only an Owner of organization ' + object.metadata.name + ' (or a platform admin) may turn deletionProtection off, change deletionPolicy or change membership.requireAcceptance or membership.expireAfterDays'",
                     "reason": "Forbidden",
                 },
                 {

@@ -159,9 +159,11 @@ impl Settings {
     }
 
     /// The gates that decide whether a Membership grants.
+    /// What decides grants besides the Memberships, now.
     pub fn gates(&self) -> crate::grants::Gates {
         crate::grants::Gates {
             require_verification: self.require_verification,
+            now: k8s_openapi::jiff::Timestamp::now(),
         }
     }
 

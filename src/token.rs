@@ -31,8 +31,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{Membership, SubjectKind};
-use crate::{credentials, names};
+use crate::api::{Membership, Organization, SubjectKind};
+use crate::{credentials, grants, names};
 
 /// Settings of `tenantry token-server`.
 #[derive(clap::Args, Clone, Debug)]
@@ -409,6 +409,17 @@ async fn lookup(client: &Client, client_id: &str) -> Option<(ServiceAccount, Str
         || m.metadata.deletion_timestamp.is_some()
         || names::client_id(org, membership, m.metadata.uid.as_deref()?) != client_id
     {
+        return None;
+    }
+    // An expired membership grants nothing, a token included (its bindings are withdrawn
+    // too): answered like an unknown client.
+    let organization = Api::<Organization>::all(client.clone())
+        .get_opt(org)
+        .await
+        .ok()??;
+    if grants::expiry(&organization, &m).is_some_and(|at| at <= k8s_openapi::jiff::Timestamp::now())
+    {
+        info!(client_id = %names::printable(client_id, 128), "the client's membership has expired: no token");
         return None;
     }
     let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns)

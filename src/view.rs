@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{Membership, OrgRole, Organization, Subject, Workspace};
@@ -26,6 +27,9 @@ pub struct OrgView {
     pub provisionable: BTreeSet<String>,
     /// Everyone holding each organization role ([`grants::org_role_holders`]).
     pub holders: BTreeMap<OrgRole, Vec<(Subject, Option<String>)>>,
+    /// When a Membership expires next ([`grants::next_expiry`]): the states hold until
+    /// then, and the reconcilers come back then.
+    pub next_expiry: Option<Timestamp>,
 }
 
 impl OrgView {
@@ -42,6 +46,7 @@ impl OrgView {
         let states = grants::member_states(&org, &m, gates);
         let provisionable = grants::provisionable_workspaces(&org, &w);
         let holders = grants::org_role_holders(&org, &m, &states);
+        let next_expiry = grants::next_expiry(&org, &m, gates.now);
         Self {
             org,
             memberships,
@@ -49,7 +54,14 @@ impl OrgView {
             states,
             provisionable,
             holders,
+            next_expiry,
         }
+    }
+
+    /// How long from `now` until a Membership expires, if one will: the latest a
+    /// reconciler that read this view should come back.
+    pub fn until_next_expiry(&self, now: Timestamp) -> Option<std::time::Duration> {
+        until(self.next_expiry?, now)
     }
 
     /// The Memberships, borrowed (what the builders take).
@@ -61,6 +73,14 @@ impl OrgView {
     pub fn grantees(&self, ws: &str) -> Vec<WorkspaceGrantee> {
         grants::workspace_grantees(&self.org, ws, &self.membership_refs(), &self.states)
     }
+}
+
+/// How long from `now` until `at` (none when it has passed), plus a little: a reconcile
+/// woken for an expiry finds it passed.
+pub fn until(at: Timestamp, now: Timestamp) -> Option<std::time::Duration> {
+    let ms = at.as_millisecond().checked_sub(now.as_millisecond())?;
+    let ms = u64::try_from(ms).ok()?;
+    Some(std::time::Duration::from_millis(ms.saturating_add(500)))
 }
 
 /// What a view was built from: the organization and every Membership and Workspace of
@@ -103,8 +123,10 @@ impl Views {
         gates: Gates,
     ) -> Arc<OrgView> {
         let key = fingerprint(&org, &memberships, &workspaces);
+        // A view holds until its next expiry: then the same objects mean something else.
         if let Some((k, view)) = self.lock().get(ns)
             && *k == key
+            && view.next_expiry.is_none_or(|at| gates.now < at)
         {
             crate::metrics::view(true);
             return view.clone();
@@ -154,6 +176,7 @@ mod tests {
                 },
                 role: OrgRole::Member,
                 workspaces: Vec::new(),
+                expires_at: None,
             },
         );
         m.metadata.namespace = Some("org-acme".into());

@@ -218,4 +218,5 @@ pub mod reason {
     pub const ORGANIZATION_NOT_VERIFIED: &str = "OrganizationNotVerified";
     pub const OWNER_LIMIT_REACHED: &str = "OwnerLimitReached";
     pub const INVITATION_PENDING: &str = "InvitationPending";
+    pub const EXPIRED: &str = "Expired";
 }

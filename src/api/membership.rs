@@ -1,6 +1,6 @@
 //! Membership: one subject's place in one organization.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use super::Subject;
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = kube::core::Rule::new("self.spec.subject.kind != 'Client' || (size(self.metadata.name) <= 50 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("a Client membership's name is a DNS-1123 label of at most 50 characters (it names the client's ServiceAccount and Secret)")
 )]
@@ -42,6 +43,11 @@ pub struct MembershipSpec {
     #[schemars(length(max = 1000))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub workspaces: Vec<WorkspaceGrant>,
+    /// When the membership ends: from then on it grants nothing (status `Expired`) until
+    /// renewed by setting a later time. Unset: the organization's
+    /// `membership.expireAfterDays` after creation, if any; else never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
 }
 
 impl MembershipSpec {
@@ -57,6 +63,7 @@ impl MembershipSpec {
                     role: *role,
                 })
                 .collect(),
+            expires_at: None,
         }
     }
 }
@@ -171,6 +178,10 @@ pub struct MembershipStatus {
     /// A Client's ServiceAccount in the organization namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// When the membership ends (`spec.expiresAt`, or the organization's
+    /// `membership.expireAfterDays` after creation); unset: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Reconciling` and `Stalled`.

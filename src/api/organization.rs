@@ -86,6 +86,12 @@ pub struct MembershipPolicy {
     /// annotation `tenantry.dev/accepted: "true"` on it (only that user may).
     #[serde(default)]
     pub require_acceptance: bool,
+    /// A Membership without `spec.expiresAt` expires this many days after its creation
+    /// (not Owner Memberships: an organization keeps its owners). A Membership renews by
+    /// setting `spec.expiresAt`. Unset: Memberships expire only at their own `expiresAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub expire_after_days: Option<i32>,
 }
 
 /// Limits on an organization: its size and how far its workspaces may loosen Pod
@@ -227,6 +233,13 @@ impl OrganizationSpec {
         self.membership
             .as_ref()
             .is_some_and(|m| m.require_acceptance)
+    }
+    /// The organization's default lifetime of a Membership (`membership.expireAfterDays`).
+    pub fn expire_after_days(&self) -> Option<i64> {
+        self.membership
+            .as_ref()?
+            .expire_after_days
+            .map(|d| i64::from(d.max(0)))
     }
     pub fn max_members(&self) -> Option<usize> {
         self.limits.as_ref()?.max_members.map(|n| n.max(0) as usize)

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -143,6 +144,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::MissingKey(format!("Membership {}", m.name_any())))?;
     let mut found = Found::default();
+    let mut expires_at = None;
     let outcome = match ctx.view(&ns) {
         None => Outcome::progressing(
             reason::ORGANIZATION_NOT_FOUND,
@@ -153,6 +155,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         Some(view) => {
             let org = &view.org;
             let state = view.states.get(&m.name_any());
+            expires_at = grants::expiry(org, &m);
             // The invitation's Role and RoleBinding exist while, and only while, the
             // invitation is pending: every other state converges them away.
             let pending = state == Some(&MemberState::InvitationPending);
@@ -184,7 +187,18 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                         labels::ACCEPTED
                     ),
                 ),
-                Some(MemberState::Granted) => granted(org, &m, &ns, &ctx, &mut found).await?,
+                Some(MemberState::Expired { at }) => Outcome::stalled(
+                    reason::EXPIRED,
+                    format!(
+                        "expired at {at}: it grants nothing; to renew, set spec.expiresAt to a later time"
+                    ),
+                ),
+                Some(MemberState::Granted) => {
+                    if grants::needs_grandfather_mark(org, &m) {
+                        mark_grandfathered(&m, &ns, &ctx).await?;
+                    }
+                    granted(org, &m, &ns, &ctx, &mut found).await?
+                }
                 None => Outcome::progressing(reason::PROGRESSING, "waiting for the cache"),
             }
         }
@@ -196,6 +210,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         all_workspaces: found.all_workspaces,
         client_id: found.client_id,
         service_account: found.service_account,
+        expires_at: expires_at.map(Time),
         rotation: found.rotation,
         revocation: found.revocation,
         observed_generation: m.meta().generation,
@@ -215,6 +230,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         || old.all_workspaces != new.all_workspaces
         || old.client_id != new.client_id
         || old.service_account != new.service_account
+        || old.expires_at != new.expires_at
         || old.rotation != new.rotation
         || old.revocation != new.revocation
         || old.observed_generation != new.observed_generation
@@ -231,15 +247,45 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         None
     };
+    // Back when it expires: its grants end then, with no object changing.
+    let at_expiry =
+        expires_at.and_then(|at| crate::view::until(at, k8s_openapi::jiff::Timestamp::now()));
     Ok(ctx
         .conclude(
             m.as_ref(),
             &old.conditions,
             &outcome,
             Duration::from_secs(10),
-            held,
+            super::soonest(held, at_expiry),
         )
         .await)
+}
+
+/// Marks a member granted before its organization required acceptance
+/// (`tenantry.dev/accepted: grandfathered`), so that it stays granted by a durable fact and
+/// not by its status ([`grants::needs_grandfather_mark`]). Conditional on the version read:
+/// an invitee accepting meanwhile wins, and this reconcile runs again.
+async fn mark_grandfathered(m: &Membership, ns: &str, ctx: &Context) -> Result<()> {
+    let name = m.name_any();
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": m.resource_version(),
+        "annotations": {labels::ACCEPTED: labels::GRANDFATHERED},
+    }});
+    Api::<Membership>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(labels::FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .context(|| {
+            format!("marking Membership {ns}/{name} granted before acceptance was required")
+        })?;
+    info!(membership = %name, namespace = %ns, "granted before the organization required acceptance: marked {}={}", labels::ACCEPTED, labels::GRANDFATHERED);
+    Ok(())
 }
 
 /// How long after its creation a Membership's first status may wait while the workspaces

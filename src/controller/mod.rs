@@ -145,6 +145,14 @@ impl Context {
     }
 }
 
+/// The sooner of two wake-ups, either or both absent.
+pub fn soonest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The error policy of every controller: retry soon; conflicts sooner.
 pub fn requeue_on_error(err: &Error) -> Action {
     let delay = match err {

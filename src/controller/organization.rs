@@ -133,6 +133,7 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action> {
     for ws in &workspaces {
         super::workspace::settle_namespace(ws, Some(policy), ctx).await?;
     }
+    crate::metrics::forget_organization(&name);
     info!(
         workspaces = workspaces.len(),
         policy = ?policy,
@@ -189,6 +190,11 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
         observed_generation: org.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, org.meta().generation),
     };
+    // Back when a Membership expires: its organization role bindings end then.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let view = ctx.view_of(&ns_name, org.clone());
+    crate::metrics::memberships_expiry(&name, &view, now);
+    let at_expiry = view.until_next_expiry(now);
     let held = if same_status(&old, &new) {
         None
     } else {
@@ -207,7 +213,7 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
             &old.conditions,
             &outcome,
             Duration::from_secs(2),
-            held,
+            super::soonest(held, at_expiry),
         )
         .await)
 }

@@ -213,8 +213,18 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
     } else {
         None
     };
+    // Back when a Membership of the organization expires: its bindings here end then.
+    let at_expiry = view
+        .as_ref()
+        .and_then(|v| v.until_next_expiry(k8s_openapi::jiff::Timestamp::now()));
     Ok(ctx
-        .conclude(ws, &old.conditions, &outcome, Duration::from_secs(5), held)
+        .conclude(
+            ws,
+            &old.conditions,
+            &outcome,
+            Duration::from_secs(5),
+            super::soonest(held, at_expiry),
+        )
         .await)
 }
 

@@ -623,6 +623,7 @@ async fn invitations_wait_for_the_invited_user() {
     let mut spec = org_spec("o@x.example");
     spec.membership = Some(MembershipPolicy {
         require_acceptance: true,
+        ..Default::default()
     });
     create_org(&client, &name, spec).await;
     wait_ws_ready(&client, &name, "default").await;

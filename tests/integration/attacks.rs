@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tenantry::api::*;
@@ -12,7 +13,7 @@ use crate::access::{allowed, can_i, dry, dry_patch, populated_org, user};
 use crate::core::{
     add_member, create_org, membership, org_spec, wait_member_reason, wait_ws_ready,
 };
-use crate::harness::{admin, as_user, controller, unique, wait_for};
+use crate::harness::{admin, as_user, controller, status_of, unique, wait_for};
 
 fn in_org(mut m: Membership, org: &str) -> Membership {
     m.metadata.namespace = Some(format!("org-{org}"));
@@ -45,6 +46,7 @@ async fn an_invitee_only_accepts() {
     let mut spec = org_spec("o@x.example");
     spec.membership = Some(MembershipPolicy {
         require_acceptance: true,
+        ..Default::default()
     });
     create_org(&client, &name, spec).await;
     wait_ws_ready(&client, &name, "default").await;
@@ -753,6 +755,72 @@ async fn acceptance_works_for_every_role_and_spares_existing_members() {
             m.metadata.name.unwrap_or_default()
         );
     }
+    // #13: their place rested on their status, which a restore without status or a status
+    // rewrite loses (the member was then suspended as an invitee). Tenantry marks them
+    // (tenantry.dev/accepted: grandfathered), a durable fact only it may write.
+    let memberships = Api::<Membership>::namespaced(client.clone(), &ns);
+    let earlier: Vec<&str> = OrgRole::ALL
+        .iter()
+        .filter(|r| **r != OrgRole::Owner)
+        .map(|r| r.slug())
+        .collect();
+    for name in &earlier {
+        wait_for(
+            &memberships,
+            name,
+            "marked grandfathered",
+            |m: Option<&Membership>| {
+                m.is_some_and(|m| {
+                    m.annotations()
+                        .get("tenantry.dev/accepted")
+                        .map(String::as_str)
+                        == Some("grandfathered")
+                })
+            },
+        )
+        .await;
+    }
+    for name in &earlier {
+        memberships
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": null})),
+            )
+            .await
+            .expect("a platform admin clears a status");
+        wait_member_reason(&client, &org, name, "Granted").await;
+    }
+    // Nobody else may mark an invitee so: not an Admin of the organization.
+    add_member(
+        &client,
+        &org,
+        membership(
+            "nina",
+            Subject::user("nina@x.example"),
+            OrgRole::Viewer,
+            &[],
+        ),
+    )
+    .await;
+    wait_member_reason(&client, &org, "nina", "InvitationPending").await;
+    let by_admin = Api::<Membership>::namespaced(
+        as_user(&user(OrgRole::Admin, &org), &[]).await,
+        &ns,
+    )
+    .patch(
+        "nina",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"tenantry.dev/accepted": "grandfathered"}}}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        status_of(&by_admin),
+        403,
+        "an Admin marks an invitee grandfathered: {by_admin:?}"
+    );
     crate::core::delete_org(&client, &org).await;
 }
 

@@ -12,6 +12,7 @@ mod controlplane;
 mod core;
 mod deletion;
 mod gitops;
+mod lifecycle;
 mod repair;
 mod resilience;
 mod runtime;

@@ -1,0 +1,195 @@
+//! Members' lifecycle (#16): memberships that expire, and their renewal.
+
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tenantry::api::*;
+
+use crate::access::{can_i, populated_org, user};
+use crate::clients::{credentials, post_token, token_server};
+use crate::core::{
+    add_member, create_org, create_ws, membership, org_spec, wait_member_reason, wait_ws_ready,
+};
+use crate::harness::{admin, as_user, controller, status_of, unique, wait_for};
+
+fn in_secs(s: i64) -> Time {
+    Time(Timestamp::now() + SignedDuration::from_secs(s))
+}
+
+/// Whether any RoleBinding in `ns` names User `who`.
+async fn bound(client: &kube::Client, ns: &str, who: &str) -> bool {
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("list RoleBindings")
+        .items
+        .iter()
+        .flat_map(|b| b.subjects.iter().flatten())
+        .any(|s| s.kind == "User" && s.name == who)
+}
+
+/// A membership with `spec.expiresAt` grants until then, then nothing (status `Expired`,
+/// every binding withdrawn, without any object changing); a later `expiresAt` renews it.
+/// A member cannot renew itself, and an expired Client gets no token.
+#[tokio::test]
+async fn a_membership_expires_and_is_renewed() {
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("exp");
+    create_org(&client, &org, org_spec("o@x.example")).await;
+    create_ws(&client, &org, "dev", Default::default()).await;
+    let ws = wait_ws_ready(&client, &org, "dev").await;
+    let ws_ns = ws.status.and_then(|s| s.namespace).expect("a namespace");
+    let org_ns = format!("org-{org}");
+    let who = "temp@x.example";
+    let mut m = membership(
+        "temp",
+        Subject::user(who),
+        OrgRole::Member,
+        &[("dev", WorkspaceRole::Editor)],
+    );
+    m.spec.expires_at = Some(in_secs(12));
+    add_member(&client, &org, m).await;
+    let granted = wait_member_reason(&client, &org, "temp", "Granted").await;
+    assert!(
+        granted.status.and_then(|s| s.expires_at).is_some(),
+        "the status shows when it expires"
+    );
+    let member = as_user(who, &[]).await;
+    assert!(can_i(&member, "create", "", "configmaps", &ws_ns).await);
+
+    // Expiry: nothing changes but the clock.
+    let expired = wait_member_reason(&client, &org, "temp", "Expired").await;
+    let ready = expired
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Ready")
+        .cloned()
+        .expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("spec.expiresAt"),
+        "{}",
+        ready.message
+    );
+    let gone = async {
+        while bound(&client, &ws_ns, who).await || bound(&client, &org_ns, who).await {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(crate::harness::TIMEOUT, gone)
+        .await
+        .expect("every binding of the expired member is withdrawn");
+    assert!(!can_i(&member, "create", "", "configmaps", &ws_ns).await);
+
+    // Renewal: a spec change.
+    Api::<Membership>::namespaced(client.clone(), &org_ns)
+        .patch(
+            "temp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"expiresAt": in_secs(3600)}})),
+        )
+        .await
+        .expect("renew");
+    wait_member_reason(&client, &org, "temp", "Granted").await;
+    let back = async {
+        while !can_i(&member, "create", "", "configmaps", &ws_ns).await {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(crate::harness::TIMEOUT, back)
+        .await
+        .expect("the renewed member reaches its workspace again");
+
+    // An expired Client gets no token, whatever its secret.
+    let mut bot = membership(
+        "bot",
+        Subject::client("bot"),
+        OrgRole::Member,
+        &[("dev", WorkspaceRole::Editor)],
+    );
+    bot.spec.expires_at = Some(in_secs(3600));
+    add_member(&client, &org, bot).await;
+    wait_member_reason(&client, &org, "bot", "Granted").await;
+    let (id, secret) = credentials(&client, &org_ns, "bot").await;
+    let (mut server, port) = token_server().await;
+    let (s, b) = post_token(port, "grant_type=client_credentials", Some((&id, &secret))).await;
+    assert_eq!(s, 200, "a client before its expiry: {b}");
+    Api::<Membership>::namespaced(client.clone(), &org_ns)
+        .patch(
+            "bot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"expiresAt": in_secs(-60)}})),
+        )
+        .await
+        .expect("end the client's membership");
+    wait_member_reason(&client, &org, "bot", "Expired").await;
+    let (s, b) = post_token(port, "grant_type=client_credentials", Some((&id, &secret))).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (401, Some("invalid_client")),
+        "an expired client"
+    );
+    server.kill().await.ok();
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// `membership.expireAfterDays`: Memberships without their own `expiresAt` expire that
+/// long after creation, Owners excepted; only an Owner sets it; no member renews itself.
+#[tokio::test]
+async fn an_organization_sets_how_long_memberships_last() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let org_ns = format!("org-{org}");
+    let admin_user = as_user(&user(OrgRole::Admin, &org), &[]).await;
+    let policy = json!({"spec": {"membership": {"expireAfterDays": 30}}});
+    let by_admin = Api::<Organization>::all(admin_user.clone())
+        .patch(&org, &PatchParams::default(), &Patch::Merge(&policy))
+        .await;
+    assert_eq!(
+        status_of(&by_admin),
+        403,
+        "an Admin sets expireAfterDays: {by_admin:?}"
+    );
+    Api::<Organization>::all(as_user(&user(OrgRole::Owner, &org), &[]).await)
+        .patch(&org, &PatchParams::default(), &Patch::Merge(&policy))
+        .await
+        .expect("an Owner sets expireAfterDays");
+    let memberships = Api::<Membership>::namespaced(client.clone(), &org_ns);
+    let viewer = wait_for(
+        &memberships,
+        "viewer",
+        "expires 30 days after creation",
+        |m: Option<&Membership>| {
+            m.and_then(|m| m.status.as_ref()?.expires_at.as_ref())
+                .is_some()
+        },
+    )
+    .await
+    .expect("viewer");
+    let created = viewer
+        .metadata
+        .creation_timestamp
+        .clone()
+        .expect("created")
+        .0;
+    assert_eq!(
+        viewer.status.and_then(|s| s.expires_at).map(|t| t.0),
+        Some(created + SignedDuration::from_hours(30 * 24))
+    );
+    // A UserAdmin may change others' memberships, not renew its own.
+    let user_admin = as_user(&user(OrgRole::UserAdmin, &org), &[]).await;
+    let own = Api::<Membership>::namespaced(user_admin, &org_ns)
+        .patch(
+            OrgRole::UserAdmin.slug(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"expiresAt": in_secs(10 * 365 * 86400)}})),
+        )
+        .await;
+    assert_eq!(status_of(&own), 403, "a member renews itself: {own:?}");
+    crate::core::delete_org(&client, &org).await;
+}
