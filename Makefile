@@ -52,9 +52,14 @@ build: ## build the release binary (static on Linux; the image's): its path is t
 BINDIR ?= $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 
 .PHONY: install
-install: ## install the release binary (make build's, the image's) as $(BINDIR)/tenantry
-	mkdir -p $(BINDIR) && install -m 0755 "$$(hack/build.sh)" $(BINDIR)/tenantry
-	@echo "installed $(BINDIR)/tenantry"
+install: ## install the release binaries (make build's, the image's) as $(BINDIR)/tenantry and the kubectl plugin $(BINDIR)/kubectl-tenantry
+	bin=$$(hack/build.sh) && mkdir -p $(BINDIR) && install -m 0755 "$$bin" $(BINDIR)/tenantry && \
+	  install -m 0755 "$$(dirname "$$bin")/kubectl-tenantry" $(BINDIR)/kubectl-tenantry
+	@echo "installed $(BINDIR)/tenantry and $(BINDIR)/kubectl-tenantry (kubectl tenantry --help)"
+
+.PHONY: plugin
+plugin: ## the kubectl plugin's archive and krew manifest (target/plugin/; see deploy/krew/tenantry.yaml)
+	hack/plugin.sh
 
 .PHONY: test
 test: controlplane helm flux node image ## run every test: unit tests, integration tests on a local control plane, node tests on make node's (root)

@@ -4,16 +4,18 @@
 # (+crt-static: glibc, jemalloc and ring's C linked in; it runs in an image with nothing
 # else). With an explicit --target, RUSTFLAGS reach only the binary (build scripts and proc
 # macros stay dynamic), and the output lands apart from target/release (make bench's).
-# Prints the binary's path on stdout.
+# Builds the kubectl plugin (kubectl-tenantry) beside it. Prints tenantry's path on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 triple=$(rustc -vV | sed -n 's/^host: //p')
 flags=${RUSTFLAGS:-}
 [[ $triple == *-linux-gnu ]] && flags="$flags -C target-feature=+crt-static"
-RUSTFLAGS=$flags cargo build --release --locked --bin tenantry --target "$triple" >&2
+RUSTFLAGS=$flags cargo build --release --locked --bin tenantry --bin kubectl-tenantry --target "$triple" >&2
 binary=target/$triple/release/tenantry
-if [[ $triple == *-linux-gnu ]] && readelf -d "$binary" | grep -q NEEDED; then
-  echo "build: $binary links shared libraries; it must be static" >&2
-  exit 1
-fi
+for b in "$binary" "$(dirname "$binary")/kubectl-tenantry"; do
+  if [[ $triple == *-linux-gnu ]] && readelf -d "$b" | grep -q NEEDED; then
+    echo "build: $b links shared libraries; it must be static" >&2
+    exit 1
+  fi
+done
 echo "$binary"

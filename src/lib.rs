@@ -40,6 +40,7 @@ pub mod leader;
 #[allow(clippy::expect_used)] // static metric registration at start
 pub mod metrics;
 pub mod names;
+pub mod plugin;
 #[allow(clippy::expect_used)] // static policy documents
 mod policy;
 mod provision;
