@@ -103,7 +103,7 @@ pub fn resources(data: &[u8]) {
             );
             let _ = grants::org_role_holders(org, &m_refs, &states);
             for ws in &workspaces {
-                let _ = grants::workspace_grantees(org, &ws.name_any(), &m_refs, &states);
+                let _ = grants::workspace_grantees(org, ws, &m_refs, &states);
             }
         }
         let _ = grants::provisionable_workspaces(org, &ws_refs);

@@ -296,13 +296,40 @@ pub struct WorkspaceGrantee {
     pub membership: Option<String>,
 }
 
-/// Everyone who reaches workspace `ws`, each with their highest workspace role.
+/// The Membership whose personal workspace `ws` is, while it exists (not being deleted).
+pub fn personal_member<'a>(
+    ws: &Workspace,
+    memberships: &[&'a Membership],
+) -> Option<&'a Membership> {
+    let uid = ws.labels().get(crate::labels::PERSONAL_FOR)?;
+    memberships
+        .iter()
+        .copied()
+        .find(|m| m.uid().as_ref() == Some(uid) && m.meta().deletion_timestamp.is_none())
+}
+
+/// Everyone who reaches workspace `ws`, each with their highest workspace role. A
+/// personal workspace is its member's alone (as Admin, while granted); once its member
+/// has left (a kept one), it is an ordinary workspace of the organization.
 pub fn workspace_grantees(
     org: &Organization,
-    ws: &str,
+    ws: &Workspace,
     memberships: &[&Membership],
     states: &BTreeMap<String, MemberState>,
 ) -> Vec<WorkspaceGrantee> {
+    if let Some(m) = personal_member(ws, memberships) {
+        let granted = states.get(&m.name_any()) == Some(&MemberState::Granted);
+        return granted
+            .then(|| WorkspaceGrantee {
+                subject: m.spec.subject.clone(),
+                role: WorkspaceRole::Admin,
+                membership: Some(m.name_any()),
+            })
+            .into_iter()
+            .collect();
+    }
+    let ws = ws.name_any();
+    let ws = ws.as_str();
     // WorkspaceRole orders Admin < Editor < Viewer: the smallest is the highest.
     let mut best: BTreeMap<Subject, (WorkspaceRole, Option<String>)> = BTreeMap::new();
     let mut offer = |subject: &Subject, role: WorkspaceRole, membership: Option<String>| {
@@ -565,7 +592,7 @@ mod tests {
         let all = [&admin, &dev, &viewer];
         let o = org(None, None);
         let states = member_states(&o, &all, Gates::default());
-        let prod = workspace_grantees(&o, "prod", &all, &states);
+        let prod = workspace_grantees(&o, &workspace("prod", 0), &all, &states);
         let roles: Vec<(String, WorkspaceRole)> = prod
             .iter()
             .map(|g| (g.subject.name.clone(), g.role))
@@ -578,7 +605,7 @@ mod tests {
                 ("root@acme.example".into(), WorkspaceRole::Admin),
             ]
         );
-        let dev_ws = workspace_grantees(&o, "dev", &all, &states);
+        let dev_ws = workspace_grantees(&o, &workspace("dev", 0), &all, &states);
         assert!(
             dev_ws
                 .iter()
@@ -598,7 +625,7 @@ mod tests {
         );
         let o = org(None, None);
         let states = member_states(&o, &[&m], Gates::default());
-        let g = workspace_grantees(&o, "prod", &[&m], &states);
+        let g = workspace_grantees(&o, &workspace("prod", 0), &[&m], &states);
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].role, WorkspaceRole::Admin);
         assert_eq!(g[0].membership, None);
@@ -715,6 +742,43 @@ mod tests {
             member_states(&o, &[&user], Gates::default())["u"],
             MemberState::Granted
         );
+    }
+
+    #[test]
+    fn a_personal_workspace_is_its_members_alone() {
+        let o = org(None, None);
+        let mut pat = member("pat", Subject::user("pat"), OrgRole::Member, &[], 1);
+        pat.metadata.uid = Some("uid-pat".into());
+        let admin = member("adm", Subject::user("adm"), OrgRole::Admin, &[], 2);
+        let all = [&pat, &admin];
+        let states = member_states(&o, &all, Gates::default());
+        let mut ws = workspace("personal-pat", 3);
+        ws.metadata.labels = Some(
+            [(
+                crate::labels::PERSONAL_FOR.to_string(),
+                "uid-pat".to_string(),
+            )]
+            .into(),
+        );
+        let g = workspace_grantees(&o, &ws, &all, &states);
+        assert_eq!(g.len(), 1, "neither the owners nor the Admin: {g:?}");
+        assert_eq!(
+            (
+                g[0].subject.name.as_str(),
+                g[0].role,
+                g[0].membership.as_deref()
+            ),
+            ("pat", WorkspaceRole::Admin, Some("pat"))
+        );
+        // While its member grants nothing, nobody reaches it.
+        let mut expired = pat.clone();
+        expired.spec.expires_at = Some(at(0));
+        let states = member_states(&o, &[&expired, &admin], Gates::default());
+        assert!(workspace_grantees(&o, &ws, &[&expired, &admin], &states).is_empty());
+        // Its member gone (a kept workspace): an ordinary workspace again.
+        let states = member_states(&o, &[&admin], Gates::default());
+        let g = workspace_grantees(&o, &ws, &[&admin], &states);
+        assert_eq!(g.len(), 2, "the owner and the Admin: {g:?}");
     }
 
     #[test]

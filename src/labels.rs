@@ -35,6 +35,8 @@ pub enum Component {
     ClientServiceAccount,
     /// The default Workspace Tenantry creates with an organization.
     DefaultWorkspace,
+    /// A member's personal Workspace.
+    PersonalWorkspace,
     /// A workspace's namespace.
     WorkspaceNamespace,
     WorkspaceQuota,
@@ -55,6 +57,7 @@ impl Component {
             Self::ClientCredentials => "client-credentials",
             Self::ClientServiceAccount => "client-service-account",
             Self::DefaultWorkspace => "default-workspace",
+            Self::PersonalWorkspace => "personal-workspace",
             Self::WorkspaceNamespace => "workspace-namespace",
             Self::WorkspaceQuota => "workspace-quota",
             Self::WorkspaceLimits => "workspace-limits",
@@ -93,6 +96,10 @@ pub fn managed_selector() -> String {
 /// [`GRANDFATHERED`] by Tenantry on a member granted before the organization required
 /// acceptance.
 pub const ACCEPTED: &str = "tenantry.dev/accepted";
+
+/// On a personal Workspace: the UID of the Membership whose workspace it is. Only Tenantry
+/// and platform admins may set or change it (policy `tenantry-workspaces`).
+pub const PERSONAL_FOR: &str = "tenantry.dev/personal-for";
 
 /// The value of [`ACCEPTED`] Tenantry writes on a User Membership that was granted when
 /// its organization turned acceptance on: it stays granted, and that fact is kept where a

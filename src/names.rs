@@ -231,6 +231,15 @@ pub fn invitation(membership: &str) -> String {
 }
 
 /// The ServiceAccount of a Client membership.
+/// The name of Membership `membership`'s personal Workspace: `personal-<membership>`
+/// (dots made dashes), shortened to a DNS label.
+pub fn personal_workspace(membership: &str) -> String {
+    shorten(
+        &format!("personal-{}", membership.replace('.', "-")),
+        MAX_LABEL,
+    )
+}
+
 pub fn client_service_account(membership: &str) -> String {
     format!("{membership}-client")
 }

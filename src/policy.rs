@@ -169,11 +169,22 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
         json!({
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [rules("tenantry.dev", &["workspaces"], &["CREATE", "UPDATE"])]},
-            "validations": [{
-                "expression": format!("{ORG_LABEL} != '' && {ORG_NAMESPACE}"),
-                "message": "a Workspace lives in its organization's namespace (org-<organization>)",
-                "reason": "Invalid",
-            }],
+            "validations": [
+                {
+                    "expression": format!("{ORG_LABEL} != '' && {ORG_NAMESPACE}"),
+                    "message": "a Workspace lives in its organization's namespace (org-<organization>)",
+                    "reason": "Invalid",
+                },
+                {
+                    // Whose personal workspace it is decides who alone reaches it.
+                    "expression": format!(
+                        "object.metadata.?labels[?'{pf}'].orValue('') == (oldObject != null ? oldObject.metadata.?labels[?'{pf}'].orValue('') : '') || {PLATFORM}",
+                        pf = labels::PERSONAL_FOR
+                    ),
+                    "message": "the label tenantry.dev/personal-for (whose personal workspace this is) is set by Tenantry only",
+                    "reason": "Forbidden",
+                },
+            ],
         }),
     );
 

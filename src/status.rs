@@ -54,6 +54,24 @@ impl Outcome {
             | Outcome::Stalled { reason, .. } => reason,
         }
     }
+    /// The same outcome with `note` added to its message.
+    pub fn noted(self, note: &str) -> Self {
+        match self {
+            Outcome::Ready { reason, message } => Outcome::Ready {
+                reason,
+                message: message + note,
+            },
+            Outcome::Progressing { reason, message } => Outcome::Progressing {
+                reason,
+                message: message + note,
+            },
+            Outcome::Stalled { reason, message } => Outcome::Stalled {
+                reason,
+                message: message + note,
+            },
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
             Outcome::Ready { message, .. }

@@ -70,7 +70,7 @@ impl OrgView {
     }
 
     /// Everyone who reaches workspace `ws`, each with their highest role.
-    pub fn grantees(&self, ws: &str) -> Vec<WorkspaceGrantee> {
+    pub fn grantees(&self, ws: &Workspace) -> Vec<WorkspaceGrantee> {
         grants::workspace_grantees(&self.org, ws, &self.membership_refs(), &self.states)
     }
 }

@@ -178,6 +178,9 @@ pub struct MembershipStatus {
     /// A Client's ServiceAccount in the organization namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// The member's personal workspace (`spec.membership.personalWorkspaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_workspace: Option<String>,
     /// When the membership ends (`spec.expiresAt`, or the organization's
     /// `membership.expireAfterDays` after creation); unset: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]

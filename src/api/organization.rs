@@ -92,6 +92,32 @@ pub struct MembershipPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3650))]
     pub expire_after_days: Option<i32>,
+    /// Each User member gets a workspace of their own, `personal-<membership>`, that only
+    /// they administer (the organization's Owners, Admins and Managers do not reach it),
+    /// created when the Membership grants. It counts against `maxWorkspaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_workspaces: Option<PersonalWorkspaces>,
+}
+
+/// Personal workspaces of an organization's members.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalWorkspaces {
+    pub enabled: bool,
+    /// When the member leaves (their Membership is deleted): `Delete` the workspace (its
+    /// namespace then goes by the organization's `deletionPolicy`), or `Keep` it, as an
+    /// ordinary workspace of the organization. Read when the member leaves: a change
+    /// applies to existing personal workspaces too.
+    #[serde(default)]
+    pub when_member_leaves: WhenMemberLeaves,
+}
+
+/// What happens to a personal workspace when its member leaves.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WhenMemberLeaves {
+    #[default]
+    Delete,
+    Keep,
 }
 
 /// Limits on an organization: its size and how far its workspaces may loosen Pod
@@ -228,6 +254,14 @@ impl OrganizationSpec {
             .as_ref()?
             .max_workspaces
             .map(|n| n.max(0) as usize)
+    }
+    /// Personal workspaces, when enabled.
+    pub fn personal_workspaces(&self) -> Option<&PersonalWorkspaces> {
+        self.membership
+            .as_ref()?
+            .personal_workspaces
+            .as_ref()
+            .filter(|p| p.enabled)
     }
     pub fn require_acceptance(&self) -> bool {
         self.membership

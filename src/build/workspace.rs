@@ -189,7 +189,7 @@ pub fn children(input: &Input<'_>) -> Children {
 
     // One RoleBinding per workspace role, listing everyone who holds it.
     let org_ns = input.ws.namespace().unwrap_or_default();
-    let grantees = grants::workspace_grantees(input.org, &ws, input.memberships, input.states);
+    let grantees = grants::workspace_grantees(input.org, input.ws, input.memberships, input.states);
     let bindings = WorkspaceRole::ALL
         .into_iter()
         .filter_map(|role| {

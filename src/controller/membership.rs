@@ -16,7 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -24,8 +24,8 @@ use tracing::{info, instrument};
 
 use super::{Change, Context, Feeds, feed, log_result, memberships_of, requeue_on_error};
 use crate::api::{
-    AccessState, Membership, MembershipStatus, Organization, SubjectKind, Workspace,
-    WorkspaceAccess, reason,
+    AccessState, Membership, MembershipStatus, Organization, PersonalWorkspaces, SubjectKind,
+    WhenMemberLeaves, Workspace, WorkspaceAccess, WorkspaceSpec, reason,
 };
 use crate::build::client;
 use crate::error::{Context as _, Error, Result};
@@ -132,6 +132,7 @@ struct Found {
     service_account: Option<String>,
     rotation: Option<String>,
     revocation: Option<String>,
+    personal_workspace: Option<String>,
 }
 
 #[instrument(skip_all, fields(membership = %m.name_any(), namespace = ?m.namespace()))]
@@ -197,7 +198,19 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                     if grants::needs_grandfather_mark(org, &m) {
                         mark_grandfathered(&m, &ns, &ctx).await?;
                     }
-                    granted(org, &m, &ns, &ctx, &mut found).await?
+                    let outcome = granted(org, &m, &ns, &ctx, &mut found).await?;
+                    match org.spec.personal_workspaces() {
+                        Some(policy) if m.spec.subject.kind == SubjectKind::User => {
+                            match personal_workspace(org, &m, &ns, &ctx, policy).await? {
+                                Ok(name) => {
+                                    found.personal_workspace = Some(name);
+                                    outcome
+                                }
+                                Err(why) => outcome.noted(&format!("; {why}")),
+                            }
+                        }
+                        _ => outcome,
+                    }
                 }
                 None => Outcome::progressing(reason::PROGRESSING, "waiting for the cache"),
             }
@@ -210,6 +223,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         all_workspaces: found.all_workspaces,
         client_id: found.client_id,
         service_account: found.service_account,
+        personal_workspace: found.personal_workspace,
         expires_at: expires_at.map(Time),
         rotation: found.rotation,
         revocation: found.revocation,
@@ -231,6 +245,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         || old.client_id != new.client_id
         || old.service_account != new.service_account
         || old.expires_at != new.expires_at
+        || old.personal_workspace != new.personal_workspace
         || old.rotation != new.rotation
         || old.revocation != new.revocation
         || old.observed_generation != new.observed_generation
@@ -259,6 +274,91 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
             super::soonest(held, at_expiry),
         )
         .await)
+}
+
+/// Member `m`'s personal workspace (`spec.membership.personalWorkspaces`), created once the
+/// Membership grants. Its owner reference to the Membership follows the organization's
+/// `whenMemberLeaves` as it is now (present: the workspace goes with the member; absent:
+/// it stays, as an ordinary workspace), so the policy that counts is the one in force when
+/// the member leaves. `Ok(Err(why))` when another Workspace has its name.
+async fn personal_workspace(
+    org: &Organization,
+    m: &Membership,
+    ns: &str,
+    ctx: &Context,
+    policy: &PersonalWorkspaces,
+) -> Result<std::result::Result<String, String>> {
+    let name = names::personal_workspace(&m.name_any());
+    let uid = m
+        .uid()
+        .ok_or_else(|| Error::MissingKey(format!("Membership {}", m.name_any())))?;
+    let owner = if policy.when_member_leaves == WhenMemberLeaves::Delete {
+        provision::owner_ref(m, false)
+    } else {
+        None
+    };
+    let api = Api::<Workspace>::namespaced(ctx.client.clone(), ns);
+    match ctx.stores.workspaces.get(&ObjectRef::new(&name).within(ns)) {
+        Some(ws) if ws.labels().get(labels::PERSONAL_FOR) != Some(&uid) => Ok(Err(format!(
+            "no personal workspace: a Workspace named {name} exists and is not this member's"
+        ))),
+        Some(ws) => {
+            let goes_with_member = ws.owner_references().iter().any(|r| r.uid == uid);
+            if goes_with_member != owner.is_some() {
+                let patch = serde_json::json!({"metadata": {
+                    "resourceVersion": ws.resource_version(),
+                    "ownerReferences": owner.map(|o| vec![o]),
+                }});
+                crate::metrics::write("patch", "Workspace");
+                api.patch(
+                    &name,
+                    &PatchParams {
+                        field_manager: Some(labels::FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .context(|| format!("following whenMemberLeaves on Workspace {ns}/{name}"))?;
+            }
+            Ok(Ok(name))
+        }
+        None => {
+            let mut l = provision::membership_labels(
+                &org.name_any(),
+                &m.name_any(),
+                Component::PersonalWorkspace,
+            );
+            l.insert(labels::PERSONAL_FOR.into(), uid);
+            let display: String = format!("Personal workspace of {}", m.spec.subject.name)
+                .chars()
+                .take(200)
+                .collect();
+            let ws = Workspace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.to_string()),
+                    labels: Some(l),
+                    owner_references: owner.map(|o| vec![o]),
+                    ..Default::default()
+                },
+                spec: WorkspaceSpec {
+                    display_name: Some(display),
+                    ..Default::default()
+                },
+                status: None,
+            };
+            crate::metrics::write("create", "Workspace");
+            match api.create(&PostParams::default(), &ws).await {
+                Ok(_) => info!(workspace = %name, "created a personal workspace"),
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    return Err(e).context(|| format!("creating personal Workspace {ns}/{name}"));
+                }
+            }
+            Ok(Ok(name))
+        }
+    }
 }
 
 /// Marks a member granted before its organization required acceptance

@@ -193,3 +193,160 @@ async fn an_organization_sets_how_long_memberships_last() {
     assert_eq!(status_of(&own), 403, "a member renews itself: {own:?}");
     crate::core::delete_org(&client, &org).await;
 }
+
+/// Personal workspaces (`spec.membership.personalWorkspaces`): a User member gets a
+/// workspace only they administer; nobody else may mark a workspace personal; it goes
+/// with the member, or stays as an ordinary workspace, by `whenMemberLeaves` as it is
+/// when the member leaves.
+#[tokio::test]
+async fn members_get_a_personal_workspace_only_they_administer() {
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("pws");
+    let mut spec = org_spec("o@x.example");
+    spec.membership = Some(MembershipPolicy {
+        personal_workspaces: Some(PersonalWorkspaces {
+            enabled: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    create_org(&client, &org, spec).await;
+    wait_ws_ready(&client, &org, "default").await;
+    let org_ns = format!("org-{org}");
+    let memberships = Api::<Membership>::namespaced(client.clone(), &org_ns);
+    let workspaces = Api::<Workspace>::namespaced(client.clone(), &org_ns);
+    add_member(
+        &client,
+        &org,
+        membership("adm", Subject::user("adm@x.example"), OrgRole::Admin, &[]),
+    )
+    .await;
+    add_member(
+        &client,
+        &org,
+        membership("pat", Subject::user("pat@x.example"), OrgRole::Member, &[]),
+    )
+    .await;
+    wait_for(
+        &memberships,
+        "pat",
+        "its personal workspace",
+        |m: Option<&Membership>| {
+            m.and_then(|m| m.status.as_ref()?.personal_workspace.as_deref()) == Some("personal-pat")
+        },
+    )
+    .await;
+    let ws = wait_ws_ready(&client, &org, "personal-pat").await;
+    let ns = ws.status.and_then(|s| s.namespace).expect("a namespace");
+    let only_pat = wait_for(
+        &workspaces,
+        "personal-pat",
+        "pat alone",
+        |w: Option<&Workspace>| {
+            w.and_then(|w| w.status.as_ref())
+                .is_some_and(|s| s.members.len() == 1 && s.members[0].name == "pat@x.example")
+        },
+    )
+    .await
+    .expect("the workspace");
+    assert_eq!(
+        only_pat.status.expect("status").members[0].role,
+        WorkspaceRole::Admin
+    );
+    let pat = as_user("pat@x.example", &[]).await;
+    assert!(
+        can_i(
+            &pat,
+            "create",
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            &ns
+        )
+        .await
+    );
+    for other in ["o@x.example", "adm@x.example"] {
+        let c = as_user(other, &[]).await;
+        assert!(
+            !can_i(&c, "get", "", "configmaps", &ns).await,
+            "{other} reaches pat's personal workspace"
+        );
+    }
+
+    // Nobody but Tenantry marks a workspace personal: not an Admin, for a friend.
+    let uid = memberships
+        .get("pat")
+        .await
+        .expect("pat")
+        .metadata
+        .uid
+        .expect("a uid");
+    let mut sneaky = Workspace::new("sneaky", Default::default());
+    sneaky.metadata.labels = Some([("tenantry.dev/personal-for".to_string(), uid)].into());
+    let r = Api::<Workspace>::namespaced(as_user("adm@x.example", &[]).await, &org_ns)
+        .create(&Default::default(), &sneaky)
+        .await;
+    assert_eq!(
+        status_of(&r),
+        403,
+        "an Admin marks a workspace personal: {r:?}"
+    );
+
+    // whenMemberLeaves: Delete (the default): it goes with its member.
+    memberships
+        .delete("pat", &Default::default())
+        .await
+        .expect("pat leaves");
+    crate::harness::wait_gone(&workspaces, "personal-pat").await;
+
+    // Keep, set after the workspace was made: read when the member leaves.
+    add_member(
+        &client,
+        &org,
+        membership("ray", Subject::user("ray@x.example"), OrgRole::Viewer, &[]),
+    )
+    .await;
+    wait_ws_ready(&client, &org, "personal-ray").await;
+    Api::<Organization>::all(client.clone())
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"membership": {"personalWorkspaces": {"enabled": true, "whenMemberLeaves": "Keep"}}}})),
+        )
+        .await
+        .expect("keep personal workspaces");
+    wait_for(
+        &workspaces,
+        "personal-ray",
+        "no longer goes with ray",
+        |w: Option<&Workspace>| {
+            w.is_some_and(|w| {
+                w.metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default()
+                    .is_empty()
+            })
+        },
+    )
+    .await;
+    memberships
+        .delete("ray", &Default::default())
+        .await
+        .expect("ray leaves");
+    crate::harness::wait_gone(&memberships, "ray").await;
+    // Kept, as an ordinary workspace: the organization's Admins reach it now.
+    let kept = wait_for(
+        &workspaces,
+        "personal-ray",
+        "reached by the Admin",
+        |w: Option<&Workspace>| {
+            w.and_then(|w| w.status.as_ref())
+                .is_some_and(|s| s.members.iter().any(|m| m.name == "adm@x.example"))
+        },
+    )
+    .await
+    .expect("the kept workspace");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    crate::core::delete_org(&client, &org).await;
+}

@@ -466,7 +466,7 @@ fn expected(t: &Tenancy) -> Expected {
             )
             .expect("a valid workspace namespace");
             e.namespaces.insert(ws_ns.clone());
-            let grantees = grants::workspace_grantees(org, &ws_name, &members, &states);
+            let grantees = grants::workspace_grantees(org, ws, &members, &states);
             for role in WorkspaceRole::ALL {
                 let subjects: Vec<RbacSubject> = grantees
                     .iter()
