@@ -37,6 +37,8 @@ pub enum Component {
     DefaultWorkspace,
     /// A member's personal Workspace.
     PersonalWorkspace,
+    /// A User's personal Organization (`--personal-organizations`).
+    PersonalOrganization,
     /// A workspace's namespace.
     WorkspaceNamespace,
     WorkspaceQuota,
@@ -58,6 +60,7 @@ impl Component {
             Self::ClientServiceAccount => "client-service-account",
             Self::DefaultWorkspace => "default-workspace",
             Self::PersonalWorkspace => "personal-workspace",
+            Self::PersonalOrganization => "personal-organization",
             Self::WorkspaceNamespace => "workspace-namespace",
             Self::WorkspaceQuota => "workspace-quota",
             Self::WorkspaceLimits => "workspace-limits",
@@ -100,6 +103,9 @@ pub const ACCEPTED: &str = "tenantry.dev/accepted";
 /// On a personal Workspace: the UID of the Membership whose workspace it is. Only Tenantry
 /// and platform admins may set or change it (policy `tenantry-workspaces`).
 pub const PERSONAL_FOR: &str = "tenantry.dev/personal-for";
+
+/// On a personal Organization: the User whose organization it is.
+pub const PERSONAL_USER: &str = "tenantry.dev/personal-user";
 
 /// The value of [`ACCEPTED`] Tenantry writes on a User Membership that was granted when
 /// its organization turned acceptance on: it stays granted, and that fact is kept where a

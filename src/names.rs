@@ -231,6 +231,29 @@ pub fn invitation(membership: &str) -> String {
 }
 
 /// The ServiceAccount of a Client membership.
+/// The name of User `user`'s personal Organization: `user-<user, made a label>-<hash>`,
+/// at most 40 characters (an organization name's limit), never with `--`; the hash of
+/// the whole user name keeps two users apart whose names read alike.
+pub fn personal_organization(user: &str) -> String {
+    let mut readable = String::new();
+    for c in user.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            readable.push(c);
+        } else if !readable.ends_with('-') {
+            readable.push('-');
+        }
+    }
+    let readable: String = readable.trim_matches('-').chars().take(26).collect();
+    let readable = readable.trim_end_matches('-');
+    let digest = hex_digest(user);
+    let hash = digest.get(..8).unwrap_or(&digest);
+    if readable.is_empty() {
+        format!("user-{hash}")
+    } else {
+        format!("user-{readable}-{hash}")
+    }
+}
+
 /// The name of Membership `membership`'s personal Workspace: `personal-<membership>`
 /// (dots made dashes), shortened to a DNS label.
 pub fn personal_workspace(membership: &str) -> String {
@@ -268,6 +291,31 @@ mod tests {
         assert!(is_dns_label(&sa), "{sa}");
         assert_eq!(sa, shorten(&a, 63), "deterministic");
         assert_ne!(sa, shorten(&b, 63), "distinct inputs stay distinct");
+    }
+
+    #[test]
+    fn personal_organization_names_are_organization_names() {
+        for user in [
+            "alice@x.example",
+            "Bob.Smith@Corp",
+            "!!!",
+            &"z".repeat(300),
+            "a--b",
+        ] {
+            let name = personal_organization(user);
+            assert!(
+                name.len() <= 40 && is_dns_label(&name) && !name.contains("--"),
+                "{user}: {name}"
+            );
+        }
+        assert_eq!(
+            personal_organization("alice@x.example"),
+            format!(
+                "user-alice-x-example-{}",
+                &hex_digest("alice@x.example")[..8]
+            )
+        );
+        assert_ne!(personal_organization("a.b"), personal_organization("a-b"));
     }
 
     #[test]

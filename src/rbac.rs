@@ -221,10 +221,18 @@ pub fn operator_role() -> ClusterRole {
         ),
         // The per-organization ClusterRoles grant these verbs on one Organization; RBAC
         // lets a subject create a role only with rights it holds itself (no `escalate`).
+        // (create: a User's personal organization, with --personal-organizations.)
         rule(
             &[crate::api::GROUP],
             &["organizations"],
-            &["update", "patch", "delete", "grant-owner", "grant-admin"],
+            &[
+                "create",
+                "update",
+                "patch",
+                "delete",
+                "grant-owner",
+                "grant-admin",
+            ],
         ),
         // Set the labels and annotations the tracking policy protects.
         rule(&[crate::api::GROUP], &["tenancy"], &["manage"]),

@@ -58,6 +58,12 @@ pub struct Settings {
     #[arg(long, env = "TENANTRY_REQUIRE_VERIFICATION", default_value_t = false, action = clap::ArgAction::Set)]
     pub require_verification: bool,
 
+    /// Every User granted in some organization also gets an organization of their own
+    /// (`user-<name>-<hash>`, the User its only owner), created once and never deleted by
+    /// Tenantry.
+    #[arg(long, env = "TENANTRY_PERSONAL_ORGANIZATIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub personal_organizations: bool,
+
     /// How many organizations one owner (a subject in `spec.owners`) may have; the
     /// oldest win. Unlimited when unset.
     #[arg(long, env = "TENANTRY_MAX_ORGANIZATIONS_PER_OWNER")]
@@ -128,6 +134,7 @@ impl Default for Settings {
             default_quota: None,
             platform_admin_group: "tenantry:platform-admins".into(),
             require_verification: false,
+            personal_organizations: false,
             max_organizations_per_owner: None,
             resync_seconds: 600,
             concurrency: 8,
@@ -158,8 +165,7 @@ impl Settings {
             .collect()
     }
 
-    /// The gates that decide whether a Membership grants.
-    /// What decides grants besides the Memberships, now.
+    /// What decides whether a Membership grants besides the Memberships, now.
     pub fn gates(&self) -> crate::grants::Gates {
         crate::grants::Gates {
             require_verification: self.require_verification,

@@ -24,8 +24,8 @@ use tracing::{info, instrument};
 
 use super::{Change, Context, Feeds, feed, log_result, memberships_of, requeue_on_error};
 use crate::api::{
-    AccessState, Membership, MembershipStatus, Organization, PersonalWorkspaces, SubjectKind,
-    WhenMemberLeaves, Workspace, WorkspaceAccess, WorkspaceSpec, reason,
+    AccessState, Membership, MembershipStatus, Organization, OrganizationSpec, PersonalWorkspaces,
+    Subject, SubjectKind, WhenMemberLeaves, Workspace, WorkspaceAccess, WorkspaceSpec, reason,
 };
 use crate::build::client;
 use crate::error::{Context as _, Error, Result};
@@ -199,6 +199,12 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                         mark_grandfathered(&m, &ns, &ctx).await?;
                     }
                     let outcome = granted(org, &m, &ns, &ctx, &mut found).await?;
+                    if ctx.settings.personal_organizations
+                        && m.spec.subject.kind == SubjectKind::User
+                        && !m.spec.subject.name.starts_with("system:")
+                    {
+                        personal_organization(&m.spec.subject.name, &ctx).await?;
+                    }
                     match org.spec.personal_workspaces() {
                         Some(policy) if m.spec.subject.kind == SubjectKind::User => {
                             match personal_workspace(org, &m, &ns, &ctx, policy).await? {
@@ -274,6 +280,46 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
             super::soonest(held, at_expiry),
         )
         .await)
+}
+
+/// User `user`'s own organization (`--personal-organizations`): created once, the user its
+/// only owner, and from then on theirs: never changed or deleted by Tenantry. An
+/// organization of that name that exists (the user's, or anyone's) is left alone.
+async fn personal_organization(user: &str, ctx: &Context) -> Result<()> {
+    let name = names::personal_organization(user);
+    if ctx
+        .stores
+        .organizations
+        .get(&ObjectRef::new(&name))
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut org = Organization::new(
+        &name,
+        OrganizationSpec {
+            display_name: user.chars().take(256).collect(),
+            owners: vec![Subject::user(user)],
+            ..Default::default()
+        },
+    );
+    org.metadata.labels = Some(provision::org_labels(
+        &name,
+        Component::PersonalOrganization,
+    ));
+    org.metadata.annotations = Some([(labels::PERSONAL_USER.to_string(), user.to_string())].into());
+    crate::metrics::write("create", "Organization");
+    match Api::<Organization>::all(ctx.client.clone())
+        .create(&PostParams::default(), &org)
+        .await
+    {
+        Ok(_) => {
+            info!(organization = %name, user = %names::printable(user, 256), "created a personal organization");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).context(|| format!("creating personal Organization {name}")),
+    }
 }
 
 /// Member `m`'s personal workspace (`spec.membership.personalWorkspaces`), created once the

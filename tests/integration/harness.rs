@@ -203,6 +203,11 @@ impl Dedicated {
         client_for(&self.kubeconfig, None, &[]).await
     }
 
+    /// A client of this control plane acting as `user` (impersonation by the admin).
+    pub async fn as_user(&self, user: &str) -> Client {
+        client_for(&self.kubeconfig, Some(user), &[]).await
+    }
+
     /// Sends `signal` (e.g. `"USR1"`) to the `controlplane up` process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

@@ -350,3 +350,68 @@ async fn members_get_a_personal_workspace_only_they_administer() {
     assert!(kept.metadata.deletion_timestamp.is_none());
     crate::core::delete_org(&client, &org).await;
 }
+
+/// `--personal-organizations`: a User granted in an organization gets one of their own,
+/// which they own alone, created once; a group gets none; deleting the member leaves it.
+#[tokio::test]
+async fn a_granted_user_gets_a_personal_organization() {
+    let cp = crate::harness::dedicated().await;
+    let client = cp.admin().await;
+    let operator = crate::resilience::Operator::ready_with(
+        &cp.kubeconfig,
+        "lifecycle-personal-orgs",
+        &["--personal-organizations", "true"],
+    )
+    .await;
+    create_org(&client, "acme", org_spec("o@x.example")).await;
+    wait_ws_ready(&client, "acme", "default").await;
+    add_member(
+        &client,
+        "acme",
+        membership(
+            "kim",
+            Subject::user("Kim@Example.com"),
+            OrgRole::Member,
+            &[],
+        ),
+    )
+    .await;
+    add_member(
+        &client,
+        "acme",
+        membership("devs", Subject::group("devs"), OrgRole::Member, &[]),
+    )
+    .await;
+    wait_member_reason(&client, "acme", "kim", "Granted").await;
+    let name = tenantry::names::personal_organization("Kim@Example.com");
+    assert!(name.starts_with("user-kim-example-com-"), "{name}");
+    let org = crate::core::wait_org_ready(&client, &name).await;
+    assert_eq!(org.spec.owners, vec![Subject::user("Kim@Example.com")]);
+    assert_eq!(org.spec.display_name, "Kim@Example.com");
+    wait_ws_ready(&client, &name, "default").await;
+    let kim = cp.as_user("Kim@Example.com").await;
+    let ws_ns = format!("{name}--default");
+    assert!(can_i(&kim, "create", "", "configmaps", &ws_ns).await);
+    let orgs = Api::<Organization>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("list");
+    assert_eq!(orgs.items.len(), 2, "acme and kim's: a group gets none");
+    // The member leaves: their organization is theirs, and stays.
+    Api::<Membership>::namespaced(client.clone(), "org-acme")
+        .delete("kim", &Default::default())
+        .await
+        .expect("kim leaves");
+    crate::harness::wait_gone(
+        &Api::<Membership>::namespaced(client.clone(), "org-acme"),
+        "kim",
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let still = Api::<Organization>::all(client.clone())
+        .get(&name)
+        .await
+        .expect("kim's organization stays");
+    assert!(still.metadata.deletion_timestamp.is_none());
+    drop(operator);
+}
