@@ -84,6 +84,16 @@ async fn a_membership_expires_and_is_renewed() {
         .await
         .expect("every binding of the expired member is withdrawn");
     assert!(!can_i(&member, "create", "", "configmaps", &ws_ns).await);
+    // Counted for alerts (the controller runs in this process: its metrics are these).
+    let expired_metric = format!("tenantry_memberships_expired{{organization=\"{org}\"}} 1");
+    let counted = async {
+        while !tenantry::metrics::encode().contains(&expired_metric) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(crate::harness::TIMEOUT, counted)
+        .await
+        .expect("the expired membership is counted");
 
     // Renewal: a spec change.
     Api::<Membership>::namespaced(client.clone(), &org_ns)
