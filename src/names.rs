@@ -231,19 +231,25 @@ pub fn invitation(membership: &str) -> String {
 }
 
 /// The ServiceAccount of a Client membership.
+/// `s` in the characters of a DNS label: lowercase letters and digits, every other run of
+/// characters one dash, none at either end (possibly empty).
+pub fn label_chars(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
 /// The name of User `user`'s personal Organization: `user-<user, made a label>-<hash>`,
 /// at most 40 characters (an organization name's limit), never with `--`; the hash of
 /// the whole user name keeps two users apart whose names read alike.
 pub fn personal_organization(user: &str) -> String {
-    let mut readable = String::new();
-    for c in user.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            readable.push(c);
-        } else if !readable.ends_with('-') {
-            readable.push('-');
-        }
-    }
-    let readable: String = readable.trim_matches('-').chars().take(26).collect();
+    let readable: String = label_chars(user).chars().take(26).collect();
     let readable = readable.trim_end_matches('-');
     let digest = hex_digest(user);
     let hash = digest.get(..8).unwrap_or(&digest);

@@ -618,16 +618,8 @@ fn subject_of(kind: Kind, name: &str) -> anyhow::Result<Subject> {
 /// A Membership name made from a subject's name: lowercase letters, digits and dashes,
 /// at most 50 characters (a Client's names its ServiceAccount and Secret).
 pub fn membership_name(subject: &str) -> String {
-    let mut name = String::new();
-    for c in subject.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            name.push(c);
-        } else if !name.ends_with('-') {
-            name.push('-');
-        }
-    }
-    let name = name.trim_matches('-');
-    let name = if name.is_empty() { "member" } else { name };
+    let name = names::label_chars(subject);
+    let name = if name.is_empty() { "member" } else { &name };
     names::shorten(name, 50)
 }
 
@@ -669,19 +661,33 @@ async fn invite(
     ))
 }
 
-async fn accept(client: &Client, org: &str, membership: &str) -> anyhow::Result<Report> {
-    let ns = names::org_namespace(org);
-    let patch = json!({"metadata": {"annotations": {labels::ACCEPTED: "true"}}});
-    let m = Api::<Membership>::namespaced(client.clone(), &ns)
+/// Sets `annotations` on Membership `membership` of `org` (a merge patch, as the caller);
+/// a failure is `what` failed, with `hint`.
+async fn annotate(
+    client: &Client,
+    org: &str,
+    membership: &str,
+    annotations: Value,
+    what: &str,
+    hint: &str,
+) -> anyhow::Result<Membership> {
+    let patch = json!({"metadata": {"annotations": annotations}});
+    Api::<Membership>::namespaced(client.clone(), &names::org_namespace(org))
         .patch(membership, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|e| {
-            explain(
-                e,
-                &format!("accepting membership {membership} of {org}"),
-                "Only the invited user may accept, and only while the invitation is pending (its status says InvitationPending).",
-            )
-        })?;
+        .map_err(|e| explain(e, what, hint))
+}
+
+async fn accept(client: &Client, org: &str, membership: &str) -> anyhow::Result<Report> {
+    let m = annotate(
+        client,
+        org,
+        membership,
+        json!({labels::ACCEPTED: "true"}),
+        &format!("accepting membership {membership} of {org}"),
+        "Only the invited user may accept, and only while the invitation is pending (its status says InvitationPending).",
+    )
+    .await?;
     Ok(Report::text(
         format!("membership/{membership} of {org} accepted\n"),
         serde_json::to_value(&m)?,
@@ -698,26 +704,30 @@ async fn rotate(
         credentials::rotation_grace(Some(&g.to_string())).map_err(|e| anyhow!("{e}"))?;
     }
     let ns = names::org_namespace(org);
+    let what = format!("rotating the secret of client {membership} of {org}");
+    let hint = "Rotating a client's secret needs the right to change the organization's Memberships (Owners, Admins, UserAdmins).";
+    let m = Api::<Membership>::namespaced(client.clone(), &ns)
+        .get(membership)
+        .await
+        .map_err(|e| explain(e, &what, hint))?;
+    if m.spec.subject.kind != SubjectKind::Client {
+        bail!("membership {membership} of {org} is not a Client: it has no secret to rotate");
+    }
     let value = k8s_openapi::jiff::Timestamp::now().to_string();
     let mut annotations = serde_json::Map::new();
     annotations.insert(credentials::ROTATE.into(), json!(value));
     if let Some(g) = grace {
         annotations.insert(credentials::ROTATION_GRACE.into(), json!(g.to_string()));
     }
-    let patch = json!({"metadata": {"annotations": annotations}});
-    let m = Api::<Membership>::namespaced(client.clone(), &ns)
-        .patch(membership, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| {
-            explain(
-                e,
-                &format!("rotating the secret of client {membership} of {org}"),
-                "Rotating a client's secret needs the right to change the organization's Memberships (Owners, Admins, UserAdmins).",
-            )
-        })?;
-    if m.spec.subject.kind != SubjectKind::Client {
-        bail!("membership {membership} of {org} is not a Client: it has no secret to rotate");
-    }
+    annotate(
+        client,
+        org,
+        membership,
+        Value::Object(annotations),
+        &what,
+        hint,
+    )
+    .await?;
     Ok(Report::text(
         format!(
             "rotation {value} requested: the new secret will be in Secret {} of {ns}\n",

@@ -201,6 +201,26 @@ async fn own_created_fields<K: Object>(api: &Api<K>, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A JSON merge patch of `name` with Tenantry's field manager, counted as a write: for the
+/// few changes Tenantry makes to objects it does not build (a Membership's acceptance
+/// mark, a personal Workspace's owner reference). `action` says what it does, for errors.
+pub async fn merge_patch<K: Object>(
+    api: &Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+    action: impl FnOnce() -> String,
+) -> Result<()> {
+    crate::metrics::write("patch", K::kind(&()).as_ref());
+    let pp = PatchParams {
+        field_manager: Some(labels::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(name, &pp, &Patch::Merge(patch))
+        .await
+        .context(action)?;
+    Ok(())
+}
+
 /// Server-side applies a namespaced object unless the cache shows it up to date.
 /// Returns whether it wrote.
 pub async fn apply<K>(client: &Client, store: &Store<K>, desired: &K) -> Result<bool>

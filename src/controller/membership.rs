@@ -355,17 +355,10 @@ async fn personal_workspace(
                     "resourceVersion": ws.resource_version(),
                     "ownerReferences": owner.map(|o| vec![o]),
                 }});
-                crate::metrics::write("patch", "Workspace");
-                api.patch(
-                    &name,
-                    &PatchParams {
-                        field_manager: Some(labels::FIELD_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .context(|| format!("following whenMemberLeaves on Workspace {ns}/{name}"))?;
+                provision::merge_patch(&api, &name, &patch, || {
+                    format!("following whenMemberLeaves on Workspace {ns}/{name}")
+                })
+                .await?;
             }
             Ok(Ok(name))
         }
@@ -417,19 +410,11 @@ async fn mark_grandfathered(m: &Membership, ns: &str, ctx: &Context) -> Result<(
         "resourceVersion": m.resource_version(),
         "annotations": {labels::ACCEPTED: labels::GRANDFATHERED},
     }});
-    Api::<Membership>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(labels::FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-        .context(|| {
-            format!("marking Membership {ns}/{name} granted before acceptance was required")
-        })?;
+    let api = Api::<Membership>::namespaced(ctx.client.clone(), ns);
+    provision::merge_patch(&api, &name, &patch, || {
+        format!("marking Membership {ns}/{name} granted before acceptance was required")
+    })
+    .await?;
     info!(membership = %name, namespace = %ns, "granted before the organization required acceptance: marked {}={}", labels::ACCEPTED, labels::GRANDFATHERED);
     Ok(())
 }
