@@ -85,11 +85,7 @@ pub fn expiry_counts(
         .ok()
         .and_then(|d| now.checked_add(d).ok())
         .unwrap_or(Timestamp::MAX);
-    let expiries: Vec<Timestamp> = memberships
-        .iter()
-        .filter(|m| m.meta().deletion_timestamp.is_none())
-        .filter_map(|m| expiry(org, m))
-        .collect();
+    let expiries: Vec<Timestamp> = expiries(org, memberships).collect();
     (
         expiries
             .iter()
@@ -106,12 +102,18 @@ pub fn next_expiry(
     memberships: &[&Membership],
     now: Timestamp,
 ) -> Option<Timestamp> {
+    expiries(org, memberships).filter(|at| *at > now).min()
+}
+
+/// The expiries of `memberships` of `org` that have one (those being deleted left out).
+fn expiries<'a>(
+    org: &'a Organization,
+    memberships: &'a [&'a Membership],
+) -> impl Iterator<Item = Timestamp> + 'a {
     memberships
         .iter()
         .filter(|m| m.meta().deletion_timestamp.is_none())
-        .filter_map(|m| expiry(org, m))
-        .filter(|at| *at > now)
-        .min()
+        .filter_map(move |m| expiry(org, m))
 }
 
 /// Oldest first; within the same second (the API's resolution), by uid, then by name.

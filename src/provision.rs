@@ -143,9 +143,11 @@ async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Re
     Ok(true)
 }
 
-/// One POST of `obj` (already [`stamped`]) with Tenantry's field manager: `Ok(false)` when
-/// an object of that name exists.
-async fn create<K: Object>(api: &Api<K>, obj: &K) -> Result<bool> {
+/// One POST of `obj` with Tenantry's field manager, counted as a write: `Ok(false)` when an
+/// object of that name exists. The applier's first write of what it builds (already
+/// [`stamped`]), and the whole write of what Tenantry creates once and leaves to people
+/// (the default and personal workspaces, a personal organization).
+pub async fn create<K: Object>(api: &Api<K>, obj: &K) -> Result<bool> {
     crate::metrics::write("create", K::kind(&()).as_ref());
     let pp = PostParams {
         field_manager: Some(labels::FIELD_MANAGER.to_string()),

@@ -16,7 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -308,18 +308,10 @@ async fn personal_organization(user: &str, ctx: &Context) -> Result<()> {
         Component::PersonalOrganization,
     ));
     org.metadata.annotations = Some([(labels::PERSONAL_USER.to_string(), user.to_string())].into());
-    crate::metrics::write("create", "Organization");
-    match Api::<Organization>::all(ctx.client.clone())
-        .create(&PostParams::default(), &org)
-        .await
-    {
-        Ok(_) => {
-            info!(organization = %name, user = %names::printable(user, 256), "created a personal organization");
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e).context(|| format!("creating personal Organization {name}")),
+    if provision::create(&Api::<Organization>::all(ctx.client.clone()), &org).await? {
+        info!(organization = %name, user = %names::printable(user, 256), "created a personal organization");
     }
+    Ok(())
 }
 
 /// Member `m`'s personal workspace (`spec.membership.personalWorkspaces`), created once the
@@ -387,13 +379,8 @@ async fn personal_workspace(
                 },
                 status: None,
             };
-            crate::metrics::write("create", "Workspace");
-            match api.create(&PostParams::default(), &ws).await {
-                Ok(_) => info!(workspace = %name, "created a personal workspace"),
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => {
-                    return Err(e).context(|| format!("creating personal Workspace {ns}/{name}"));
-                }
+            if provision::create(&api, &ws).await? {
+                info!(workspace = %name, "created a personal workspace");
             }
             Ok(Ok(name))
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -368,15 +368,8 @@ async fn ensure_default_workspace(org: &Organization, ns: &str, ctx: &Context) -
         &org.name_any(),
         Component::DefaultWorkspace,
     ));
-    match Api::<Workspace>::namespaced(ctx.client.clone(), ns)
-        .create(&PostParams::default(), &ws)
-        .await
-    {
-        Ok(_) => {
-            info!(workspace = %dw.name, "created the default workspace");
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e).context(|| format!("creating the default workspace {ns}/{}", dw.name)),
+    if provision::create(&Api::<Workspace>::namespaced(ctx.client.clone(), ns), &ws).await? {
+        info!(workspace = %dw.name, "created the default workspace");
     }
+    Ok(())
 }
