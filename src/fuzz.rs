@@ -111,6 +111,22 @@ pub fn resources(data: &[u8]) {
         let _ = org.spec.max_workspaces();
         let _ = names::printable(&org.spec.display_name, 80);
         let states = grants::member_states(org, &m_refs, grants::Gates::default());
+        // The pooled quota's plan over every workspace (any quantities the API may hold).
+        let view = crate::view::OrgView::new(
+            std::sync::Arc::new(org.clone()),
+            memberships
+                .iter()
+                .cloned()
+                .map(std::sync::Arc::new)
+                .collect(),
+            workspaces
+                .iter()
+                .cloned()
+                .map(std::sync::Arc::new)
+                .collect(),
+            grants::Gates::default(),
+            None,
+        );
         for ws in &workspaces {
             let _ = crate::build::workspace::children(&crate::build::workspace::Input {
                 org,
@@ -121,6 +137,7 @@ pub fn resources(data: &[u8]) {
                 states: &states,
                 operator_defaults: &WorkspacePolicy::default(),
                 pod_security_ceiling: PodSecurityLevel::Baseline,
+                share: view.share(&ws.name_any()),
             });
             let _ = names::workspace_namespace(
                 names::DEFAULT_NAMESPACE_TEMPLATE,

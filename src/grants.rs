@@ -119,6 +119,12 @@ fn expiries<'a>(
 /// Oldest first; within the same second (the API's resolution), by uid, then by name.
 /// Durable facts only: a place is never decided by Tenantry's earlier status, which a
 /// restore from backup or a status rewrite would not carry.
+/// Sorts `items` oldest first (creation time, then uid and name: durable facts, so every
+/// reconciler sees the same order).
+pub fn oldest_first<K: ResourceExt>(items: &mut [&K]) {
+    items.sort_by_key(|o| age_key(*o));
+}
+
 fn age_key<K: ResourceExt>(obj: &K) -> (Option<k8s_openapi::jiff::Timestamp>, String, String) {
     (
         obj.creation_timestamp().map(|t| t.0),

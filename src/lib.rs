@@ -43,6 +43,7 @@ pub mod names;
 pub mod plugin;
 #[allow(clippy::expect_used)] // static policy documents
 mod policy;
+mod pool;
 mod provision;
 mod quantity;
 pub mod rbac;

@@ -1,7 +1,9 @@
 //! Prometheus metrics: reconciles by kind and result, their duration, errors by reason,
 //! objects managed, and the API writes Tenantry makes.
 
-use std::sync::LazyLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -46,6 +48,13 @@ pub struct OrganizationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub organization: String,
+    /// A quota resource (`requests.cpu`, `pods`, ...).
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub verb: String,
     pub resource: String,
@@ -63,6 +72,15 @@ pub struct Metrics {
     pub views: Family<ViewLabels, Counter>,
     pub expiring: Family<OrganizationLabels, Gauge>,
     pub expired: Family<OrganizationLabels, Gauge>,
+    pub org_workspaces: Family<OrganizationLabels, Gauge>,
+    pub org_members: Family<OrganizationLabels, Gauge>,
+    pub org_clients: Family<OrganizationLabels, Gauge>,
+    pub quota_allocated: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    pub quota_used: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    pub pool_hard: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    pub pool_not_granted: Family<OrganizationLabels, Gauge>,
+    /// The resources each organization has series of (to drop those it no longer has).
+    resources: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -128,8 +146,58 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Memberships of an organization that have expired and grant nothing until renewed",
         expired.clone(),
     );
+    let org_workspaces = Family::<OrganizationLabels, Gauge>::default();
+    registry.register(
+        "organization_workspaces",
+        "Workspaces an organization has provisioned (status.usage.workspaces)",
+        org_workspaces.clone(),
+    );
+    let org_members = Family::<OrganizationLabels, Gauge>::default();
+    registry.register(
+        "organization_members",
+        "Owners and members an organization grants access now, clients apart (status.usage.members)",
+        org_members.clone(),
+    );
+    let org_clients = Family::<OrganizationLabels, Gauge>::default();
+    registry.register(
+        "organization_clients",
+        "Machine clients an organization grants access now (status.usage.clients)",
+        org_clients.clone(),
+    );
+    let quota_allocated = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "organization_quota_allocated",
+        "The sum of an organization's workspace ResourceQuotas, per resource, in the resource's unit (cores, bytes, objects)",
+        quota_allocated.clone(),
+    );
+    let quota_used = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "organization_quota_used",
+        "What an organization's workspaces use of their ResourceQuotas, per resource, in the resource's unit",
+        quota_used.clone(),
+    );
+    let pool_hard = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "organization_quota_pool",
+        "An organization's pooled quota (spec.quota), per resource, in the resource's unit",
+        pool_hard.clone(),
+    );
+    let pool_not_granted = Family::<OrganizationLabels, Gauge>::default();
+    registry.register(
+        "organization_quota_pool_not_granted",
+        "Workspaces of an organization whose quota did not fit in its pooled quota",
+        pool_not_granted.clone(),
+    );
     Metrics {
         registry,
+        org_workspaces,
+        org_members,
+        org_clients,
+        quota_allocated,
+        quota_used,
+        pool_hard,
+        pool_not_granted,
+        resources: Default::default(),
         views,
         expiring,
         expired,
@@ -170,13 +238,95 @@ pub fn memberships_expiry(
     METRICS.expired.get_or_create(&labels).set(expired as i64);
 }
 
-/// Drops the series of a deleted organization.
-pub fn forget_organization(org: &str) {
+/// Publishes what organization `org` uses and its pooled quota (its status).
+pub fn organization_usage(
+    org: &str,
+    usage: Option<&crate::api::Usage>,
+    quota: Option<&crate::api::QuotaStatus>,
+) {
+    let m = &*METRICS;
     let labels = OrganizationLabels {
         organization: org.to_string(),
     };
-    METRICS.expiring.remove(&labels);
-    METRICS.expired.remove(&labels);
+    let Some(usage) = usage else { return };
+    m.org_workspaces
+        .get_or_create(&labels)
+        .set(i64::from(usage.workspaces));
+    m.org_members
+        .get_or_create(&labels)
+        .set(i64::from(usage.members));
+    m.org_clients
+        .get_or_create(&labels)
+        .set(i64::from(usage.clients));
+    let units = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        crate::quantity::nanos(&q.0).map_or(0.0, |n| n as f64 / 1e9)
+    };
+    let series = |resource: &str| ResourceLabels {
+        organization: org.to_string(),
+        resource: resource.to_string(),
+    };
+    let mut now = BTreeSet::new();
+    for (family, list) in [
+        (&m.quota_allocated, Some(&usage.allocated)),
+        (&m.quota_used, Some(&usage.used)),
+        (&m.pool_hard, quota.map(|q| &q.hard)),
+    ] {
+        for (resource, q) in list.into_iter().flatten() {
+            family.get_or_create(&series(resource)).set(units(q));
+            now.insert(resource.clone());
+        }
+    }
+    m.pool_not_granted
+        .get_or_create(&labels)
+        .set(quota.map_or(0, |q| q.not_granted.len() as i64));
+    let mut known = m.resources.lock().unwrap_or_else(|e| e.into_inner());
+    let before = known
+        .insert(org.to_string(), now.clone())
+        .unwrap_or_default();
+    for gone in before.difference(&now) {
+        forget_resource(&series(gone));
+    }
+    if quota.is_none() {
+        for resource in &now {
+            m.pool_hard.remove(&series(resource));
+        }
+    }
+}
+
+fn forget_resource(labels: &ResourceLabels) {
+    METRICS.quota_allocated.remove(labels);
+    METRICS.quota_used.remove(labels);
+    METRICS.pool_hard.remove(labels);
+}
+
+/// Drops the series of a deleted organization.
+pub fn forget_organization(org: &str) {
+    let m = &*METRICS;
+    let labels = OrganizationLabels {
+        organization: org.to_string(),
+    };
+    for family in [
+        &m.expiring,
+        &m.expired,
+        &m.org_workspaces,
+        &m.org_members,
+        &m.org_clients,
+        &m.pool_not_granted,
+    ] {
+        family.remove(&labels);
+    }
+    let known = m
+        .resources
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(org)
+        .unwrap_or_default();
+    for resource in known {
+        forget_resource(&ResourceLabels {
+            organization: org.to_string(),
+            resource,
+        });
+    }
 }
 
 /// Counts one write.

@@ -10,7 +10,8 @@
 //! - `grant-admin`: Owners, Admins and platform admins; needed for Admin and Manager
 //!   Memberships and for the workspace Admin role;
 //! - `verify`: platform admins only; needed to set `spec.verified`;
-//! - `set-limits`: platform admins only; needed to change `spec.limits` (the ceilings);
+//! - `set-limits`: platform admins only; needed to change `spec.limits` (the ceilings)
+//!   and `spec.quota` (the pooled quota);
 //! - `manage` on the virtual resource `tenancy`: the operator and platform admins; needed
 //!   to set or change the labels and annotations Tenantry tracks ownership with, the
 //!   owner references and finalizers of the three kinds, pre-accepted Memberships and
@@ -189,9 +190,11 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
     );
 
     let verified = |o: &str| format!("{o}.spec.?verified.orValue(false)");
+    // Set on creation, or changed: whoever may create organizations (a platform may let
+    // people create their own) sets no ceiling of its own.
     let changed = |field: &str| {
         format!(
-            "request.operation == 'UPDATE' && (has(object.spec.{field}) != has(oldObject.spec.{field}) || (has(object.spec.{field}) && object.spec.{field} != oldObject.spec.{field}))"
+            "(request.operation == 'CREATE' && has(object.spec.{field})) || (request.operation == 'UPDATE' && (has(object.spec.{field}) != has(oldObject.spec.{field}) || (has(object.spec.{field}) && object.spec.{field} != oldObject.spec.{field})))"
         )
     };
     let organizations = policy(
@@ -219,11 +222,12 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
                 },
                 {
                     "expression": format!(
-                        "!({}) || {}",
+                        "!({} || {}) || {}",
                         changed("limits"),
+                        changed("quota"),
                         check("set-limits", "object.metadata.name")
                     ),
-                    "message": "spec.limits are set by platform admins only (they bound what the organization may use)",
+                    "message": "spec.limits and spec.quota are set by platform admins only (they bound what the organization may use)",
                     "reason": "Forbidden",
                 },
                 {

@@ -115,6 +115,58 @@ pub fn cap(
     (quota, above)
 }
 
+/// A quantity of `nanos` nano-units, written as Kubernetes would read it back: whole
+/// units (`8`), binary multiples for whole numbers of Ki (`1536Mi`, `4Gi`), else milli-
+/// (`1500m`) or nano-units (`5n`).
+pub fn format(nanos: i128) -> String {
+    const UNIT: i128 = 1_000_000_000;
+    let whole = |v: i128, d: i128| v.checked_rem(d) == Some(0);
+    if whole(nanos, UNIT) {
+        let units = nanos.checked_div(UNIT).unwrap_or_default();
+        for (suffix, shift) in [
+            ("Ei", 60u32),
+            ("Pi", 50),
+            ("Ti", 40),
+            ("Gi", 30),
+            ("Mi", 20),
+            ("Ki", 10),
+        ] {
+            let size = 1i128.checked_shl(shift).unwrap_or(i128::MAX);
+            if units != 0 && whole(units, size) {
+                return format!("{}{suffix}", units.checked_div(size).unwrap_or_default());
+            }
+        }
+        return units.to_string();
+    }
+    if whole(nanos, 1_000_000) {
+        return format!("{}m", nanos.checked_div(1_000_000).unwrap_or_default());
+    }
+    format!("{nanos}n")
+}
+
+/// Resource lists added up, resource by resource (what cannot be read, or would
+/// overflow, is left out of the sum: it is no number to bill or compare).
+pub fn sum<'a>(
+    lists: impl IntoIterator<Item = &'a BTreeMap<String, Quantity>>,
+) -> BTreeMap<String, i128> {
+    let mut total: BTreeMap<String, i128> = BTreeMap::new();
+    for list in lists {
+        for (resource, q) in list {
+            let Some(v) = nanos(&q.0) else { continue };
+            let entry = total.entry(resource.clone()).or_insert(0);
+            *entry = entry.checked_add(v).unwrap_or(*entry);
+        }
+    }
+    total
+}
+
+/// A sum in nano-units as a resource list.
+pub fn to_list(sum: &BTreeMap<String, i128>) -> BTreeMap<String, Quantity> {
+    sum.iter()
+        .map(|(k, v)| (k.clone(), Quantity(format(*v))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +282,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sums_are_written_as_kubernetes_reads_them() {
+        for q in [
+            "0", "8", "1500m", "1536Mi", "4Gi", "5n", "1Ki", "1000", "250m", "1Ei",
+        ] {
+            let v = nanos(q).unwrap();
+            assert_eq!(nanos(&format(v)), Some(v), "{q} round-trips");
+        }
+        assert_eq!(format(nanos("1.5Gi").unwrap()), "1536Mi");
+        assert_eq!(format(nanos("2").unwrap()), "2");
+        assert_eq!(format(nanos("1024").unwrap()), "1Ki");
+        assert_eq!(format(nanos("0.5").unwrap()), "500m");
+        let list = |pairs: &[(&str, &str)]| -> BTreeMap<String, Quantity> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect()
+        };
+        let a = list(&[("requests.cpu", "1500m"), ("pods", "3")]);
+        let b = list(&[
+            ("requests.cpu", "2"),
+            ("requests.memory", "1Gi"),
+            ("pods", "x"),
+        ]);
+        assert_eq!(
+            to_list(&sum([&a, &b])),
+            list(&[
+                ("requests.cpu", "3500m"),
+                ("requests.memory", "1Gi"),
+                ("pods", "3")
+            ])
+        );
     }
 }

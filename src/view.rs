@@ -30,6 +30,8 @@ pub struct OrgView {
     /// When a Membership expires next ([`grants::next_expiry`]): the states hold until
     /// then, and the reconcilers come back then.
     pub next_expiry: Option<Timestamp>,
+    /// The pooled quota's plan (`spec.quota`), when the organization has one.
+    pub pool: Option<crate::pool::Plan>,
 }
 
 impl OrgView {
@@ -40,6 +42,7 @@ impl OrgView {
         memberships: Vec<Arc<Membership>>,
         workspaces: Vec<Arc<Workspace>>,
         gates: Gates,
+        operator_quota: Option<&crate::pool::Resources>,
     ) -> Self {
         let m: Vec<&Membership> = memberships.iter().map(AsRef::as_ref).collect();
         let w: Vec<&Workspace> = workspaces.iter().map(AsRef::as_ref).collect();
@@ -47,6 +50,22 @@ impl OrgView {
         let provisionable = grants::provisionable_workspaces(&org, &w);
         let holders = grants::org_role_holders(&org, &m, &states);
         let next_expiry = grants::next_expiry(&org, &m, gates.now);
+        let pool = org.spec.pool().map(|pool| {
+            let mut ordered: Vec<&Workspace> = w
+                .iter()
+                .copied()
+                .filter(|ws| provisionable.contains(&ws.name_any()))
+                .collect();
+            grants::oldest_first(&mut ordered);
+            let asks: Vec<(String, Option<crate::pool::Resources>)> = ordered
+                .iter()
+                .map(|ws| {
+                    let (quota, _) = crate::build::workspace::quota(&org, ws, operator_quota);
+                    (ws.name_any(), quota)
+                })
+                .collect();
+            crate::pool::plan(pool, asks.iter().map(|(n, q)| (n.clone(), q.as_ref())))
+        });
         Self {
             org,
             memberships,
@@ -55,7 +74,13 @@ impl OrgView {
             provisionable,
             holders,
             next_expiry,
+            pool,
         }
+    }
+
+    /// What workspace `ws` gets of the pooled quota (`None`: no pool, or no share).
+    pub fn share(&self, ws: &str) -> Option<&crate::pool::Share> {
+        self.pool.as_ref()?.shares.get(ws)
     }
 
     /// How long from `now` until a Membership expires, if one will: the latest a
@@ -121,6 +146,7 @@ impl Views {
         memberships: Vec<Arc<Membership>>,
         workspaces: Vec<Arc<Workspace>>,
         gates: Gates,
+        operator_quota: Option<&crate::pool::Resources>,
     ) -> Arc<OrgView> {
         let key = fingerprint(&org, &memberships, &workspaces);
         // A view holds until its next expiry: then the same objects mean something else.
@@ -132,7 +158,13 @@ impl Views {
             return view.clone();
         }
         crate::metrics::view(false);
-        let view = Arc::new(OrgView::new(org, memberships, workspaces, gates));
+        let view = Arc::new(OrgView::new(
+            org,
+            memberships,
+            workspaces,
+            gates,
+            operator_quota,
+        ));
         self.lock().insert(ns.to_string(), (key, view.clone()));
         view
     }
@@ -189,7 +221,7 @@ mod tests {
     fn a_view_is_built_again_only_when_what_it_reads_changed() {
         let views = Views::default();
         let gates = Gates::default();
-        let get = |ms: Vec<Arc<Membership>>| views.get("org-acme", org(), ms, vec![], gates);
+        let get = |ms: Vec<Arc<Membership>>| views.get("org-acme", org(), ms, vec![], gates, None);
         let a = get(vec![member("ann", "1"), member("bob", "1")]);
         // The same objects in another order: the same view.
         let b = get(vec![member("bob", "1"), member("ann", "1")]);

@@ -211,8 +211,10 @@ flags:
 		// references cascade, namespaces get their default ServiceAccount and
 		// kube-root-ca.crt, ServiceAccount token Secrets work, and aggregated
 		// ClusterRoles (Tenantry's workspace roles aggregate the rules of the built-in
-		// admin, edit and view roles, as those do themselves) get their rules.
-		"--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,root-ca-cert-publisher,clusterrole-aggregation",
+		// admin, edit and view roles, as those do themselves) get their rules, and
+		// ResourceQuotas get their status (what is used: an organization's usage and
+		// pooled quota add it up).
+		"--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,root-ca-cert-publisher,clusterrole-aggregation,resourcequota",
 		"--service-account-private-key-file=" + p.SAKey,
 		"--root-ca-file=" + p.CACert,
 		"--use-service-account-credentials=false",

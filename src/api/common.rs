@@ -208,6 +208,7 @@ pub mod reason {
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
     pub const POD_SECURITY_NOT_ALLOWED: &str = "PodSecurityNotAllowed";
     pub const QUOTA_NOT_ALLOWED: &str = "QuotaNotAllowed";
+    pub const QUOTA_POOL_EXHAUSTED: &str = "QuotaPoolExhausted";
     pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
     pub const WORKSPACE_LIMIT_REACHED: &str = "WorkspaceLimitReached";
     pub const MEMBER_LIMIT_REACHED: &str = "MemberLimitReached";

@@ -76,6 +76,16 @@ pub struct OrganizationSpec {
     /// How members join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<MembershipPolicy>,
+
+    /// A quota pooled across the organization's workspaces (e.g. `requests.cpu: "32"`):
+    /// the sum of their ResourceQuotas stays within it, resource by resource. Workspaces
+    /// are granted their quota oldest first; one whose quota does not fit in what is left
+    /// holds 0 of every pooled resource and says `QuotaPoolExhausted`; a workspace quota
+    /// that leaves a pooled resource out holds 0 of it. Set and changed by platform
+    /// admins only, like `limits`. Unset: no pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::common::resource_list")]
+    pub quota: Option<BTreeMap<String, Quantity>>,
 }
 
 /// How members join an organization.
@@ -206,6 +216,12 @@ pub struct OrganizationStatus {
     /// Number of Memberships in the organization.
     #[serde(default)]
     pub members: i32,
+    /// The pooled quota (`spec.quota`): what its workspaces hold of it and use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaStatus>,
+    /// What the organization uses, for billing: readable by its Owners and BillingAdmins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -213,6 +229,47 @@ pub struct OrganizationStatus {
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The pooled quota's state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStatus {
+    /// The pool (`spec.quota`).
+    #[serde(default)]
+    pub hard: BTreeMap<String, Quantity>,
+    /// What the workspaces granted their share hold of each pooled resource.
+    #[serde(default)]
+    pub allocated: BTreeMap<String, Quantity>,
+    /// What the workspaces use of each pooled resource (their ResourceQuotas' usage).
+    #[serde(default)]
+    pub used: BTreeMap<String, Quantity>,
+    /// Workspaces not granted their share (it did not fit in what was left), by name;
+    /// each says why in its `Ready` condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_granted: Vec<String>,
+}
+
+/// What an organization uses.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Workspaces provisioned (within `limits.maxWorkspaces`, not being deleted).
+    #[serde(default)]
+    pub workspaces: i32,
+    /// Members granted access: the owners and the Memberships of people (User, Group,
+    /// ServiceAccount) that grant now (not invitations, not expired).
+    #[serde(default)]
+    pub members: i32,
+    /// Machine clients (Client Memberships) that grant now.
+    #[serde(default)]
+    pub clients: i32,
+    /// The sum of the workspaces' ResourceQuotas, per resource.
+    #[serde(default)]
+    pub allocated: BTreeMap<String, Quantity>,
+    /// The sum of what the workspaces use of them, per resource.
+    #[serde(default)]
+    pub used: BTreeMap<String, Quantity>,
 }
 
 impl Default for OrganizationSpec {
@@ -227,6 +284,7 @@ impl Default for OrganizationSpec {
             deletion_protection: true,
             verified: None,
             membership: None,
+            quota: None,
         }
     }
 }
@@ -274,6 +332,10 @@ impl OrganizationSpec {
             .as_ref()?
             .expire_after_days
             .map(|d| i64::from(d.max(0)))
+    }
+    /// The pooled quota, when one is set (an empty one is none).
+    pub fn pool(&self) -> Option<&BTreeMap<String, Quantity>> {
+        self.quota.as_ref().filter(|q| !q.is_empty())
     }
     pub fn max_members(&self) -> Option<usize> {
         self.limits.as_ref()?.max_members.map(|n| n.max(0) as usize)

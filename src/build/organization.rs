@@ -173,6 +173,62 @@ fn namespace(org: &Organization, ns: &str, uid: &str) -> Namespace {
     }
 }
 
+/// One provisioned workspace's ResourceQuota: what it holds (`spec.hard`) and what is
+/// used of it (`status.used`).
+pub type QuotaState<'a> = (
+    Option<&'a crate::pool::Resources>,
+    Option<&'a crate::pool::Resources>,
+);
+
+/// What the organization uses (`status.usage`) and, under a pooled quota, its state
+/// (`status.quota`): from the view and the ResourceQuotas of its provisioned workspaces.
+pub fn usage(
+    view: &OrgView,
+    quotas: &[QuotaState<'_>],
+) -> (Option<crate::api::QuotaStatus>, crate::api::Usage) {
+    use crate::api::SubjectKind;
+    use crate::quantity::{sum, to_list};
+    let subjects: std::collections::BTreeSet<&Subject> = view
+        .holders
+        .values()
+        .flatten()
+        .map(|(subject, _)| subject)
+        .collect();
+    let clients = subjects
+        .iter()
+        .filter(|s| s.kind == SubjectKind::Client)
+        .count();
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let allocated = sum(quotas.iter().filter_map(|(hard, _)| *hard));
+    let used = sum(quotas.iter().filter_map(|(_, used)| *used));
+    let quota = view.pool.as_ref().map(|plan| crate::api::QuotaStatus {
+        hard: plan.hard.clone(),
+        allocated: plan.allocated.clone(),
+        used: plan
+            .hard
+            .keys()
+            .map(|r| {
+                let v = used.get(r).copied().unwrap_or(0);
+                (
+                    r.clone(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                        crate::quantity::format(v),
+                    ),
+                )
+            })
+            .collect(),
+        not_granted: plan.not_granted(),
+    });
+    let usage = crate::api::Usage {
+        workspaces: count(view.provisionable.len()),
+        members: count(subjects.len().saturating_sub(clients)),
+        clients: count(clients),
+        allocated: to_list(&allocated),
+        used: to_list(&used),
+    };
+    (quota, usage)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -191,10 +247,101 @@ mod tests {
                 docs.memberships.iter().cloned().map(Arc::new).collect(),
                 docs.workspaces.iter().cloned().map(Arc::new).collect(),
                 settings.gates(),
+                settings.default_quota.as_ref(),
             );
             let ns = crate::names::org_namespace(&org.name_any());
             let uid = org.uid().unwrap_or_default();
             fixtures::render_organization(&children(org, &view, &ns, &uid))
         });
+    }
+
+    /// Usage counts people and clients once each (whatever roles they hold), adds up the
+    /// workspaces' quotas, and under a pool reports its plan and the pooled resources used.
+    #[test]
+    fn usage_adds_up_the_workspaces_and_counts_each_member_once() {
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(
+            r#"
+apiVersion: tenantry.dev/v1alpha1
+kind: Organization
+metadata: {name: acme, uid: u-acme, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  owners: [{kind: User, name: alice}]
+  quota: {requests.cpu: "4"}
+---
+apiVersion: tenantry.dev/v1alpha1
+kind: Membership
+metadata: {name: alice-admin, namespace: org-acme, uid: u-m1, creationTimestamp: "2026-01-01T00:00:01Z"}
+spec: {subject: {kind: User, name: alice}, role: Admin}
+---
+apiVersion: tenantry.dev/v1alpha1
+kind: Membership
+metadata: {name: ci, namespace: org-acme, uid: u-m2, creationTimestamp: "2026-01-01T00:00:02Z"}
+spec: {subject: {kind: Client, name: ci}, role: Member}
+---
+apiVersion: tenantry.dev/v1alpha1
+kind: Workspace
+metadata: {name: a, namespace: org-acme, uid: u-w1, creationTimestamp: "2026-01-01T00:00:03Z"}
+spec: {quota: {requests.cpu: "3"}}
+---
+apiVersion: tenantry.dev/v1alpha1
+kind: Workspace
+metadata: {name: b, namespace: org-acme, uid: u-w2, creationTimestamp: "2026-01-01T00:00:04Z"}
+spec: {quota: {requests.cpu: "2"}}
+"#,
+        )
+        .expect("yaml");
+        let of = |kind: &'static str| docs.iter().filter(move |d| d["kind"] == kind).cloned();
+        let org: Organization = serde_json::from_value(of("Organization").next().unwrap()).unwrap();
+        let view = OrgView::new(
+            Arc::new(org),
+            of("Membership")
+                .map(|d| Arc::new(serde_json::from_value(d).unwrap()))
+                .collect(),
+            of("Workspace")
+                .map(|d| Arc::new(serde_json::from_value(d).unwrap()))
+                .collect(),
+            Default::default(),
+            None,
+        );
+        let list = |pairs: &[(&str, &str)]| -> crate::pool::Resources {
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.to_string()),
+                    )
+                })
+                .collect()
+        };
+        let (a_hard, a_used) = (
+            list(&[("requests.cpu", "3"), ("pods", "10")]),
+            list(&[("requests.cpu", "1500m"), ("pods", "2")]),
+        );
+        let (b_hard, b_used) = (
+            list(&[("requests.cpu", "0")]),
+            list(&[("requests.cpu", "0")]),
+        );
+        let (quota, usage) = usage(
+            &view,
+            &[
+                (Some(&a_hard), Some(&a_used)),
+                (Some(&b_hard), Some(&b_used)),
+            ],
+        );
+        assert_eq!((usage.workspaces, usage.members, usage.clients), (2, 1, 1));
+        assert_eq!(
+            usage.allocated,
+            list(&[("requests.cpu", "3"), ("pods", "10")])
+        );
+        assert_eq!(
+            usage.used,
+            list(&[("requests.cpu", "1500m"), ("pods", "2")])
+        );
+        let quota = quota.expect("a pool");
+        assert_eq!(quota.hard, list(&[("requests.cpu", "4")]));
+        assert_eq!(quota.allocated, list(&[("requests.cpu", "3")]));
+        assert_eq!(quota.used, list(&[("requests.cpu", "1500m")]));
+        assert_eq!(quota.not_granted, vec!["b".to_string()]);
     }
 }

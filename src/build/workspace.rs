@@ -23,7 +23,7 @@ use crate::api::{
 use crate::grants::{self, MemberState};
 use crate::labels::Component;
 use crate::rbac::{cluster_role_ref, dedup};
-use crate::{labels, provision, quantity, rbac};
+use crate::{labels, pool, provision, quantity, rbac};
 
 /// Names of what Tenantry puts in a workspace namespace.
 pub const QUOTA: &str = "tenantry-quota";
@@ -45,6 +45,9 @@ pub struct Input<'a> {
     pub operator_defaults: &'a WorkspacePolicy,
     /// `--pod-security-ceiling`, unless the organization's limits set one.
     pub pod_security_ceiling: PodSecurityLevel,
+    /// What the workspace gets of the organization's pooled quota (`None`: no share,
+    /// which under a pool is nothing of it).
+    pub share: Option<&'a pool::Share>,
 }
 
 impl<'a> Input<'a> {
@@ -66,7 +69,13 @@ impl<'a> Input<'a> {
             states,
             operator_defaults,
             pod_security_ceiling: settings.pod_security_ceiling,
+            share: None,
         }
+    }
+
+    /// The same input, with the workspace's share of the organization's pooled quota.
+    pub fn with_share(self, share: Option<&'a pool::Share>) -> Self {
+        Self { share, ..self }
     }
 }
 
@@ -94,6 +103,37 @@ pub enum Capped {
     },
     /// `resource asked > ceiling`, one per resource.
     Quota(Vec<String>),
+    /// Not granted its share of the organization's pooled quota: `resource asked > left`.
+    Pool(Vec<String>),
+}
+
+/// The quota a workspace asks for: its own, else the organization's default, else the
+/// operator's; held under the organization's per-workspace ceiling
+/// (`limits.workspaceQuota`). Returns it and what was above the ceiling.
+pub fn quota(
+    org: &Organization,
+    ws: &Workspace,
+    operator_quota: Option<&pool::Resources>,
+) -> (Option<pool::Resources>, Vec<String>) {
+    let asked = ws
+        .spec
+        .policy
+        .quota
+        .as_ref()
+        .or_else(|| org.spec.workspace_defaults.as_ref()?.quota.as_ref())
+        .or(operator_quota);
+    match org
+        .spec
+        .limits
+        .as_ref()
+        .and_then(|l| l.workspace_quota.as_ref())
+    {
+        Some(max) => {
+            let (quota, above) = quantity::cap(asked, max);
+            (Some(quota), above)
+        }
+        None => (asked.cloned(), Vec::new()),
+    }
 }
 
 /// The policy in force: the Workspace's fields, else the organization's defaults, else
@@ -122,12 +162,17 @@ pub fn policy(input: &Input<'_>) -> (WorkspacePolicy, Vec<Capped>) {
         capped.push(Capped::PodSecurity { asked, ceiling });
     }
     policy.pod_security = Some(enforced);
-    if let Some(max) = limits.and_then(|l| l.workspace_quota.as_ref()) {
-        let (quota, above) = quantity::cap(policy.quota.as_ref(), max);
-        policy.quota = Some(quota);
-        if !above.is_empty() {
-            capped.push(Capped::Quota(above));
+    let (quota, above) = quota(input.org, input.ws, input.operator_defaults.quota.as_ref());
+    if !above.is_empty() {
+        capped.push(Capped::Quota(above));
+    }
+    if let Some(pool) = input.org.spec.pool() {
+        if let Some(pool::Share::NotGranted(short)) = input.share {
+            capped.push(Capped::Pool(short.clone()));
         }
+        policy.quota = pool::enforce(quota, pool, input.share);
+    } else {
+        policy.quota = quota;
     }
     (policy, capped)
 }
@@ -279,18 +324,37 @@ mod tests {
             let org = docs.organizations.first().expect("an Organization");
             let refs: Vec<&Membership> = docs.memberships.iter().collect();
             let states = grants::member_states(org, &refs, settings.gates());
+            // The organization's view decides each workspace's share of a pooled quota.
+            let view = crate::view::OrgView::new(
+                std::sync::Arc::new(org.clone()),
+                docs.memberships
+                    .iter()
+                    .cloned()
+                    .map(std::sync::Arc::new)
+                    .collect(),
+                docs.workspaces
+                    .iter()
+                    .cloned()
+                    .map(std::sync::Arc::new)
+                    .collect(),
+                settings.gates(),
+                settings.default_quota.as_ref(),
+            );
             let mut out = String::new();
             for ws in &docs.workspaces {
                 let name = format!("{}--{}", org.name_any(), ws.name_any());
                 let uid = ws.uid().unwrap_or_default();
                 let defaults = settings.workspace_defaults();
-                let built = children(&Input::new(
-                    org,
-                    ws,
-                    (&name, &uid),
-                    (&refs, &states),
-                    (&defaults, settings),
-                ));
+                let built = children(
+                    &Input::new(
+                        org,
+                        ws,
+                        (&name, &uid),
+                        (&refs, &states),
+                        (&defaults, settings),
+                    )
+                    .with_share(view.share(&ws.name_any())),
+                );
                 out.push_str(&fixtures::render_workspace(&ws.name_any(), &built));
             }
             out

@@ -79,6 +79,7 @@ impl Context {
             self.stores.memberships_in(ns),
             self.stores.workspaces_in(ns),
             self.settings.gates(),
+            self.settings.default_quota.as_ref(),
         )
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
@@ -85,6 +86,15 @@ pub async fn run(
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
         },
     )
+    // What its workspaces hold and use of their quotas: the organization's usage and
+    // pooled quota (status writes of these details are paced).
+    .watches_stream(
+        feeds.quotas.subscribe(false, quota_changed),
+        |q: ResourceQuota| {
+            let org = q.labels().get(labels::ORGANIZATION)?;
+            Some(ObjectRef::<Organization>::new(org))
+        },
+    )
     .with_config(ctx.settings.controller_config())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
@@ -93,6 +103,22 @@ pub async fn run(
         futures::future::ready(())
     })
     .await;
+}
+
+/// A ResourceQuota's change that changes its organization's usage: what it holds or what
+/// is used of it (or it came or went).
+fn quota_changed(change: &super::Change<'_, ResourceQuota>) -> bool {
+    match change {
+        super::Change::Applied {
+            old: Some(old),
+            new,
+        } => {
+            let hard = |q: &ResourceQuota| q.spec.as_ref().and_then(|s| s.hard.clone());
+            let used = |q: &ResourceQuota| q.status.as_ref().and_then(|s| s.used.clone());
+            hard(old) != hard(new) || used(old) != used(new)
+        }
+        _ => true,
+    }
 }
 
 #[instrument(skip_all, fields(organization = %org.name_any()))]
@@ -181,19 +207,23 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
         .filter(|w| w.meta().deletion_timestamp.is_none())
         .count();
     let members = ctx.stores.memberships_in(&ns_name).len();
+    let view = ctx.view_of(&ns_name, org.clone());
+    let (quota, usage) = usage(ctx, &org, &view);
     let old = org.status.clone().unwrap_or_default();
     let new = OrganizationStatus {
         code: Some(names::org_code(&uid)),
         namespace: Some(ns_name.clone()),
         workspaces: workspaces as i32,
         members: members as i32,
+        quota,
+        usage: Some(usage),
         observed_generation: org.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, org.meta().generation),
     };
     // Back when a Membership expires: its organization role bindings end then.
     let now = k8s_openapi::jiff::Timestamp::now();
-    let view = ctx.view_of(&ns_name, org.clone());
     crate::metrics::memberships_expiry(&name, &view, now);
+    crate::metrics::organization_usage(&name, new.usage.as_ref(), new.quota.as_ref());
     let at_expiry = view.until_next_expiry(now);
     let held = if same_status(&old, &new) {
         None
@@ -333,11 +363,51 @@ async fn apply_children(
     Ok(())
 }
 
+/// What the organization uses, and its pooled quota's state: from the view and the
+/// ResourceQuotas of its provisioned workspaces, as the cache holds them (each found by
+/// the workspace's namespace name and checked to carry that workspace's labels).
+fn usage(
+    ctx: &Context,
+    org: &Organization,
+    view: &crate::view::OrgView,
+) -> (Option<crate::api::QuotaStatus>, crate::api::Usage) {
+    let org_name = org.name_any();
+    let quotas: Vec<Arc<k8s_openapi::api::core::v1::ResourceQuota>> = view
+        .workspaces
+        .iter()
+        .filter(|w| view.provisionable.contains(&w.name_any()))
+        .filter_map(|w| {
+            let ws = w.name_any();
+            let ns = super::workspace::namespace_name(ctx, &org_name, &ws, &w.uid()?).ok()?;
+            let q = ctx
+                .stores
+                .quotas
+                .get(&ObjectRef::new(crate::build::workspace::QUOTA).within(&ns))?;
+            let l = q.labels();
+            (l.get(labels::ORGANIZATION) == Some(&org_name)
+                && l.get(labels::WORKSPACE) == Some(&ws))
+            .then_some(q)
+        })
+        .collect();
+    let states: Vec<build::QuotaState<'_>> = quotas
+        .iter()
+        .map(|q| {
+            (
+                q.spec.as_ref().and_then(|s| s.hard.as_ref()),
+                q.status.as_ref().and_then(|s| s.used.as_ref()),
+            )
+        })
+        .collect();
+    build::usage(view, &states)
+}
+
 fn same_status(a: &OrganizationStatus, b: &OrganizationStatus) -> bool {
     a.code == b.code
         && a.namespace == b.namespace
         && a.workspaces == b.workspaces
         && a.members == b.members
+        && a.quota == b.quota
+        && a.usage == b.usage
         && a.observed_generation == b.observed_generation
         && status::same_conditions(&a.conditions, &b.conditions)
 }

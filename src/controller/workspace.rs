@@ -32,13 +32,17 @@ use crate::build::workspace::{self as build, ISOLATION, LIMITS, QUOTA};
 /// decision is now made from the Organization when deletion begins.
 const LEGACY_DELETION_POLICY: &str = "tenantry.dev/deletion-policy";
 
-/// Whether a workspace's change can free a place for another: deleted, or being deleted.
-fn frees_a_place(change: &Change<'_, Workspace>) -> bool {
+/// Whether a workspace's change can change what another gets: deleted or being deleted
+/// (a place under `maxWorkspaces`, a share of the pooled quota freed), or its spec changed
+/// (the quota it asks of the pool).
+fn concerns_others(change: &Change<'_, Workspace>) -> bool {
     match change {
         Change::Listed(_) | Change::Deleted(_) => true,
         Change::Applied { old, new } => {
-            new.meta().deletion_timestamp.is_some()
-                && old.is_none_or(|o| o.meta().deletion_timestamp.is_none())
+            let going = new.meta().deletion_timestamp.is_some()
+                && old.is_none_or(|o| o.meta().deletion_timestamp.is_none());
+            let respecified = old.is_some_and(|o| o.meta().generation != new.meta().generation);
+            going || respecified
         }
     }
 }
@@ -89,14 +93,15 @@ pub async fn run(
         feeds.organizations.subscribe(false, feed::meaningful),
         move |o: Organization| workspaces_of(&s2, &names::org_namespace(&o.name_any())),
     )
-    // A workspace that goes away frees a place under limits.maxWorkspaces.
+    // A workspace that goes away frees a place under limits.maxWorkspaces; one that goes
+    // or asks another quota changes the others' shares of a pooled quota.
     .watches_stream(
-        feeds.workspaces.subscribe(false, frees_a_place),
+        feeds.workspaces.subscribe(false, concerns_others),
         move |w: Workspace| {
             let ns = w.namespace().unwrap_or_default();
             let limited = s3
                 .organization_of_namespace(&ns)
-                .is_some_and(|o| o.spec.max_workspaces().is_some());
+                .is_some_and(|o| o.spec.max_workspaces().is_some() || o.spec.pool().is_some());
             if limited {
                 workspaces_of(&s3, &ns)
             } else {
@@ -172,13 +177,16 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                     Ok(name) => {
                         let refs = view.membership_refs();
                         let operator_defaults = ctx.settings.workspace_defaults();
-                        let built = build::children(&build::Input::new(
-                            org,
-                            ws,
-                            (&name, &uid),
-                            (&refs, &view.states),
-                            (&operator_defaults, &ctx.settings),
-                        ));
+                        let built = build::children(
+                            &build::Input::new(
+                                org,
+                                ws,
+                                (&name, &uid),
+                                (&refs, &view.states),
+                                (&operator_defaults, &ctx.settings),
+                            )
+                            .with_share(view.share(&ws.name_any())),
+                        );
                         let (outcome, bound) = provision(org, ws, &built, &uid, ctx).await?;
                         if bound {
                             members = built.members;
@@ -232,7 +240,7 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
 /// provisioned before the template joined organization and workspace with `--`, the
 /// namespace it already owns under the old template (found by its owner UID, a fact of the
 /// namespace itself): an upgrade moves nobody's data.
-fn namespace_name(
+pub(super) fn namespace_name(
     ctx: &Context,
     org: &str,
     ws: &str,
@@ -280,6 +288,13 @@ fn held_at_ceiling(org: &Organization, ns: &str, capped: &[build::Capped]) -> Op
                     asked.as_str(),
                     ceiling.as_str(),
                     ceiling.as_str()
+                ),
+            ),
+            build::Capped::Pool(short) => (
+                reason::QUOTA_POOL_EXHAUSTED,
+                format!(
+                    "the quota does not fit in what is left of organization {org}'s pooled quota (spec.quota; older workspaces come first): {}; namespace {ns} holds none of the pooled resources until it fits (a smaller quota, or more in the pool)",
+                    short.join(", ")
                 ),
             ),
             build::Capped::Quota(above) => (

@@ -13,6 +13,7 @@ mod core;
 mod deletion;
 mod gitops;
 mod lifecycle;
+mod organizationwide;
 mod plugin;
 mod repair;
 mod resilience;

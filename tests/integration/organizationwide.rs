@@ -1,0 +1,212 @@
+//! Organization-wide resources (#15): the pooled quota and usage for billing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tenantry::api::*;
+
+use crate::access::{allowed, populated_org, user};
+use crate::core::{create_ws, delete_org, wait_org_status, wait_ws_ready, wait_ws_reason};
+use crate::harness::{TIMEOUT, admin, as_user, controller};
+
+fn dry_patch() -> PatchParams {
+    PatchParams {
+        dry_run: true,
+        ..Default::default()
+    }
+}
+
+/// The ResourceQuota Tenantry keeps in namespace `ns`, as `resource -> value`.
+async fn hard(client: &kube::Client, ns: &str) -> Option<BTreeMap<String, String>> {
+    Api::<ResourceQuota>::namespaced(client.clone(), ns)
+        .get_opt("tenantry-quota")
+        .await
+        .expect("read the quota")
+        .and_then(|q| q.spec?.hard)
+        .map(|h| h.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// Waits until the quota in `ns` holds `value` of `resource`.
+async fn wait_hard(client: &kube::Client, ns: &str, resource: &str, value: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let now = hard(client, ns).await;
+        if now
+            .as_ref()
+            .and_then(|h| h.get(resource))
+            .map(String::as_str)
+            == Some(value)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ns}: waiting for {resource} = {value} in its quota, have {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn q(
+    list: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    r: &str,
+) -> Option<String> {
+    list.get(r).map(|v| v.0.clone())
+}
+
+/// A platform admin pools a quota over an organization's workspaces (`spec.quota`); its
+/// Admin cannot. The oldest workspace is granted its quota; a younger one that does not
+/// fit in what is left holds 0 of every pooled resource and says `QuotaPoolExhausted`;
+/// the organization's status shows the pool, what is allocated and used (a pod's
+/// requests), and its usage for billing, which its BillingAdmin reads. When the older
+/// workspace asks less, the younger one is granted.
+#[tokio::test]
+async fn a_pooled_quota_caps_the_sum_of_the_workspace_quotas() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    let default_ns = format!("{org}--default");
+    let admin_c = as_user(&user(OrgRole::Admin, &org), &[]).await;
+
+    // Only the platform pools (like limits): an Admin may not, on its own organization.
+    let r = Api::<Organization>::all(admin_c.clone())
+        .patch(
+            &org,
+            &dry_patch(),
+            &Patch::Merge(json!({"spec": {"quota": {"requests.cpu": "1000"}}})),
+        )
+        .await;
+    assert!(!allowed("an Admin sets the pooled quota", r));
+    // The Admin sets the workspaces' default quota (its own setting).
+    Api::<Organization>::all(admin_c.clone())
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"workspaceDefaults": {"quota": {"requests.cpu": "2", "pods": "10"}}}})),
+        )
+        .await
+        .expect("an Admin sets the workspace defaults");
+    let platform = as_user("root@platform.example", &["tenantry:platform-admins"]).await;
+    Api::<Organization>::all(platform)
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quota": {"requests.cpu": "3", "pods": "20"}}})),
+        )
+        .await
+        .expect("a platform admin pools a quota");
+
+    // The oldest workspace is granted its quota.
+    wait_hard(&client, &default_ns, "requests.cpu", "2").await;
+    // A younger one asks 2 CPUs of the 1 left: not granted, none of the pool, said.
+    create_ws(&client, &org, "second", WorkspaceSpec::default()).await;
+    let ws = wait_ws_reason(&client, &org, "second", "QuotaPoolExhausted").await;
+    let message = ws
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(message.contains("requests.cpu 2 > 1 left"), "{message}");
+    let second_ns = format!("{org}--second");
+    wait_hard(&client, &second_ns, "requests.cpu", "0").await;
+    assert_eq!(
+        hard(&client, &second_ns).await.unwrap()["pods"],
+        "0",
+        "not granted: none of any pooled resource"
+    );
+
+    // A pod in the granted workspace uses half a CPU of it.
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "worker"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "main",
+                "image": "registry.invalid/worker:1",
+                "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "500m"}},
+            }],
+        },
+    }))
+    .unwrap();
+    let pods = Api::<Pod>::namespaced(admin_c.clone(), &default_ns);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    // The namespace's default ServiceAccount may still be on its way.
+    while let Err(e) = pods.create(&PostParams::default(), &pod).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an Admin runs a pod: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    wait_org_status(&client, &org, "the pool's state and the usage", |s| {
+        let (Some(quota), Some(usage)) = (&s.quota, &s.usage) else {
+            return false;
+        };
+        q(&quota.hard, "requests.cpu").as_deref() == Some("3")
+            && q(&quota.allocated, "requests.cpu").as_deref() == Some("2")
+            && q(&quota.allocated, "pods").as_deref() == Some("10")
+            && q(&quota.used, "requests.cpu").as_deref() == Some("500m")
+            && quota.not_granted == ["second"]
+            && q(&usage.allocated, "requests.cpu").as_deref() == Some("2")
+            && q(&usage.used, "requests.cpu").as_deref() == Some("500m")
+            && q(&usage.used, "pods").as_deref() == Some("1")
+            && usage.workspaces == 2
+            && usage.clients == 1
+    })
+    .await;
+    // Billing reads it (the organization is the BillingAdmin's to read), and so do
+    // Prometheus's scrapes.
+    let billing = as_user(&user(OrgRole::BillingAdmin, &org), &[]).await;
+    let seen = Api::<Organization>::all(billing)
+        .get(&org)
+        .await
+        .expect("a BillingAdmin reads the organization");
+    let usage = seen.status.unwrap().usage.unwrap();
+    assert!(usage.members >= 7, "the owner and six members: {usage:?}");
+    let metrics = tenantry::metrics::encode();
+    for series in [
+        format!(
+            "tenantry_organization_quota_used{{organization=\"{org}\",resource=\"requests.cpu\"}} 0.5"
+        ),
+        format!(
+            "tenantry_organization_quota_pool{{organization=\"{org}\",resource=\"requests.cpu\"}} 3"
+        ),
+        format!("tenantry_organization_quota_pool_not_granted{{organization=\"{org}\"}} 1"),
+        format!("tenantry_organization_clients{{organization=\"{org}\"}} 1"),
+    ] {
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+
+    // The older workspace asks less: the younger one fits, and is granted.
+    Api::<Workspace>::namespaced(admin_c.clone(), &ns)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quota": {"requests.cpu": "1", "pods": "10"}}})),
+        )
+        .await
+        .expect("an Admin gives the default workspace a smaller quota");
+    wait_hard(&client, &second_ns, "requests.cpu", "2").await;
+    wait_ws_ready(&client, &org, "second").await;
+    wait_org_status(&client, &org, "the younger workspace granted", |s| {
+        s.quota.as_ref().is_some_and(|q| {
+            q.not_granted.is_empty()
+                && q.allocated.get("requests.cpu").map(|v| v.0.as_str()) == Some("3")
+        })
+    })
+    .await;
+    delete_org(&client, &org).await;
+    let gone = tenantry::metrics::encode();
+    assert!(
+        !gone.contains(&format!("organization=\"{org}\"")),
+        "a deleted organization's series go"
+    );
+}
