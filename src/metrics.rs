@@ -484,4 +484,48 @@ mod tests {
         );
         assert_eq!(c(Method::GET, "/version"), "list ");
     }
+
+    /// Every metric the chart's dashboard and alerts query is one Tenantry exports (a
+    /// renamed metric would leave a panel empty and an alert silent).
+    #[test]
+    fn the_dashboard_and_alerts_query_metrics_that_exist() {
+        // Every name registered (`registry.register("<name>", ...)`), with the prefix.
+        let source = include_str!("metrics.rs");
+        let exported: std::collections::BTreeSet<String> = source
+            .split("registry.register(")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').nth(1))
+            .map(|name| format!("tenantry_{name}"))
+            .collect();
+        assert!(exported.len() > 10, "{exported:?}");
+        let base = |name: &str| {
+            ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+                .to_string()
+        };
+        for (file, text) in [
+            (
+                "dashboard.json",
+                include_str!("../charts/tenantry/files/dashboard.json"),
+            ),
+            (
+                "monitoring.yaml",
+                include_str!("../charts/tenantry/templates/monitoring.yaml"),
+            ),
+        ] {
+            let mut queried = 0;
+            for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("tenantry_") {
+                    queried += 1;
+                    assert!(
+                        exported.contains(&base(word)),
+                        "{file} queries {word}, which Tenantry does not export: {exported:?}"
+                    );
+                }
+            }
+            assert!(queried > 3, "{file} queries Tenantry's metrics");
+        }
+    }
 }
