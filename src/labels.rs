@@ -46,6 +46,8 @@ pub enum Component {
     WorkspaceIsolation,
     /// The RoleBinding of one workspace role.
     WorkspaceBinding,
+    /// A ConfigMap or Secret copied into a workspace from a shared source.
+    SharedCopy,
 }
 
 impl Component {
@@ -66,6 +68,7 @@ impl Component {
             Self::WorkspaceLimits => "workspace-limits",
             Self::WorkspaceIsolation => "workspace-isolation",
             Self::WorkspaceBinding => "workspace-binding",
+            Self::SharedCopy => "shared-copy",
         }
     }
 }
@@ -112,3 +115,16 @@ pub const PERSONAL_USER: &str = "tenantry.dev/personal-user";
 /// backup, a restore or a status rewrite keeps it (the admission policy lets only Tenantry
 /// and platform admins write it).
 pub const GRANDFATHERED: &str = "grandfathered";
+
+/// On a source of shared resources: who shares it. Set by platform admins to `platform`
+/// on a ConfigMap or Secret in the operator's namespace (copied into every workspace);
+/// set by Tenantry to the organization's name on a source an Organization declares in
+/// `spec.sharedResources` (so that a change to it is seen at once).
+pub const SHARED_BY: &str = "tenantry.dev/shared-by";
+/// The value of [`SHARED_BY`] on the platform's sources.
+pub const SHARED_BY_PLATFORM: &str = "platform";
+/// On a platform source: the workspaces it is copied into, by their labels
+/// (`env=prod,tier=web`); absent: every workspace.
+pub const WORKSPACE_SELECTOR: &str = "tenantry.dev/workspace-selector";
+/// On a copy: its source, `<namespace>/<name>`.
+pub const SOURCE: &str = "tenantry.dev/source";

@@ -307,7 +307,7 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
         json!({
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [
-                rules("", &["namespaces", "resourcequotas", "limitranges", "serviceaccounts", "secrets"], &["CREATE", "UPDATE"]),
+                rules("", &["namespaces", "resourcequotas", "limitranges", "serviceaccounts", "secrets", "configmaps"], &["CREATE", "UPDATE"]),
                 rules("rbac.authorization.k8s.io", &["rolebindings", "clusterroles", "clusterrolebindings"], &["CREATE", "UPDATE"]),
                 rules("networking.k8s.io", &["networkpolicies"], &["CREATE", "UPDATE"]),
             ]},

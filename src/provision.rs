@@ -135,12 +135,37 @@ async fn apply_with<K: Object>(api: Api<K>, store: &Store<K>, desired: &K) -> Re
     } else {
         own_created_fields(&api, &name).await?;
     }
+    force_apply(&api, &name, desired).await?;
+    Ok(true)
+}
+
+/// Server-side applies `desired` (already [`stamped`]) over object `name`, which Tenantry
+/// made: its created fields become its own first ([`own_created_fields`]).
+pub async fn apply_over<K: Object>(api: &Api<K>, name: &str, desired: &K) -> Result<()> {
+    own_created_fields(api, name).await?;
+    force_apply(api, name, desired).await
+}
+
+async fn force_apply<K: Object>(api: &Api<K>, name: &str, desired: &K) -> Result<()> {
     let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
     crate::metrics::write("apply", K::kind(&()).as_ref());
-    api.patch(&name, &pp, &Patch::Apply(desired))
+    api.patch(name, &pp, &Patch::Apply(desired))
         .await
         .context(|| format!("applying {} {}", K::kind(&()), object_path(desired)))?;
-    Ok(true)
+    Ok(())
+}
+
+/// Deletes `name` in `ns` (gone already: nothing to do), counted as a write.
+pub async fn delete_named<K>(client: &Client, ns: &str, name: &str) -> Result<bool>
+where
+    K: Object + Resource<Scope = NamespaceResourceScope>,
+{
+    delete_with(
+        Api::<K>::namespaced(client.clone(), ns),
+        format!("{} {ns}/{name}", K::kind(&())),
+        name,
+    )
+    .await
 }
 
 /// One POST of `obj` with Tenantry's field manager, counted as a write: `Ok(false)` when an

@@ -254,10 +254,11 @@ pub fn operator_role() -> ClusterRole {
             &["get", "list", "watch", "create", "patch", "delete"],
         ),
         // Client credentials: written at issuance and rotation only; watched only with
-        // Tenantry's label selector.
+        // Tenantry's label selectors. Shared resources: sources read when copied (and
+        // marked), copies written in workspace namespaces.
         rule(
             &[""],
-            &["secrets"],
+            &["secrets", "configmaps"],
             &["get", "list", "watch", "create", "patch", "delete"],
         ),
         // Bindings of organization and workspace roles; per-organization ClusterRoles.

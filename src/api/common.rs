@@ -209,6 +209,9 @@ pub mod reason {
     pub const POD_SECURITY_NOT_ALLOWED: &str = "PodSecurityNotAllowed";
     pub const QUOTA_NOT_ALLOWED: &str = "QuotaNotAllowed";
     pub const QUOTA_POOL_EXHAUSTED: &str = "QuotaPoolExhausted";
+    pub const SHARED_RESOURCE_CONFLICT: &str = "SharedResourceConflict";
+    pub const SHARED_RESOURCE_MISSING: &str = "SharedResourceMissing";
+    pub const INVALID_SHARED_RESOURCE: &str = "InvalidSharedResource";
     pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
     pub const WORKSPACE_LIMIT_REACHED: &str = "WorkspaceLimitReached";
     pub const MEMBER_LIMIT_REACHED: &str = "MemberLimitReached";

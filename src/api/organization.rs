@@ -86,6 +86,50 @@ pub struct OrganizationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::common::resource_list")]
     pub quota: Option<BTreeMap<String, Quantity>>,
+
+    /// ConfigMaps and Secrets copied into the organization's workspaces (image pull
+    /// secrets, CA bundles, settings), kept in step with their source and removed when
+    /// no longer listed. A workspace's own object of the same name is never overwritten
+    /// (the workspace says `SharedResourceConflict`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, self.exists_one(b, a.kind == b.kind && a.name == b.name))").message("each shared resource (kind and name) is listed once"))]
+    pub shared_resources: Vec<SharedResource>,
+}
+
+/// A ConfigMap or Secret an organization shares with its workspaces.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedResource {
+    /// `ConfigMap` or `Secret`.
+    pub kind: SharedKind,
+    /// The source's name; the copies have the same name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// The workspace whose namespace holds the source (not a personal workspace). Whoever
+    /// may edit the source there decides what every selected workspace receives: keep
+    /// sources in a workspace only the organization's Admins reach.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub from_workspace: String,
+    /// The workspaces it is copied into, by their labels. Absent: every workspace of the
+    /// organization (the source's own excepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+/// What can be shared.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum SharedKind {
+    ConfigMap,
+    Secret,
 }
 
 /// How members join an organization.
@@ -285,6 +329,7 @@ impl Default for OrganizationSpec {
             verified: None,
             membership: None,
             quota: None,
+            shared_resources: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod organization;
+pub mod shared;
 pub mod workspace;
 
 #[cfg(test)]

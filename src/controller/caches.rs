@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::Api;
@@ -42,6 +44,12 @@ pub struct Stores {
     /// Metadata only (`Api<PartialObjectMeta<_>>` lists and watches metadata): no secret
     /// value is ever in the controller's memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Copies of shared ConfigMaps (metadata only, like Secrets).
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// Sources of shared resources (`tenantry.dev/shared-by`), metadata only: a copy
+    /// reads its source when it is made.
+    pub shared_config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub shared_secrets: Store<PartialObjectMeta<Secret>>,
     /// Workspaces and Memberships by organization namespace.
     pub workspace_index: NamespaceIndex,
     pub membership_index: NamespaceIndex,
@@ -58,6 +66,9 @@ pub struct ChildIndexes {
     pub role_bindings: NamespaceIndex,
     /// In organization namespaces: the client-credentials access Role, invitations.
     pub roles: NamespaceIndex,
+    /// Copies of shared resources (and, in organization namespaces, client Secrets).
+    pub config_maps: NamespaceIndex,
+    pub secrets: NamespaceIndex,
 }
 
 impl Stores {
@@ -243,6 +254,13 @@ where
     (reader, feed, task)
 }
 
+/// The label selector of the sources of shared resources.
+fn shared() -> watcher::Config {
+    watcher::Config::default()
+        .labels(labels::SHARED_BY)
+        .any_semantic()
+}
+
 /// The label selector of every cache of what Tenantry makes.
 fn managed() -> watcher::Config {
     watcher::Config::default()
@@ -266,6 +284,9 @@ pub struct Feeds {
     pub network_policies: Feed<NetworkPolicy>,
     pub service_accounts: Feed<ServiceAccount>,
     pub secrets: Feed<PartialObjectMeta<Secret>>,
+    pub config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+    pub shared_config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+    pub shared_secrets: Feed<PartialObjectMeta<Secret>>,
 }
 
 /// Starts the caches, one watch per kind; returns them, the feeds of their changes, and
@@ -315,7 +336,10 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         limit_ranges: managed(), Some(child_index.limit_ranges.clone());
         network_policies: managed(), Some(child_index.network_policies.clone());
         service_accounts: managed();
-        secrets: managed();
+        secrets: managed(), Some(child_index.secrets.clone());
+        config_maps: managed(), Some(child_index.config_maps.clone());
+        shared_config_maps: shared();
+        shared_secrets: shared();
     };
     (stores, feeds, tasks)
 }
@@ -337,6 +361,9 @@ impl Stores {
             self.network_policies.wait_until_ready(),
             self.service_accounts.wait_until_ready(),
             self.secrets.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.shared_config_maps.wait_until_ready(),
+            self.shared_secrets.wait_until_ready(),
         );
     }
 }
@@ -421,6 +448,9 @@ fn census(s: &Stores, bytes: bool) -> Vec<(&'static str, (usize, usize))> {
         "NetworkPolicy" => network_policies,
         "ServiceAccount" => service_accounts,
         "Secret" => secrets,
+        "ConfigMap" => config_maps,
+        "SharedConfigMapSource" => shared_config_maps,
+        "SharedSecretSource" => shared_secrets,
     ]
 }
 

@@ -6,6 +6,7 @@ mod feed;
 mod membership;
 mod organization;
 mod pacing;
+mod shared;
 mod workspace;
 
 use std::sync::Arc;

@@ -197,7 +197,14 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
             ),
         )
     } else {
-        provision_org(&org, &ns_name, &uid, ctx).await?
+        let outcome = provision_org(&org, &ns_name, &uid, ctx).await?;
+        if outcome.is_ready() {
+            let view = ctx.view_of(&ns_name, org.clone());
+            let report = super::shared::mark_sources(ctx, &org, &view).await?;
+            shared_outcome(&report).unwrap_or(outcome)
+        } else {
+            outcome
+        }
     };
 
     let workspaces = ctx
@@ -361,6 +368,33 @@ async fn apply_children(
         provision::apply_cluster(&ctx.client, &s.cluster_role_bindings, binding).await?;
     }
     Ok(())
+}
+
+/// What is wrong with the shared resources, once the organization is provisioned: a
+/// source that cannot be shared is a bad spec (stalled); one that is not there yet is
+/// waited for (it may be applied with the organization).
+fn shared_outcome(report: &super::shared::SourceReport) -> Option<Outcome> {
+    if !report.invalid.is_empty() {
+        let all: Vec<&str> = report
+            .invalid
+            .iter()
+            .chain(&report.missing)
+            .map(String::as_str)
+            .collect();
+        return Some(Outcome::stalled(
+            reason::INVALID_SHARED_RESOURCE,
+            format!("spec.sharedResources: {}", all.join("; ")),
+        ));
+    }
+    (!report.missing.is_empty()).then(|| {
+        Outcome::progressing(
+            reason::SHARED_RESOURCE_MISSING,
+            format!(
+                "spec.sharedResources: {}; copied once it exists",
+                report.missing.join("; ")
+            ),
+        )
+    })
 }
 
 /// What the organization uses, and its pooled quota's state: from the view and the

@@ -47,6 +47,27 @@ fn concerns_others(change: &Change<'_, Workspace>) -> bool {
     }
 }
 
+/// The workspaces a source of shared resources may be copied into: every workspace for
+/// the platform's (in the operator's namespace), its organization's for the others.
+fn sourced(
+    (stores, operator_ns): &(super::Stores, String),
+    meta: &kube::api::ObjectMeta,
+) -> Vec<ObjectRef<Workspace>> {
+    let Some(by) = meta.labels.as_ref().and_then(|l| l.get(labels::SHARED_BY)) else {
+        return Vec::new();
+    };
+    if meta.namespace.as_ref() == Some(operator_ns) {
+        stores
+            .workspaces
+            .state()
+            .iter()
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect()
+    } else {
+        workspaces_of(stores, &names::org_namespace(by))
+    }
+}
+
 /// Runs the Workspace reconciler until `shutdown`.
 pub async fn run(
     ctx: Arc<Context>,
@@ -54,6 +75,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (s1, s2, s3) = (ctx.stores.clone(), ctx.stores.clone(), ctx.stores.clone());
+    let operator_ns = ctx.settings.operator_namespace.clone();
+    let s4 = (ctx.stores.clone(), operator_ns.clone());
+    let s5 = (ctx.stores.clone(), operator_ns);
     let by_labels = |l: &BTreeMap<String, String>| {
         let org = l.get(labels::ORGANIZATION)?;
         let ws = l.get(labels::WORKSPACE)?;
@@ -81,6 +105,21 @@ pub async fn run(
         feeds.network_policies.subscribe(false, feed::any),
         move |o| by_labels(o.labels()),
     )
+    // Copies of shared resources (edited or deleted: made again), and their sources
+    // (changed: copied again).
+    .watches_stream(feeds.config_maps.subscribe(false, feed::any), move |o| {
+        by_labels(o.labels())
+    })
+    .watches_stream(feeds.secrets.subscribe(false, feed::any), move |o| {
+        by_labels(o.labels())
+    })
+    .watches_stream(
+        feeds.shared_config_maps.subscribe(false, feed::any),
+        move |o| sourced(&s4, &o.metadata),
+    )
+    .watches_stream(feeds.shared_secrets.subscribe(false, feed::any), move |o| {
+        sourced(&s5, &o.metadata)
+    })
     // Who is granted what, and the organization's policy.
     .watches_stream(
         feeds.memberships.subscribe(
@@ -193,7 +232,11 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                         }
                         if outcome.is_ready() {
                             namespace = Some(name.clone());
-                            held_at_ceiling(org, &name, &built.capped).unwrap_or(outcome)
+                            let not_copied =
+                                super::shared::converge(ctx, org, view, ws, &name).await?;
+                            held_at_ceiling(org, &name, &built.capped)
+                                .or_else(|| not_shared(&name, &not_copied))
+                                .unwrap_or(outcome)
                         } else {
                             outcome
                         }
@@ -309,6 +352,20 @@ fn held_at_ceiling(org: &Organization, ns: &str, capped: &[build::Capped]) -> Op
     let (reason, _) = said.first()?;
     let message: Vec<&str> = said.iter().map(|(_, m)| m.as_str()).collect();
     Some(Outcome::stalled(reason, message.join("; ")))
+}
+
+/// Shared resources that could not be copied into namespace `ns`, said once it is
+/// provisioned.
+fn not_shared(ns: &str, not_copied: &[String]) -> Option<Outcome> {
+    (!not_copied.is_empty()).then(|| {
+        Outcome::stalled(
+            reason::SHARED_RESOURCE_CONFLICT,
+            format!(
+                "namespace {ns} is provisioned; not copied: {}",
+                not_copied.join("; ")
+            ),
+        )
+    })
 }
 
 /// Claims the namespace and applies what the build made in it; what is labelled as this
@@ -502,6 +559,7 @@ pub(super) async fn settle_namespace(
                 .objects_in(&s.role_bindings, &name);
             let none: &[k8s_openapi::api::rbac::v1::RoleBinding] = &[];
             provision::converge(&ctx.client, &s.role_bindings, &existing, &grants, none).await?;
+            super::shared::remove_all(ctx, &name).await?;
             provision::release::<ResourceQuota>(&ctx.client, &name, QUOTA).await?;
             provision::release::<LimitRange>(&ctx.client, &name, LIMITS).await?;
             provision::release::<NetworkPolicy>(&ctx.client, &name, ISOLATION).await?;

@@ -1,8 +1,10 @@
-//! Organization-wide resources (#15): the pooled quota and usage for billing.
+//! Organization-wide resources (#15): the pooled quota, usage for billing, shared
+//! resources.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceQuota, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tenantry::api::*;
@@ -209,4 +211,257 @@ async fn a_pooled_quota_caps_the_sum_of_the_workspace_quotas() {
         !gone.contains(&format!("organization=\"{org}\"")),
         "a deleted organization's series go"
     );
+}
+
+/// Waits until ConfigMap `ns/name` holds `key: value` (`None`: until it is gone).
+async fn wait_config(client: &kube::Client, ns: &str, name: &str, want: Option<(&str, &str)>) {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let cm = api.get_opt(name).await.expect("read a ConfigMap");
+        let now = cm.as_ref().map(|c| c.data.clone().unwrap_or_default());
+        let ok = match want {
+            None => cm.is_none(),
+            Some((k, v)) => now.as_ref().and_then(|d| d.get(k)).map(String::as_str) == Some(v),
+        };
+        if ok {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ns}/{name}: waiting for {want:?}, have {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn config_map(
+    name: &str,
+    labels: serde_json::Value,
+    annotations: serde_json::Value,
+    data: &str,
+) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "data": {"value": data},
+    }))
+    .unwrap()
+}
+
+/// An organization shares ConfigMaps and Secrets from one of its workspaces
+/// (`spec.sharedResources`), the platform from the operator's namespace (label
+/// `tenantry.dev/shared-by: platform`): copies appear in the selected workspaces, follow
+/// their source, go when no longer listed, and never replace a workspace's own object of
+/// that name (the workspace says `SharedResourceConflict`). A source not there yet is
+/// waited for (`SharedResourceMissing`); nobody but Tenantry can pass an object off as a
+/// copy.
+#[tokio::test]
+async fn shared_resources_are_copied_kept_in_step_and_never_overwrite() {
+    let _ = controller();
+    let client = admin().await;
+    let org = crate::harness::unique("shr");
+    let owner = format!("owner@{org}.example");
+    crate::core::create_org(&client, &org, crate::core::org_spec(&owner)).await;
+    let ns = format!("org-{org}");
+    create_ws(&client, &org, "shared", WorkspaceSpec::default()).await;
+    let mut web = Workspace::new("web", WorkspaceSpec::default());
+    web.metadata.namespace = Some(ns.clone());
+    web.metadata.labels = Some(
+        [
+            ("env".to_string(), "prod".to_string()),
+            ("shared-test".to_string(), org.clone()),
+        ]
+        .into(),
+    );
+    Api::<Workspace>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("create workspace web");
+    for ws in ["default", "shared", "web"] {
+        wait_ws_ready(&client, &org, ws).await;
+    }
+    let (src_ns, web_ns, default_ns) = (
+        format!("{org}--shared"),
+        format!("{org}--web"),
+        format!("{org}--default"),
+    );
+    let cms = |ns: &str| Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let pp = PostParams::default();
+    cms(&src_ns)
+        .create(&pp, &config_map("ca-bundle", json!({}), json!({}), "A"))
+        .await
+        .unwrap();
+    cms(&src_ns)
+        .create(&pp, &config_map("settings", json!({}), json!({}), "shared"))
+        .await
+        .unwrap();
+    let pull: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pull"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &src_ns)
+        .create(&pp, &pull)
+        .await
+        .unwrap();
+    // The web workspace's own "settings", made before anything is shared.
+    cms(&web_ns)
+        .create(&pp, &config_map("settings", json!({}), json!({}), "mine"))
+        .await
+        .unwrap();
+
+    let owner_c = as_user(&owner, &[]).await;
+    Api::<Organization>::all(owner_c.clone())
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"sharedResources": [
+                {"kind": "ConfigMap", "name": "ca-bundle", "fromWorkspace": "shared"},
+                {"kind": "Secret", "name": "pull", "fromWorkspace": "shared"},
+                {"kind": "ConfigMap", "name": "settings", "fromWorkspace": "shared",
+                 "workspaceSelector": {"matchLabels": {"env": "prod"}}},
+                {"kind": "ConfigMap", "name": "later", "fromWorkspace": "shared"},
+            ]}})),
+        )
+        .await
+        .expect("an Owner shares resources");
+    // Copies in every workspace but the source's.
+    for ns in [&default_ns, &web_ns] {
+        wait_config(&client, ns, "ca-bundle", Some(("value", "A"))).await;
+    }
+    let copy = Api::<Secret>::namespaced(client.clone(), &web_ns)
+        .get("pull")
+        .await
+        .expect("the Secret is copied");
+    assert_eq!(copy.data, pull.data);
+    assert_eq!(
+        copy.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    // The web workspace keeps its own settings, and says so.
+    let ws = wait_ws_reason(&client, &org, "web", "SharedResourceConflict").await;
+    let message = format!("{:?}", ws.status.unwrap_or_default().conditions);
+    assert!(message.contains("ConfigMap settings"), "{message}");
+    wait_config(&client, &web_ns, "settings", Some(("value", "mine"))).await;
+    // Selected by label: the default workspace (no env=prod) gets no settings.
+    assert!(
+        cms(&default_ns)
+            .get_opt("settings")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A source not there yet is waited for, said on the organization.
+    crate::core::wait_org_status(&client, &org, "SharedResourceMissing", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "SharedResourceMissing")
+    })
+    .await;
+    cms(&src_ns)
+        .create(&pp, &config_map("later", json!({}), json!({}), "now"))
+        .await
+        .unwrap();
+    wait_config(&client, &default_ns, "later", Some(("value", "now"))).await;
+    crate::core::wait_org_ready(&client, &org).await;
+
+    // The copy follows its source; a deleted copy is made again.
+    cms(&src_ns)
+        .patch(
+            "ca-bundle",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"value": "B"}})),
+        )
+        .await
+        .unwrap();
+    wait_config(&client, &web_ns, "ca-bundle", Some(("value", "B"))).await;
+    cms(&default_ns)
+        .delete("ca-bundle", &Default::default())
+        .await
+        .unwrap();
+    wait_config(&client, &default_ns, "ca-bundle", Some(("value", "B"))).await;
+
+    // Nobody but Tenantry passes an object off as a copy (its labels are Tenantry's).
+    let forged = config_map(
+        "forged",
+        json!({"tenantry.dev/organization": org, "tenantry.dev/workspace": "web", "tenantry.dev/component": "shared-copy"}),
+        json!({}),
+        "x",
+    );
+    let r = Api::<ConfigMap>::namespaced(owner_c.clone(), &web_ns)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &forged,
+        )
+        .await;
+    assert!(!allowed("a workspace Admin forges a copy", r));
+
+    // The platform shares too, from the operator's namespace, for the workspaces its
+    // selector selects.
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "tenantry-system"}})).unwrap(),
+        )
+        .await;
+    let platform_name = format!("platform-{org}");
+    cms("tenantry-system")
+        .create(
+            &pp,
+            &config_map(
+                &platform_name,
+                json!({"tenantry.dev/shared-by": "platform"}),
+                json!({"tenantry.dev/workspace-selector": format!("shared-test={org}")}),
+                "platform",
+            ),
+        )
+        .await
+        .unwrap();
+    wait_config(
+        &client,
+        &web_ns,
+        &platform_name,
+        Some(("value", "platform")),
+    )
+    .await;
+    assert!(
+        cms(&default_ns)
+            .get_opt(&platform_name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // No longer listed: the copies go, the source is unmarked and stays.
+    Api::<Organization>::all(owner_c)
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"sharedResources": [
+                {"kind": "Secret", "name": "pull", "fromWorkspace": "shared"},
+            ]}})),
+        )
+        .await
+        .unwrap();
+    for ns in [&default_ns, &web_ns] {
+        wait_config(&client, ns, "ca-bundle", None).await;
+    }
+    wait_config(&client, &web_ns, "settings", Some(("value", "mine"))).await;
+    wait_ws_ready(&client, &org, "web").await;
+    let source = cms(&src_ns).get("ca-bundle").await.unwrap();
+    assert!(
+        !source.labels().contains_key("tenantry.dev/shared-by"),
+        "unmarked: {:?}",
+        source.labels()
+    );
+    cms("tenantry-system")
+        .delete(&platform_name, &Default::default())
+        .await
+        .unwrap();
+    wait_config(&client, &web_ns, &platform_name, None).await;
+    delete_org(&client, &org).await;
 }

@@ -1,0 +1,383 @@
+//! Shared resources in a workspace namespace: the copies `build::shared` says it
+//! receives, each read from its source when it is made (a Secret's value is never
+//! cached), written only when its build changed, never over an object that is not a
+//! copy (a conflict, said), and deleted when no longer wanted.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use super::Context;
+use crate::api::{Organization, SharedKind, Workspace};
+use crate::build::shared::{self as build, PlatformSource, Wanted};
+use crate::error::{Context as _, Result};
+use crate::labels::{self, Component};
+use crate::provision::{self, Object};
+use crate::view::OrgView;
+
+/// The platform's sources, from the cache: in the operator's namespace, shared by
+/// `platform`.
+pub(super) fn platform_sources(ctx: &Context) -> Vec<PlatformSource> {
+    let ns = &ctx.settings.operator_namespace;
+    let of = |kind: SharedKind, meta: &kube::api::ObjectMeta| {
+        (meta.namespace.as_deref() == Some(ns)
+            && meta.labels.as_ref().and_then(|l| l.get(labels::SHARED_BY))
+                == Some(&labels::SHARED_BY_PLATFORM.to_string()))
+        .then(|| PlatformSource {
+            kind,
+            namespace: ns.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+        })
+    };
+    let s = &ctx.stores;
+    let mut out: Vec<PlatformSource> = s
+        .shared_config_maps
+        .state()
+        .iter()
+        .filter_map(|o| of(SharedKind::ConfigMap, &o.metadata))
+        .chain(
+            s.shared_secrets
+                .state()
+                .iter()
+                .filter_map(|o| of(SharedKind::Secret, &o.metadata)),
+        )
+        .collect();
+    out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    out
+}
+
+/// The organization's sources (each in the namespace of the workspace it names) and
+/// what is wrong with the others.
+pub(super) fn organization_sources(
+    ctx: &Context,
+    org: &Organization,
+    view: &OrgView,
+) -> (Vec<(Wanted, kube::core::Selector)>, Vec<build::Problem>) {
+    let workspaces: Vec<&Workspace> = view.workspaces.iter().map(AsRef::as_ref).collect();
+    let org_name = org.name_any();
+    build::organization_sources(org, &workspaces, |w| {
+        super::workspace::namespace_name(ctx, &org_name, &w.name_any(), &w.uid()?).ok()
+    })
+}
+
+/// Makes namespace `ns` of workspace `ws` hold the copies it receives, and no other.
+/// Returns what could not be copied, as messages (a workspace's own object in the way,
+/// a source of a type that is not copied, two sources of one name).
+pub(super) async fn converge(
+    ctx: &Context,
+    org: &Organization,
+    view: &OrgView,
+    ws: &Workspace,
+    ns: &str,
+) -> Result<Vec<String>> {
+    let platform = platform_sources(ctx);
+    let (org_sources, _) = organization_sources(ctx, org, view);
+    let (wanted, mut said) = build::wanted(ws, ns, &platform, &org_sources);
+    let (org_name, ws_name) = (org.name_any(), ws.name_any());
+    let mut kept: BTreeSet<(SharedKind, String)> = BTreeSet::new();
+    let s = &ctx.stores;
+    for w in &wanted {
+        let client = ctx.client.clone();
+        let outcome = match w.kind {
+            SharedKind::ConfigMap => {
+                let source = Api::<ConfigMap>::namespaced(client.clone(), &w.namespace)
+                    .get_opt(&w.name)
+                    .await
+                    .context(|| format!("reading ConfigMap {}/{}", w.namespace, w.name))?;
+                match source {
+                    // Missing: nothing to copy (the organization says so); a copy made
+                    // before goes with its source.
+                    None => Put::Missing,
+                    Some(src) => {
+                        let copy = build::config_map(&org_name, &ws_name, ns, &src);
+                        put(ctx, &s.config_maps, copy).await?
+                    }
+                }
+            }
+            SharedKind::Secret => {
+                let source = Api::<Secret>::namespaced(client.clone(), &w.namespace)
+                    .get_opt(&w.name)
+                    .await
+                    .context(|| format!("reading Secret {}/{}", w.namespace, w.name))?;
+                match source {
+                    None => Put::Missing,
+                    Some(src) => match build::secret(&org_name, &ws_name, ns, &src) {
+                        Ok(copy) => put(ctx, &s.secrets, copy).await?,
+                        Err(why) => Put::Refused(why),
+                    },
+                }
+            }
+        };
+        match outcome {
+            Put::Done => {
+                kept.insert((w.kind, w.name.clone()));
+            }
+            Put::Missing => {}
+            Put::Conflict => said.push(format!(
+                "{:?} {} exists in namespace {ns} and is not a copy Tenantry made: it is left untouched (rename or delete it to receive the shared one from {})",
+                w.kind, w.name, w.namespace
+            )),
+            Put::Refused(why) => said.push(why),
+        }
+    }
+    // What carries this workspace's copy labels and is no longer wanted goes.
+    let mut owner = provision::workspace_owner(&org_name, &ws_name);
+    owner.insert(
+        labels::COMPONENT.into(),
+        Component::SharedCopy.as_str().into(),
+    );
+    let owned = |meta: &kube::api::ObjectMeta| {
+        let l = meta.labels.clone().unwrap_or_default();
+        owner.iter().all(|(k, v)| l.get(k) == Some(v)) && meta.deletion_timestamp.is_none()
+    };
+    for cm in s.child_index.config_maps.objects_in(&s.config_maps, ns) {
+        if owned(&cm.metadata) && !kept.contains(&(SharedKind::ConfigMap, cm.name_any())) {
+            provision::delete_named::<ConfigMap>(&ctx.client, ns, &cm.name_any()).await?;
+        }
+    }
+    for secret in s.child_index.secrets.objects_in(&s.secrets, ns) {
+        if owned(&secret.metadata) && !kept.contains(&(SharedKind::Secret, secret.name_any())) {
+            provision::delete_named::<Secret>(&ctx.client, ns, &secret.name_any()).await?;
+        }
+    }
+    Ok(said)
+}
+
+/// What became of one copy.
+enum Put {
+    /// Made, updated, or already up to date.
+    Done,
+    /// No source to copy from.
+    Missing,
+    /// An object of that name is in the way.
+    Conflict,
+    /// Not copied, and why.
+    Refused(String),
+}
+
+/// Whether `meta` is that of a copy Tenantry made for the workspace `desired` is for:
+/// its identity labels, which only Tenantry and platform admins may set (policy
+/// `tenantry-tracking-labels`).
+fn is_copy(meta: &kube::api::ObjectMeta, desired: &kube::api::ObjectMeta) -> bool {
+    let (have, want) = (
+        meta.labels.clone().unwrap_or_default(),
+        desired.labels.clone().unwrap_or_default(),
+    );
+    [labels::ORGANIZATION, labels::WORKSPACE, labels::COMPONENT]
+        .iter()
+        .all(|k| have.get(*k).is_some_and(|v| want.get(*k) == Some(v)))
+}
+
+/// Writes one copy: nothing when the cached copy carries this build's digest; one POST
+/// when there is none; a server-side apply over a copy Tenantry made; nothing over
+/// anyone else's object.
+async fn put<K>(ctx: &Context, cache: &Store<PartialObjectMeta<K>>, desired: K) -> Result<Put>
+where
+    K: Object + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    PartialObjectMeta<K>: Resource<DynamicType = ()>,
+{
+    let desired = provision::stamped(&desired)?;
+    let (ns, name) = (
+        desired.meta().namespace.clone().unwrap_or_default(),
+        desired.name_any(),
+    );
+    let api = Api::<K>::namespaced(ctx.client.clone(), &ns);
+    let stamp = |m: &kube::api::ObjectMeta| {
+        m.annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::APPLIED))
+            .cloned()
+    };
+    let cached: Option<Arc<PartialObjectMeta<K>>> = cache.get(&ObjectRef::new(&name).within(&ns));
+    match cached {
+        Some(live) if is_copy(&live.metadata, desired.meta()) => {
+            if stamp(&live.metadata) != stamp(desired.meta()) {
+                provision::apply_over(&api, &name, &desired).await?;
+            }
+            Ok(Put::Done)
+        }
+        Some(_) => Ok(Put::Conflict),
+        None => {
+            if provision::create(&api, &desired).await? {
+                return Ok(Put::Done);
+            }
+            // There is one: a copy the cache does not show yet, or someone else's.
+            let live = api
+                .get_metadata_opt(&name)
+                .await
+                .context(|| format!("reading {} {ns}/{name}", K::kind(&())))?;
+            match live {
+                Some(live) if is_copy(&live.metadata, desired.meta()) => {
+                    if stamp(&live.metadata) != stamp(desired.meta()) {
+                        provision::apply_over(&api, &name, &desired).await?;
+                    }
+                    Ok(Put::Done)
+                }
+                Some(_) => Ok(Put::Conflict),
+                None => Ok(Put::Done),
+            }
+        }
+    }
+}
+
+/// Deletes every copy in namespace `ns` (a workspace's namespace kept when it leaves
+/// Tenantry: the organization's shared objects do not stay behind).
+pub(super) async fn remove_all(ctx: &Context, ns: &str) -> Result<()> {
+    let s = &ctx.stores;
+    let copy = |meta: &kube::api::ObjectMeta| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(labels::COMPONENT))
+            .map(String::as_str)
+            == Some(Component::SharedCopy.as_str())
+    };
+    for cm in s.child_index.config_maps.objects_in(&s.config_maps, ns) {
+        if copy(&cm.metadata) {
+            provision::delete_named::<ConfigMap>(&ctx.client, ns, &cm.name_any()).await?;
+        }
+    }
+    for secret in s.child_index.secrets.objects_in(&s.secrets, ns) {
+        if copy(&secret.metadata) {
+            provision::delete_named::<Secret>(&ctx.client, ns, &secret.name_any()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What is wrong with an organization's shared resources, for its status.
+#[derive(Default)]
+pub(super) struct SourceReport {
+    /// Cannot be shared as written (a personal workspace, a bad selector).
+    pub invalid: Vec<String>,
+    /// Not there (yet): no such workspace, or no such object in it.
+    pub missing: Vec<String>,
+}
+
+/// Marks the sources `org` declares (label [`labels::SHARED_BY`], so that the cache sees
+/// a change to them at once) and unmarks those it no longer declares; says what is wrong
+/// with the others.
+pub(super) async fn mark_sources(
+    ctx: &Context,
+    org: &Organization,
+    view: &OrgView,
+) -> Result<SourceReport> {
+    let org_name = org.name_any();
+    let (sources, problems) = organization_sources(ctx, org, view);
+    let mut report = SourceReport::default();
+    for p in problems {
+        match p {
+            build::Problem::NoSuchWorkspace { .. } => report.missing.push(p.to_string()),
+            _ => report.invalid.push(p.to_string()),
+        }
+    }
+    let s = &ctx.stores;
+    let marked = |kind: SharedKind, ns: &str, name: &str| -> Option<bool> {
+        let labels = match kind {
+            SharedKind::ConfigMap => s
+                .shared_config_maps
+                .get(&ObjectRef::new(name).within(ns))?
+                .metadata
+                .labels
+                .clone(),
+            SharedKind::Secret => s
+                .shared_secrets
+                .get(&ObjectRef::new(name).within(ns))?
+                .metadata
+                .labels
+                .clone(),
+        };
+        Some(labels.unwrap_or_default().get(labels::SHARED_BY) == Some(&org_name))
+    };
+    let mut declared = BTreeSet::new();
+    for (w, _) in &sources {
+        declared.insert((w.kind, w.namespace.clone(), w.name.clone()));
+        if marked(w.kind, &w.namespace, &w.name) == Some(true) {
+            continue;
+        }
+        let found = match w.kind {
+            SharedKind::ConfigMap => {
+                mark::<ConfigMap>(ctx, &w.namespace, &w.name, Some(org_name.as_str())).await?
+            }
+            SharedKind::Secret => {
+                mark::<Secret>(ctx, &w.namespace, &w.name, Some(org_name.as_str())).await?
+            }
+        };
+        if !found {
+            report.missing.push(format!(
+                "{}: no {:?} {} in namespace {}",
+                w.name, w.kind, w.name, w.namespace
+            ));
+        }
+    }
+    // No longer declared: unmarked (the operator's namespace holds the platform's).
+    let ours = |meta: &kube::api::ObjectMeta| {
+        meta.namespace.as_deref() != Some(ctx.settings.operator_namespace.as_str())
+            && meta.labels.as_ref().and_then(|l| l.get(labels::SHARED_BY)) == Some(&org_name)
+    };
+    let stale = |kind: SharedKind, meta: &kube::api::ObjectMeta| {
+        (ours(meta)
+            && !declared.contains(&(
+                kind,
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )))
+        .then(|| {
+            (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
+        })
+    };
+    let stale_cms: Vec<_> = s
+        .shared_config_maps
+        .state()
+        .iter()
+        .filter_map(|o| stale(SharedKind::ConfigMap, &o.metadata))
+        .collect();
+    let stale_secrets: Vec<_> = s
+        .shared_secrets
+        .state()
+        .iter()
+        .filter_map(|o| stale(SharedKind::Secret, &o.metadata))
+        .collect();
+    for (ns, name) in stale_cms {
+        mark::<ConfigMap>(ctx, &ns, &name, None).await?;
+    }
+    for (ns, name) in stale_secrets {
+        mark::<Secret>(ctx, &ns, &name, None).await?;
+    }
+    Ok(report)
+}
+
+/// Sets (`Some`) or removes (`None`) the [`labels::SHARED_BY`] label of `ns/name`, by its
+/// metadata only (a Secret's value is neither sent nor received). `false`: no such
+/// object.
+async fn mark<K>(ctx: &Context, ns: &str, name: &str, by: Option<&str>) -> Result<bool>
+where
+    K: Object + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let api = Api::<K>::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({"metadata": {"labels": {labels::SHARED_BY: by}}});
+    crate::metrics::write("patch", K::kind(&()).as_ref());
+    let pp = kube::api::PatchParams {
+        field_manager: Some(labels::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api
+        .patch_metadata(name, &pp, &kube::api::Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(source) => Err(crate::error::Error::Kube {
+            action: format!("marking {} {ns}/{name} as shared", K::kind(&())),
+            source,
+        }),
+    }
+}
