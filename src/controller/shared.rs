@@ -83,36 +83,23 @@ pub(super) async fn converge(
     let mut kept: BTreeSet<(SharedKind, String)> = BTreeSet::new();
     let s = &ctx.stores;
     for w in &wanted {
-        let client = ctx.client.clone();
+        // Missing: nothing to copy (the organization says so); a copy made before goes
+        // with its source.
         let outcome = match w.kind {
-            SharedKind::ConfigMap => {
-                let source = Api::<ConfigMap>::namespaced(client.clone(), &w.namespace)
-                    .get_opt(&w.name)
-                    .await
-                    .context(|| format!("reading ConfigMap {}/{}", w.namespace, w.name))?;
-                match source {
-                    // Missing: nothing to copy (the organization says so); a copy made
-                    // before goes with its source.
-                    None => Put::Missing,
-                    Some(src) => {
-                        let copy = build::config_map(&org_name, &ws_name, ns, &src);
-                        put(ctx, &s.config_maps, copy).await?
-                    }
+            SharedKind::ConfigMap => match source::<ConfigMap>(ctx, w).await? {
+                None => Put::Missing,
+                Some(src) => {
+                    let copy = build::config_map(&org_name, &ws_name, ns, &src);
+                    put(ctx, &s.config_maps, copy).await?
                 }
-            }
-            SharedKind::Secret => {
-                let source = Api::<Secret>::namespaced(client.clone(), &w.namespace)
-                    .get_opt(&w.name)
-                    .await
-                    .context(|| format!("reading Secret {}/{}", w.namespace, w.name))?;
-                match source {
-                    None => Put::Missing,
-                    Some(src) => match build::secret(&org_name, &ws_name, ns, &src) {
-                        Ok(copy) => put(ctx, &s.secrets, copy).await?,
-                        Err(why) => Put::Refused(why),
-                    },
-                }
-            }
+            },
+            SharedKind::Secret => match source::<Secret>(ctx, w).await? {
+                None => Put::Missing,
+                Some(src) => match build::secret(&org_name, &ws_name, ns, &src) {
+                    Ok(copy) => put(ctx, &s.secrets, copy).await?,
+                    Err(why) => Put::Refused(why),
+                },
+            },
         };
         match outcome {
             Put::Done => {
@@ -136,16 +123,10 @@ pub(super) async fn converge(
         let l = meta.labels.clone().unwrap_or_default();
         owner.iter().all(|(k, v)| l.get(k) == Some(v)) && meta.deletion_timestamp.is_none()
     };
-    for cm in s.child_index.config_maps.objects_in(&s.config_maps, ns) {
-        if owned(&cm.metadata) && !kept.contains(&(SharedKind::ConfigMap, cm.name_any())) {
-            provision::delete_named::<ConfigMap>(&ctx.client, ns, &cm.name_any()).await?;
-        }
-    }
-    for secret in s.child_index.secrets.objects_in(&s.secrets, ns) {
-        if owned(&secret.metadata) && !kept.contains(&(SharedKind::Secret, secret.name_any())) {
-            provision::delete_named::<Secret>(&ctx.client, ns, &secret.name_any()).await?;
-        }
-    }
+    delete_copies(ctx, ns, |kind, meta| {
+        owned(meta) && !kept.contains(&(kind, meta.name.clone().unwrap_or_default()))
+    })
+    .await?;
     Ok(said)
 }
 
@@ -229,21 +210,42 @@ where
 /// Deletes every copy in namespace `ns` (a workspace's namespace kept when it leaves
 /// Tenantry: the organization's shared objects do not stay behind).
 pub(super) async fn remove_all(ctx: &Context, ns: &str) -> Result<()> {
-    let s = &ctx.stores;
-    let copy = |meta: &kube::api::ObjectMeta| {
+    delete_copies(ctx, ns, |_, meta| {
         meta.labels
             .as_ref()
             .and_then(|l| l.get(labels::COMPONENT))
             .map(String::as_str)
             == Some(Component::SharedCopy.as_str())
-    };
+    })
+    .await
+}
+
+/// A source, read when it is copied (a Secret's value is never cached).
+async fn source<K>(ctx: &Context, w: &Wanted) -> Result<Option<K>>
+where
+    K: Object + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    Api::<K>::namespaced(ctx.client.clone(), &w.namespace)
+        .get_opt(&w.name)
+        .await
+        .context(|| format!("reading {} {}/{}", K::kind(&()), w.namespace, w.name))
+}
+
+/// Deletes the ConfigMaps and Secrets in namespace `ns` that `gone` picks (by kind and
+/// metadata, from the caches of what Tenantry made).
+async fn delete_copies(
+    ctx: &Context,
+    ns: &str,
+    gone: impl Fn(SharedKind, &kube::api::ObjectMeta) -> bool,
+) -> Result<()> {
+    let s = &ctx.stores;
     for cm in s.child_index.config_maps.objects_in(&s.config_maps, ns) {
-        if copy(&cm.metadata) {
+        if gone(SharedKind::ConfigMap, &cm.metadata) {
             provision::delete_named::<ConfigMap>(&ctx.client, ns, &cm.name_any()).await?;
         }
     }
     for secret in s.child_index.secrets.objects_in(&s.secrets, ns) {
-        if copy(&secret.metadata) {
+        if gone(SharedKind::Secret, &secret.metadata) {
             provision::delete_named::<Secret>(&ctx.client, ns, &secret.name_any()).await?;
         }
     }

@@ -1256,7 +1256,6 @@ async fn a_removed_admin_keeps_no_binding_of_their_own() {
 /// the ceiling, and the Admin cannot raise it.
 #[tokio::test]
 async fn a_workspace_quota_has_a_platform_ceiling() {
-    use k8s_openapi::api::core::v1::ResourceQuota;
     let _ = controller();
     let client = admin().await;
     let org = populated_org(&client).await;
@@ -1284,33 +1283,8 @@ async fn a_workspace_quota_has_a_platform_ceiling() {
         )
         .await
         .expect("a platform admin sets the ceiling");
-    let hard = |client: kube::Client| {
-        let ws_ns = ws_ns.clone();
-        async move {
-            Api::<ResourceQuota>::namespaced(client, &ws_ns)
-                .get_opt("tenantry-quota")
-                .await
-                .expect("read the quota")
-                .and_then(|q| q.spec?.hard)
-                .map(|h| {
-                    h.into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect::<std::collections::BTreeMap<_, _>>()
-                })
-        }
-    };
     // No quota asked: the ceiling applies (never unlimited).
-    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
-    while hard(client.clone())
-        .await
-        .is_none_or(|h| h.get("pods").map(String::as_str) != Some("20"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ceiling becomes the quota"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    crate::organizationwide::wait_hard(&client, &ws_ns, "pods", "20").await;
     // The Admin asks for far more: enforced at the ceiling, and said.
     Api::<Workspace>::namespaced(admin_c.clone(), &ns)
         .patch(
@@ -1330,7 +1304,9 @@ async fn a_workspace_quota_has_a_platform_ceiling() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(message.contains("requests.cpu 64 > 2"), "{message}");
-    let quota = hard(client.clone()).await.expect("a quota");
+    let quota = crate::organizationwide::hard(&client, &ws_ns)
+        .await
+        .expect("a quota");
     assert_eq!(quota.get("requests.cpu").map(String::as_str), Some("2"));
     assert_eq!(
         quota.get("requests.memory").map(String::as_str),
@@ -1356,7 +1332,9 @@ async fn a_workspace_quota_has_a_platform_ceiling() {
         .await
         .expect("an Admin edits the workspace");
     wait_ws_ready(&client, &org, "default").await;
-    let quota = hard(client.clone()).await.expect("a quota");
+    let quota = crate::organizationwide::hard(&client, &ws_ns)
+        .await
+        .expect("a quota");
     assert_eq!(quota.get("requests.cpu").map(String::as_str), Some("1500m"));
     assert_eq!(
         quota.get("requests.memory").map(String::as_str),

@@ -21,7 +21,7 @@ fn dry_patch() -> PatchParams {
 }
 
 /// The ResourceQuota Tenantry keeps in namespace `ns`, as `resource -> value`.
-async fn hard(client: &kube::Client, ns: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) async fn hard(client: &kube::Client, ns: &str) -> Option<BTreeMap<String, String>> {
     Api::<ResourceQuota>::namespaced(client.clone(), ns)
         .get_opt("tenantry-quota")
         .await
@@ -31,7 +31,7 @@ async fn hard(client: &kube::Client, ns: &str) -> Option<BTreeMap<String, String
 }
 
 /// Waits until the quota in `ns` holds `value` of `resource`.
-async fn wait_hard(client: &kube::Client, ns: &str, resource: &str, value: &str) {
+pub(crate) async fn wait_hard(client: &kube::Client, ns: &str, resource: &str, value: &str) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
         let now = hard(client, ns).await;
