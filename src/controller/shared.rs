@@ -53,7 +53,10 @@ pub(super) fn platform_sources(ctx: &Context) -> Vec<PlatformSource> {
 }
 
 /// The organization's sources (each in the namespace of the workspace it names) and
-/// what is wrong with the others.
+/// what is wrong with the others. A workspace's namespace counts only once Tenantry has
+/// made it for that workspace (its owner UID, a fact of the namespace): a namespace of
+/// that name that someone else made (the workspace then says `NamespaceConflict`) is not
+/// the organization's to copy from.
 pub(super) fn organization_sources(
     ctx: &Context,
     org: &Organization,
@@ -62,7 +65,13 @@ pub(super) fn organization_sources(
     let workspaces: Vec<&Workspace> = view.workspaces.iter().map(AsRef::as_ref).collect();
     let org_name = org.name_any();
     build::organization_sources(org, &workspaces, |w| {
-        super::workspace::namespace_name(ctx, &org_name, &w.name_any(), &w.uid()?).ok()
+        let uid = w.uid()?;
+        let ns = super::workspace::namespace_name(ctx, &org_name, &w.name_any(), &uid).ok()?;
+        ctx.stores
+            .namespaces
+            .get(&ObjectRef::new(&ns))
+            .filter(|n| n.annotations().get(labels::OWNER_UID) == Some(&uid))
+            .map(|_| ns)
     })
 }
 

@@ -366,6 +366,70 @@ async fn shared_resources_are_copied_kept_in_step_and_never_overwrite() {
     wait_config(&client, &default_ns, "later", Some(("value", "now"))).await;
     crate::core::wait_org_ready(&client, &org).await;
 
+    // A namespace that has a workspace's name but is not Tenantry's (the workspace says
+    // NamespaceConflict) is nobody's to copy from: its Secret is not read out.
+    let foreign_ns = format!("{org}--foreign");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": foreign_ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut loot = pull.clone();
+    loot.metadata.name = Some("loot".into());
+    Api::<Secret>::namespaced(client.clone(), &foreign_ns)
+        .create(&pp, &loot)
+        .await
+        .unwrap();
+    create_ws(&client, &org, "foreign", WorkspaceSpec::default()).await;
+    wait_ws_reason(&client, &org, "foreign", "NamespaceConflict").await;
+    Api::<Organization>::all(owner_c.clone())
+        .patch(
+            &org,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"sharedResources": [
+                {"kind": "ConfigMap", "name": "ca-bundle", "fromWorkspace": "shared"},
+                {"kind": "Secret", "name": "pull", "fromWorkspace": "shared"},
+                {"kind": "ConfigMap", "name": "settings", "fromWorkspace": "shared",
+                 "workspaceSelector": {"matchLabels": {"env": "prod"}}},
+                {"kind": "ConfigMap", "name": "later", "fromWorkspace": "shared"},
+                {"kind": "Secret", "name": "loot", "fromWorkspace": "foreign"},
+            ]}})),
+        )
+        .await
+        .unwrap();
+    crate::core::wait_org_status(
+        &client,
+        &org,
+        "the foreign namespace is not a source",
+        |s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready"
+                    && c.reason == "SharedResourceMissing"
+                    && c.message.contains("loot")
+            })
+        },
+    )
+    .await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &web_ns);
+    assert!(
+        secrets.get_opt("loot").await.unwrap().is_none(),
+        "nothing read out of a foreign namespace"
+    );
+    let foreign = Api::<Secret>::namespaced(client.clone(), &foreign_ns)
+        .get("loot")
+        .await
+        .unwrap();
+    assert!(
+        !foreign.labels().contains_key("tenantry.dev/shared-by"),
+        "a foreign object is not marked"
+    );
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .delete(&foreign_ns, &Default::default())
+        .await
+        .unwrap();
+
     // The copy follows its source; a deleted copy is made again.
     cms(&src_ns)
         .patch(
