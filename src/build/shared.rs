@@ -43,7 +43,8 @@ pub struct PlatformSource {
 /// Why a shared resource is not copied where it was meant to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    /// `spec.sharedResources` names a workspace that does not exist (yet).
+    /// `spec.sharedResources` names a workspace that does not exist (yet), or whose
+    /// namespace Tenantry has not made (yet).
     NoSuchWorkspace { name: String, workspace: String },
     /// A personal workspace is nobody's but its member's to share.
     PersonalWorkspace { name: String, workspace: String },
@@ -54,9 +55,10 @@ pub enum Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NoSuchWorkspace { name, workspace } => {
-                write!(f, "{name}: no workspace {workspace} in the organization")
-            }
+            Self::NoSuchWorkspace { name, workspace } => write!(
+                f,
+                "{name}: workspace {workspace} is not in the organization or its namespace is not provisioned"
+            ),
             Self::PersonalWorkspace { name, workspace } => write!(
                 f,
                 "{name}: {workspace} is a personal workspace, which only its member may share from"
