@@ -1059,14 +1059,26 @@ async fn api_server_outage_mid_convergence() {
         secs(recovered)
     );
 
-    // Settled: no write loop after the outage.
-    let before = operator.metrics().await.writes();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Settled: no write loop after the outage. The world may still tell something new for
+    // a few seconds (the controller manager, back from the same outage, fills in the
+    // ResourceQuotas' usage late, which the organizations' status.usage reports); a loop
+    // never stops writing, so the test waits for one quiet 5 s window, at most six.
+    let mut before = operator.metrics().await.writes();
+    let mut quiet = false;
+    for window in 1..=6 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = operator.metrics().await.writes();
+        if now == before {
+            println!("resilience: quiet in idle window {window} of 5 s");
+            quiet = true;
+            break;
+        }
+        before = now;
+    }
     let m = operator.metrics().await;
-    assert_eq!(
-        before,
-        m.writes(),
-        "nothing written while idle after recovery:\n{}",
+    assert!(
+        quiet,
+        "nothing written while idle after recovery (still writing after 30 s):\n{}",
         m.write_lines()
     );
     let errors = m.sum("tenantry_reconciles_total", &["result=\"error\""]);
