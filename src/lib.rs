@@ -31,6 +31,7 @@ pub mod api;
 mod build;
 pub mod controller;
 pub mod credentials;
+pub mod discovery;
 mod error;
 pub mod fuzz;
 pub mod grants;
@@ -71,6 +72,10 @@ pub fn manifests_yaml(
     }
     push(serde_saphyr::to_string(&rbac::platform_admin_role())?);
     push(serde_saphyr::to_string(&rbac::operator_role())?);
+    for role in rbac::discovery_roles() {
+        push(serde_saphyr::to_string(&role)?);
+    }
+    push(serde_saphyr::to_string(&rbac::discovery_binding())?);
     if bindings {
         for b in
             rbac::platform_bindings(&settings.platform_admin_group, &settings.operator_namespace)

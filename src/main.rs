@@ -43,6 +43,12 @@ enum Command {
         #[command(flatten)]
         settings: tenantry::token::TokenSettings,
     },
+    /// Serve the discovery API (`kubectl get myorganizations`, `myworkspaces`) behind the
+    /// API server's aggregation layer.
+    DiscoveryServer {
+        #[command(flatten)]
+        settings: tenantry::discovery::DiscoverySettings,
+    },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Print the cluster objects Tenantry needs besides its CRDs, as YAML: the roles it
@@ -96,6 +102,11 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text);
             let client = kube::Client::try_default().await?;
             tenantry::token::serve(client, settings, shutdown_signal()).await?;
+        }
+        Command::DiscoveryServer { settings } => {
+            init_tracing(LogFormat::Text);
+            let client = kube::Client::try_default().await?;
+            tenantry::discovery::serve(client, settings, shutdown_signal()).await?;
         }
         Command::Generate { size, prefix } => print!(
             "{}",

@@ -146,6 +146,64 @@ pub const OPERATOR: &str = "tenantry-operator";
 /// The operator's ServiceAccount name.
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantry";
 
+/// The discovery API's ClusterRole for everyone (`kubectl get myorganizations`), and its
+/// binding to `system:authenticated`: each caller sees only their own.
+pub const DISCOVERY: &str = "tenantry-discovery";
+/// The discovery server's own ClusterRole: it reads the three kinds, nothing else.
+pub const DISCOVERY_SERVER: &str = "tenantry-discovery-server";
+
+/// [`DISCOVERY`] and [`DISCOVERY_SERVER`].
+pub fn discovery_roles() -> Vec<ClusterRole> {
+    let role = |name: &str, rules: Vec<PolicyRule>| ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(shipped_labels()),
+            ..Default::default()
+        },
+        rules: Some(rules),
+        aggregation_rule: None,
+    };
+    vec![
+        role(
+            DISCOVERY,
+            vec![rule(
+                &[crate::discovery::listing::GROUP],
+                &[
+                    crate::discovery::listing::ORGANIZATIONS,
+                    crate::discovery::listing::WORKSPACES,
+                ],
+                &["get", "list"],
+            )],
+        ),
+        role(
+            DISCOVERY_SERVER,
+            vec![rule(
+                &[crate::api::GROUP],
+                &["organizations", "memberships", "workspaces"],
+                &["get", "list", "watch"],
+            )],
+        ),
+    ]
+}
+
+/// Binds [`DISCOVERY`] to every authenticated user.
+pub fn discovery_binding() -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(DISCOVERY.into()),
+            labels: Some(shipped_labels()),
+            ..Default::default()
+        },
+        role_ref: cluster_role_ref(DISCOVERY),
+        subjects: Some(vec![Subject {
+            kind: "Group".into(),
+            name: "system:authenticated".into(),
+            api_group: Some(API_GROUP.into()),
+            namespace: None,
+        }]),
+    }
+}
+
 /// Platform admins may do everything in Tenantry: every organization, including the
 /// custom verbs `grant-owner`, `grant-admin` and `verify`.
 pub fn platform_admin_role() -> ClusterRole {
@@ -351,6 +409,7 @@ pub async fn install(
     let mut all_roles = cluster_roles();
     all_roles.push(platform_admin_role());
     all_roles.push(operator_role());
+    all_roles.extend(discovery_roles());
     for role in all_roles {
         roles
             .patch(
@@ -361,7 +420,10 @@ pub async fn install(
             .await?;
     }
     let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    for b in platform_bindings(&settings.platform_admin_group, &settings.operator_namespace) {
+    let mut bindings =
+        platform_bindings(&settings.platform_admin_group, &settings.operator_namespace);
+    bindings.push(discovery_binding());
+    for b in bindings {
         crbs.patch(
             &b.metadata.name.clone().unwrap_or_default(),
             &pp,

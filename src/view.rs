@@ -78,6 +78,11 @@ impl OrgView {
         }
     }
 
+    /// The organization's namespace (its Memberships' and Workspaces').
+    pub fn org_namespace(&self) -> String {
+        crate::names::org_namespace(&self.org.name_any())
+    }
+
     /// What workspace `ws` gets of the pooled quota (`None`: no pool, or no share).
     pub fn share(&self, ws: &str) -> Option<&crate::pool::Share> {
         self.pool.as_ref()?.shares.get(ws)

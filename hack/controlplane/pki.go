@@ -18,14 +18,23 @@ import (
 // pki holds the files the control plane is started with. Everything is generated fresh
 // for each run: one CA signs the apiserver's serving certificate and the client
 // certificates (admin, controller manager), and a separate key signs service-account
-// tokens.
+// tokens. A second CA, the front proxy's, signs the certificate the API server presents
+// when it proxies a request to an aggregated API (Tenantry's discovery server): the
+// aggregated server trusts the X-Remote-User/X-Remote-Group headers only from a client
+// with a certificate of that CA (kube-system/extension-apiserver-authentication).
 type pki struct {
-	CACert, CAKey           string
-	ServingCert, ServingKey string
-	AdminCert, AdminKey     string
-	KCMCert, KCMKey         string
-	SAKey, SAPub            string
+	CACert, CAKey                   string
+	ServingCert, ServingKey         string
+	AdminCert, AdminKey             string
+	KCMCert, KCMKey                 string
+	SAKey, SAPub                    string
+	FrontProxyCA                    string
+	ProxyClientCert, ProxyClientKey string
 }
+
+// frontProxyClient is the common name of the API server's front-proxy client certificate
+// (--requestheader-allowed-names): kubeadm's name.
+const frontProxyClient = "front-proxy-client"
 
 type keyPair struct {
 	cert *x509.Certificate
@@ -42,6 +51,31 @@ func newPKI(dir string) (*pki, error) {
 		AdminCert: filepath.Join(dir, "admin.crt"), AdminKey: filepath.Join(dir, "admin.key"),
 		KCMCert: filepath.Join(dir, "kcm.crt"), KCMKey: filepath.Join(dir, "kcm.key"),
 		SAKey: filepath.Join(dir, "sa.key"), SAPub: filepath.Join(dir, "sa.pub"),
+		FrontProxyCA:    filepath.Join(dir, "front-proxy-ca.crt"),
+		ProxyClientCert: filepath.Join(dir, "front-proxy-client.crt"), ProxyClientKey: filepath.Join(dir, "front-proxy-client.key"),
+	}
+	frontCA, err := issue(nil, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "tenantry-front-proxy-ca"},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := writePEM(p.FrontProxyCA, "CERTIFICATE", frontCA.cert.Raw, 0o644); err != nil {
+		return nil, err
+	}
+	proxyClient, err := issue(frontCA, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: frontProxyClient},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := writePair(proxyClient, p.ProxyClientCert, p.ProxyClientKey); err != nil {
+		return nil, err
 	}
 	ca, err := issue(nil, &x509.Certificate{
 		Subject:               pkix.Name{CommonName: "tenantry-controlplane-ca"},

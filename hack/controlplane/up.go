@@ -176,6 +176,19 @@ flags:
 		// waiting up to a minute for the watches clients keep open (an outage stops the
 		// apiserver while kube-controller-manager and the operator under test watch).
 		"--shutdown-send-retry-after=true",
+		// The aggregation layer, as kubeadm sets it up: the API server authenticates the
+		// caller and proxies requests for an APIService's group to its server with this
+		// client certificate and the caller in X-Remote-* headers (Tenantry's discovery
+		// API). Routed to the Service's cluster IP or ExternalName (no aggregator
+		// routing to endpoints: a test's server runs on this host, behind an ExternalName
+		// Service "localhost").
+		"--requestheader-client-ca-file=" + p.FrontProxyCA,
+		"--requestheader-allowed-names=" + frontProxyClient,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + p.ProxyClientCert,
+		"--proxy-client-key-file=" + p.ProxyClientKey,
 	}
 	apiArgs = append(apiArgs, extraAPIArgs...)
 	apiserverLog := filepath.Join(*dir, "logs", "kube-apiserver.log")

@@ -54,27 +54,41 @@ async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
     // chart's bindings are the very ones the in-process controller runs under. Plain
     // `helm template`, as a newcomer or a GitOps tool runs it: no --kube-version.
     let ns = "tenantry-system".to_string();
-    let rendered = std::process::Command::new(&helm)
-        .args([
-            "template",
-            "tenantry",
-            &format!("{root}/charts/tenantry"),
-            "-n",
-            &ns,
-        ])
-        .args([
-            "--set",
-            "tokenServer.enabled=true,tokenServer.tlsSecretName=tenantry-token-tls",
-        ])
-        .output()
-        .unwrap();
+    // The discovery API's APIService would point the shared cluster's discovery at a
+    // server that never runs (and the discovery test registers its own): the chart is
+    // applied without it, and validated whole with a server-side dry run.
+    let render = |discovery: bool| {
+        let rendered = std::process::Command::new(&helm)
+            .args([
+                "template",
+                "tenantry",
+                &format!("{root}/charts/tenantry"),
+                "-n",
+                &ns,
+            ])
+            .args([
+                "--set",
+                &format!("tokenServer.enabled=true,tokenServer.tlsSecretName=tenantry-token-tls,discovery.enabled={discovery}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            rendered.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let file = std::env::temp_dir().join(format!("{}.yaml", crate::harness::unique("chart")));
+        std::fs::write(&file, &rendered.stdout).unwrap();
+        file
+    };
+    let file = render(false);
+    let whole = render(true);
     assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
+        std::fs::read_to_string(&whole)
+            .unwrap()
+            .contains("kind: APIService"),
+        "the chart registers the discovery API by default"
     );
-    let file = std::env::temp_dir().join(format!("{}.yaml", crate::harness::unique("chart")));
-    std::fs::write(&file, &rendered.stdout).unwrap();
     let kubectl = |args: &[&str]| {
         std::process::Command::new("kubectl")
             .env("KUBECONFIG", &cluster().kubeconfig)
@@ -103,6 +117,21 @@ async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
         applied.status.success(),
         "the rendered chart applies:\n{}",
         String::from_utf8_lossy(&applied.stderr)
+    );
+    let dry = kubectl(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--force-conflicts",
+        "--field-manager",
+        "helm-test",
+        "-f",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(
+        dry.status.success(),
+        "the whole chart (discovery API included) passes a server-side dry run:\n{}",
+        String::from_utf8_lossy(&dry.stderr)
     );
 
     let client = admin().await;
@@ -151,4 +180,5 @@ async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
         );
     }
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&whole);
 }

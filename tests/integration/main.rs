@@ -11,6 +11,7 @@ mod clients;
 mod controlplane;
 mod core;
 mod deletion;
+mod discovery;
 mod gitops;
 mod lifecycle;
 mod organizationwide;
