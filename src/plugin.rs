@@ -474,20 +474,28 @@ fn is_me(
     user: &str,
     groups: &[String],
 ) -> bool {
-    match subject.kind {
-        SubjectKind::User => subject.name == user,
-        SubjectKind::Group => groups.contains(&subject.name),
-        SubjectKind::ServiceAccount => subject
-            .namespace
-            .as_ref()
-            .is_some_and(|ns| user == format!("system:serviceaccount:{ns}:{}", subject.name)),
-        SubjectKind::Client => membership.is_some_and(|m| {
-            user == format!(
-                "system:serviceaccount:{org_ns}:{}",
-                names::client_service_account(m)
-            )
-        }),
+    // A Client is only ever a Membership's subject.
+    if subject.kind == SubjectKind::Client && membership.is_none() {
+        return false;
     }
+    crate::discovery::listing::is_subject(user, groups, subject, membership.unwrap_or(""), org_ns)
+}
+
+/// The caller's organizations from the discovery API (`kubectl get myorganizations`);
+/// `None` when it does not answer (not installed).
+async fn my_organizations(client: &Client) -> Option<Vec<String>> {
+    use crate::discovery::listing::{GROUP, ORGANIZATIONS, VERSION};
+    let req = http::Request::get(format!("/apis/{GROUP}/{VERSION}/{ORGANIZATIONS}"))
+        .body(Vec::new())
+        .ok()?;
+    let list: serde_json::Value = client.request(req).await.ok()?;
+    Some(
+        list.get("items")?
+            .as_array()?
+            .iter()
+            .filter_map(|i| Some(i.get("metadata")?.get("name")?.as_str()?.to_string()))
+            .collect(),
+    )
 }
 
 async fn whoami(client: &Client, organizations: Vec<String>) -> anyhow::Result<Report> {
@@ -504,9 +512,13 @@ async fn whoami(client: &Client, organizations: Vec<String>) -> anyhow::Result<R
             .await
         {
             Ok(list) => list.items.iter().map(|o| o.name_any()).collect(),
-            Err(kube::Error::Api(s)) if s.code == 403 => bail!(
-                "you are {user}; listing organizations is for platform admins: name yours with --org <organization> (kubectl tenantry whoami --org acme)"
-            ),
+            // A member may not list organizations: the discovery API lists theirs.
+            Err(kube::Error::Api(s)) if s.code == 403 => match my_organizations(client).await {
+                Some(mine) => mine,
+                None => bail!(
+                    "you are {user}; listing organizations is for platform admins, and the discovery API (kubectl get myorganizations) does not answer here: name yours with --org <organization> (kubectl tenantry whoami --org acme)"
+                ),
+            },
             Err(e) => return Err(explain(e, "listing organizations", "")),
         }
     } else {

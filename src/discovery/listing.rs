@@ -28,20 +28,32 @@ pub struct Caller {
 
 impl Caller {
     /// Whether `subject` (granted by Membership `membership` of the organization namespace
-    /// `org_ns`; empty for an owner) is this caller: the subject of the RBAC bindings
-    /// Tenantry writes for it ([`grants::rbac_subject`]), matched as the API server
-    /// matches them.
+    /// `org_ns`; empty for an owner) is this caller ([`is_subject`]).
     pub fn is(&self, subject: &Subject, membership: &str, org_ns: &str) -> bool {
-        let s = grants::rbac_subject(subject, membership, org_ns);
-        match s.kind.as_str() {
-            "User" => s.name == self.user,
-            "Group" => self.groups.contains(&s.name),
-            "ServiceAccount" => {
-                let ns = s.namespace.unwrap_or_default();
-                self.user == format!("system:serviceaccount:{ns}:{}", s.name)
-            }
-            _ => false,
+        is_subject(&self.user, &self.groups, subject, membership, org_ns)
+    }
+}
+
+/// Whether `subject`, granted by Membership `membership` of the organization namespace
+/// `org_ns` (empty for an owner), is the user `user` in `groups`: the subject of the RBAC
+/// bindings Tenantry writes for it ([`grants::rbac_subject`]), matched as the API server
+/// matches them.
+pub fn is_subject(
+    user: &str,
+    groups: &[String],
+    subject: &Subject,
+    membership: &str,
+    org_ns: &str,
+) -> bool {
+    let s = grants::rbac_subject(subject, membership, org_ns);
+    match s.kind.as_str() {
+        "User" => s.name == user,
+        "Group" => groups.contains(&s.name),
+        "ServiceAccount" => {
+            let ns = s.namespace.unwrap_or_default();
+            user == format!("system:serviceaccount:{ns}:{}", s.name)
         }
+        _ => false,
     }
 }
 

@@ -287,6 +287,11 @@ async fn members_discover_only_their_own_organizations_and_workspaces() {
         )
         .await
         .expect("the ExternalName Service");
+    // Before the API is registered, `kubectl tenantry whoami` without --org tells a member
+    // (who may not list organizations) what to type.
+    let (code, _, err) = crate::plugin::plugin(Some(&ann), &["whoami"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--org"), "{err}");
     let registered = Registered;
     let apiservice: kube::api::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "apiregistration.k8s.io/v1",
@@ -345,6 +350,11 @@ async fn members_discover_only_their_own_organizations_and_workspaces() {
         mine["namespace"],
         json!(web.status.unwrap().namespace.unwrap())
     );
+
+    // With it, whoami finds her organizations itself.
+    let (code, out, err) = crate::plugin::plugin(Some(&ann), &["whoami"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&a) && out.contains(&b), "{out}");
 
     // bob, Admin of b: b alone, and every workspace of b.
     let as_bob = as_user(&bob, &[]).await;
