@@ -6,11 +6,13 @@ dir=target/controlplane
 pidfile=$dir/controlplane.pid
 # The node, if any (make node).
 hack/node/down.sh
-# The demo's controller, if any.
-if [[ -f target/demo/controller.pid ]]; then
-  kill -TERM "$(cat target/demo/controller.pid)" 2>/dev/null || true
-  rm -f target/demo/controller.pid
-fi
+# The demo's controller and discovery server, if any.
+for server in controller discovery; do
+  if [[ -f target/demo/$server.pid ]]; then
+    kill -TERM "$(cat "target/demo/$server.pid")" 2>/dev/null || true
+    rm -f "target/demo/$server.pid"
+  fi
+done
 if [[ ! -f $pidfile ]]; then
   echo "down: no control plane running"
   exit 0

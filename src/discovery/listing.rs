@@ -194,7 +194,6 @@ pub fn resource_list() -> Value {
             "kind": kind,
             "verbs": ["get", "list"],
             "shortNames": short,
-            "categories": ["tenantry"],
         })
     };
     json!({
