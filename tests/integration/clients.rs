@@ -62,11 +62,7 @@ pub(crate) async fn post_token_from(
 
 /// `tenantry token-server` on a free port of 127.0.0.1 (plain HTTP), once it listens.
 pub(crate) async fn token_server() -> (tokio::process::Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args([
             "token-server",
@@ -363,11 +359,7 @@ async fn the_token_endpoint_serves_https_when_given_a_certificate() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["token-server", "--address", &format!("127.0.0.1:{port}")])
         .arg("--tls-cert")

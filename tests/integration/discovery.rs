@@ -70,14 +70,6 @@ fn serving_certificate() -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET `path` through the API server as `client`: (status, body).
 async fn get(client: &Client, path: &str, table: bool) -> (u16, Value) {
     let mut req = http::Request::get(path);
@@ -235,7 +227,7 @@ async fn members_discover_only_their_own_organizations_and_workspaces() {
     let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
     std::fs::write(&cert_file, &cert).unwrap();
     std::fs::write(&key_file, &key).unwrap();
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port) = (crate::harness::free_port(), crate::harness::free_port());
     let _server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args([
             "discovery-server",

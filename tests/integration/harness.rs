@@ -330,6 +330,15 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A TCP port of 127.0.0.1 free a moment ago (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Waits (by watching, not polling) until `cond` holds for the named object.
 pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, cond: impl Condition<K>) -> Option<K>
 where

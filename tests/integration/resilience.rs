@@ -79,14 +79,6 @@ pub(crate) struct Operator {
     started: Instant,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Operator {
     fn start(kubeconfig: &Path, log: &Path) -> Self {
         Self::start_with(kubeconfig, log, &[])
@@ -105,7 +97,7 @@ impl Operator {
 
     /// `start`, with more `tenantry run` flags (operator settings).
     pub(crate) fn start_with(kubeconfig: &Path, log: &Path, flags: &[&str]) -> Self {
-        let port = free_port();
+        let port = crate::harness::free_port();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

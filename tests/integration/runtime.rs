@@ -31,14 +31,6 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The operator namespace, where the leader Lease lives.
 async fn operator_namespace() {
     let ns = Namespace {
@@ -60,7 +52,7 @@ async fn operator_namespace() {
 
 /// `tenantry run` as a child process: its admin port, with the given lease and identity.
 fn start(lease: &str, identity: &str, lease_seconds: u32) -> (tokio::process::Child, u16) {
-    let port = free_port();
+    let port = crate::harness::free_port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args([
             "run",
@@ -98,7 +90,7 @@ async fn metrics(port: u16) -> String {
 /// and reconciles at once (before, it waited forever for a namespace that did not exist).
 #[tokio::test]
 async fn run_outside_a_cluster_reconciles_without_an_operator_namespace() {
-    let port = free_port();
+    let port = crate::harness::free_port();
     let missing = crate::harness::unique("nowhere");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["run", "--admin-address", &format!("127.0.0.1:{port}")])
