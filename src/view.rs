@@ -179,6 +179,12 @@ impl Views {
         self.lock().remove(ns);
     }
 
+    /// Keeps only the views of the organization namespaces `keep` accepts (the others'
+    /// organizations are gone).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|ns, _| keep(ns));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<OrgView>)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -125,6 +125,8 @@ impl Caches {
                 candidates.insert(ns);
             }
         }
+        // Views of organizations deleted since are dropped (the server runs for long).
+        self.views.retain(|ns| orgs.contains_key(ns));
         let gates = Gates {
             require_verification: self.require_verification,
             now: k8s_openapi::jiff::Timestamp::now(),
