@@ -40,6 +40,49 @@ fn managed() -> ListParams {
 }
 
 /// RoleBinding name -> sorted subjects (kind/name) in `ns`.
+/// The subjects each RoleBinding must hold, by the grant rules, once the controller has
+/// caught up with these objects: the organization namespace's (each granted member in its
+/// role's binding) and workspace `ws`'s (each grantee in its workspace role's binding).
+fn granted_bindings(
+    org: &tenantry::api::Organization,
+    memberships: &[Membership],
+    ws: &Workspace,
+) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>) {
+    use tenantry::grants::{Gates, MemberState, member_states, rbac_subject, workspace_grantees};
+    let org_ns = format!("org-{}", org.name_any());
+    let ms: Vec<&Membership> = memberships.iter().collect();
+    let states = member_states(org, &ms, Gates::default());
+    let name = |s: &tenantry::api::Subject, m: Option<&str>| {
+        let s = rbac_subject(s, m.unwrap_or(""), &org_ns);
+        format!("{}/{}", s.kind, s.name)
+    };
+    let mut in_org: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in &ms {
+        if states.get(&m.name_any()) == Some(&MemberState::Granted) {
+            in_org
+                .entry(tenantry::rbac::org_cluster_role(m.spec.role))
+                .or_default()
+                .push(name(&m.spec.subject, Some(&m.name_any())));
+        }
+    }
+    let mut in_ws: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for g in workspace_grantees(org, ws, &ms, &states) {
+        in_ws
+            .entry(tenantry::rbac::workspace_cluster_role(g.role))
+            .or_default()
+            .push(name(&g.subject, g.membership.as_deref()));
+    }
+    (in_org, in_ws)
+}
+
+/// Whether every subject `want` names is in its binding in `have`.
+fn holds(have: &BTreeMap<String, Vec<String>>, want: &BTreeMap<String, Vec<String>>) -> bool {
+    want.iter().all(|(binding, subjects)| {
+        have.get(binding)
+            .is_some_and(|h| subjects.iter().all(|s| h.contains(s)))
+    })
+}
+
 async fn bindings(client: &Client, ns: &str) -> BTreeMap<String, Vec<String>> {
     Api::<RoleBinding>::namespaced(client.clone(), ns)
         .list(&managed())
@@ -124,6 +167,32 @@ async fn edits_and_deletions_by_another_writer_are_undone() {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &org_ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &org_ns);
     let merge = PatchParams::default();
+
+    // A member's status says Granted before every reconciler has written its bindings:
+    // the snapshot below is taken once the bindings hold what the grant rules say.
+    let live_org = Api::<tenantry::api::Organization>::all(client.clone())
+        .get(&org)
+        .await
+        .unwrap();
+    let live_ms = Api::<Membership>::namespaced(client.clone(), &org_ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let live_ws0 = Api::<Workspace>::namespaced(client.clone(), &org_ns)
+        .get("w0")
+        .await
+        .unwrap();
+    let (want_org, want_ws0) = granted_bindings(&live_org, &live_ms, &live_ws0);
+    assert!(
+        !want_org.is_empty() && !want_ws0.is_empty(),
+        "the tenancy grants something"
+    );
+    repaired("bindings as granted (before the edits)", || async {
+        holds(&bindings(&client, &org_ns).await, &want_org)
+            && holds(&bindings(&client, &ws0).await, &want_ws0)
+    })
+    .await;
 
     let ns_labels = namespaces.get(&ws0).await.unwrap().labels().clone();
     let ws0_bindings = bindings(&client, &ws0).await;
