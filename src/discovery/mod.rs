@@ -131,19 +131,18 @@ impl Caches {
             require_verification: self.require_verification,
             now: k8s_openapi::jiff::Timestamp::now(),
         };
-        let in_ns = |ns: &str, o: &dyn Fn() -> Option<String>| o().as_deref() == Some(ns);
         candidates
             .into_iter()
             .filter_map(|ns| {
                 let org = orgs.get(&ns)?.clone();
                 let ms = memberships
                     .iter()
-                    .filter(|m| in_ns(&ns, &|| m.namespace()))
+                    .filter(|m| m.metadata.namespace.as_ref() == Some(&ns))
                     .cloned()
                     .collect();
                 let ws = workspaces
                     .iter()
-                    .filter(|w| in_ns(&ns, &|| w.namespace()))
+                    .filter(|w| w.metadata.namespace.as_ref() == Some(&ns))
                     .cloned()
                     .collect();
                 Some(self.views.get(&ns, org, ms, ws, gates, None))
