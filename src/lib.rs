@@ -23,7 +23,8 @@
 //!   labels, roles, client credentials, the token endpoint, the operator's settings.
 //!
 //! Private: `build` (the pure builders), `view` (one organization's meaning, shared by
-//! the reconcilers), `provision` (the one applier), `status`, `policy`, `quantity`,
+//! the reconcilers), `provision` (the one applier), `slim` (what the caches keep of
+//! the objects Tenantry makes), `status`, `policy`, `quantity`,
 //! `error`.
 
 pub mod admin;
@@ -49,6 +50,7 @@ mod provision;
 mod quantity;
 pub mod rbac;
 pub mod settings;
+mod slim;
 mod status;
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // load-test generator
 pub mod synthetic;

@@ -24,23 +24,24 @@ use super::feed::{Change, Feed};
 use crate::api::{Membership, Organization, Workspace};
 use crate::labels;
 use crate::provision::Object;
+use crate::slim::{Projected, Slim};
 
 /// Caches of everything the reconcilers read. Child kinds are label-selected: the caches
-/// hold only what Tenantry manages.
+/// hold only what Tenantry manages, as projections ([`Slim`]) or metadata.
 #[derive(Clone)]
 pub struct Stores {
     pub organizations: Store<Organization>,
     pub workspaces: Store<Workspace>,
     pub memberships: Store<Membership>,
-    pub namespaces: Store<Namespace>,
-    pub role_bindings: Store<RoleBinding>,
-    pub roles: Store<Role>,
-    pub cluster_roles: Store<ClusterRole>,
-    pub cluster_role_bindings: Store<ClusterRoleBinding>,
-    pub quotas: Store<ResourceQuota>,
-    pub limit_ranges: Store<LimitRange>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub service_accounts: Store<ServiceAccount>,
+    pub namespaces: Store<Slim<Namespace>>,
+    pub role_bindings: Store<Slim<RoleBinding>>,
+    pub roles: Store<Slim<Role>>,
+    pub cluster_roles: Store<Slim<ClusterRole>>,
+    pub cluster_role_bindings: Store<Slim<ClusterRoleBinding>>,
+    pub quotas: Store<Slim<ResourceQuota>>,
+    pub limit_ranges: Store<Slim<LimitRange>>,
+    pub network_policies: Store<Slim<NetworkPolicy>>,
+    pub service_accounts: Store<Slim<ServiceAccount>>,
     /// Metadata only (`Api<PartialObjectMeta<_>>` lists and watches metadata): no secret
     /// value is ever in the controller's memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
@@ -158,6 +159,13 @@ struct IndexWriter {
 }
 
 impl IndexWriter {
+    fn new(index: NamespaceIndex) -> Self {
+        Self {
+            index,
+            pending: None,
+        }
+    }
+
     fn apply<K: Resource>(&mut self, event: &watcher::Event<K>) {
         let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.name_any());
         let mut index = self.index.0.write().unwrap_or_else(|e| e.into_inner());
@@ -202,6 +210,8 @@ impl NamespaceIndex {
     }
 }
 
+/// A cache of whole objects of kind `K`, the feed of their changes, and the task that runs
+/// its watch.
 fn reflect<K: Object>(
     api: Api<K>,
     config: watcher::Config,
@@ -211,34 +221,89 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, mut writer) = reflector::store();
-    let feed = Feed::new(reader.clone());
-    let kind = K::kind(&Default::default()).to_string();
-    let mut indexer = index.map(|index| IndexWriter {
-        index,
-        pending: None,
-    });
+    let feed = Feed::new(Some(reader.clone()));
+    let mut indexer = index.map(IndexWriter::new);
+    let cache = reader.clone();
+    let task = run(
+        api,
+        config,
+        feed.clone(),
+        move |event| {
+            writer.apply_watcher_event(event);
+            if let Some(indexer) = &mut indexer {
+                indexer.apply(event);
+            }
+        },
+        move |o| cache.get(&ObjectRef::from_obj(o)),
+    );
+    (reader, feed, task)
+}
+
+/// A cache of kind `K` that keeps a projection of each object ([`Slim`]); the feed
+/// publishes the whole objects as the watch brings them.
+fn reflect_slim<K: Projected>(
+    api: Api<K>,
+    config: watcher::Config,
+    index: Option<NamespaceIndex>,
+) -> (Store<Slim<K>>, Feed<K>, BoxFuture<'static, ()>) {
+    let (reader, mut writer) = reflector::store();
+    let feed = Feed::new(None);
+    let mut indexer = index.map(IndexWriter::new);
+    let cache = reader.clone();
+    let task = run(
+        api,
+        config,
+        feed.clone(),
+        move |event| {
+            let event = match event {
+                watcher::Event::Apply(o) => watcher::Event::Apply(Slim::of(o)),
+                watcher::Event::InitApply(o) => watcher::Event::InitApply(Slim::of(o)),
+                watcher::Event::Delete(o) => watcher::Event::Delete(Slim::of(o)),
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitDone => watcher::Event::InitDone,
+            };
+            writer.apply_watcher_event(&event);
+            if let Some(indexer) = &mut indexer {
+                indexer.apply(&event);
+            }
+        },
+        // What the projection kept is what subscribers that compare may read.
+        move |o| {
+            let slim = cache.get(&Slim::key(o.meta()))?;
+            slim.kept().cloned().map(Arc::new)
+        },
+    );
+    (reader, feed, task)
+}
+
+/// Runs the watch of kind `K`: each event goes to the cache (`store`), then to the feed's
+/// subscribers with what `old` says the cache held before.
+fn run<K: Object>(
+    api: Api<K>,
+    config: watcher::Config,
+    publisher: Feed<K>,
+    mut store: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    old: impl Fn(&K) -> Option<Arc<K>> + Send + 'static,
+) -> BoxFuture<'static, ()> {
+    let kind = K::kind(&()).to_string();
     // managedFields are dropped on the way in: nothing reads them, and on objects Tenantry
     // applies they are a large part of each object (measured: the controller's memory).
     let stream = watcher(api, config)
         .backoff(WatchBackoff::cache())
         .modify(|o| o.meta_mut().managed_fields = None);
-    let (cache, publisher) = (reader.clone(), feed.clone());
-    let task = stream
+    stream
         .for_each(move |event| {
             match event {
                 Ok(event) => {
                     // What the cache held before, for the subscribers that compare.
-                    let old = match &event {
-                        watcher::Event::Apply(o) => cache.get(&ObjectRef::from_obj(o)),
+                    let before = match &event {
+                        watcher::Event::Apply(o) => old(o),
                         _ => None,
                     };
-                    writer.apply_watcher_event(&event);
-                    if let Some(indexer) = &mut indexer {
-                        indexer.apply(&event);
-                    }
+                    store(&event);
                     match &event {
                         watcher::Event::Apply(o) => publisher.publish(Change::Applied {
-                            old: old.as_deref(),
+                            old: before.as_deref(),
                             new: o,
                         }),
                         watcher::Event::InitApply(o) => publisher.publish(Change::Listed(o)),
@@ -250,8 +315,7 @@ where
             }
             futures::future::ready(())
         })
-        .boxed();
-    (reader, feed, task)
+        .boxed()
 }
 
 /// The label selector of the sources of shared resources.
@@ -301,6 +365,14 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         ($cfg:expr) => {
             cache!($cfg, None)
         };
+        (slim $cfg:expr) => {
+            cache!(slim $cfg, None)
+        };
+        (slim $cfg:expr, $index:expr) => {{
+            let (store, feed, task) = reflect_slim(Api::all(c.clone()), $cfg, $index);
+            tasks.push(task);
+            (store, feed)
+        }};
         ($cfg:expr, $index:expr) => {{
             let (store, feed, task) = reflect(Api::all(c.clone()), $cfg, $index);
             tasks.push(task);
@@ -310,8 +382,8 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
     let all = || watcher::Config::default().any_semantic();
     // Each kind once: its cache goes to `Stores`, the feed of its changes to `Feeds`.
     macro_rules! caches {
-        ($($field:ident: $($cfg:expr),+;)*) => {{
-            $(let $field = cache!($($cfg),+);)*
+        ($($field:ident: [$($cfg:tt)+])*) => {{
+            $(let $field = cache!($($cfg)+);)*
             (
                 Stores {
                     workspace_index: workspace_index.clone(),
@@ -324,22 +396,22 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         }};
     }
     let (stores, feeds) = caches! {
-        organizations: all();
-        workspaces: all(), Some(workspace_index.clone());
-        memberships: all(), Some(membership_index.clone());
-        namespaces: managed();
-        role_bindings: managed(), Some(child_index.role_bindings.clone());
-        roles: managed(), Some(child_index.roles.clone());
-        cluster_roles: managed();
-        cluster_role_bindings: managed();
-        quotas: managed(), Some(child_index.quotas.clone());
-        limit_ranges: managed(), Some(child_index.limit_ranges.clone());
-        network_policies: managed(), Some(child_index.network_policies.clone());
-        service_accounts: managed();
-        secrets: managed(), Some(child_index.secrets.clone());
-        config_maps: managed(), Some(child_index.config_maps.clone());
-        shared_config_maps: shared();
-        shared_secrets: shared();
+        organizations: [all()]
+        workspaces: [all(), Some(workspace_index.clone())]
+        memberships: [all(), Some(membership_index.clone())]
+        namespaces: [slim managed()]
+        role_bindings: [slim managed(), Some(child_index.role_bindings.clone())]
+        roles: [slim managed(), Some(child_index.roles.clone())]
+        cluster_roles: [slim managed()]
+        cluster_role_bindings: [slim managed()]
+        quotas: [slim managed(), Some(child_index.quotas.clone())]
+        limit_ranges: [slim managed(), Some(child_index.limit_ranges.clone())]
+        network_policies: [slim managed(), Some(child_index.network_policies.clone())]
+        service_accounts: [slim managed()]
+        secrets: [managed(), Some(child_index.secrets.clone())]
+        config_maps: [managed(), Some(child_index.config_maps.clone())]
+        shared_config_maps: [shared()]
+        shared_secrets: [shared()]
     };
     (stores, feeds, tasks)
 }
@@ -410,10 +482,30 @@ impl std::io::Write for Counter {
     }
 }
 
+/// What a cached object holds that its JSON encoding does not show, in bytes.
+trait Unencoded {
+    fn unencoded(&self) -> usize {
+        0
+    }
+}
+
+impl Unencoded for Organization {}
+impl Unencoded for Workspace {}
+impl Unencoded for Membership {}
+impl<K> Unencoded for PartialObjectMeta<K> {}
+
+/// A projection's leaves: 8 bytes each.
+impl<K> Unencoded for Slim<K> {
+    fn unencoded(&self) -> usize {
+        self.leaf_count().saturating_mul(8)
+    }
+}
+
 /// Objects in one store and, when `bytes`, their JSON-encoded size (a proxy for the heap
-/// they hold: strings dominate both).
-fn measure<K: Serialize + Clone + kube::Resource>(store: &Store<K>, bytes: bool) -> (usize, usize)
+/// they hold: strings dominate both) plus what the encoding leaves out ([`Unencoded`]).
+fn measure<K>(store: &Store<K>, bytes: bool) -> (usize, usize)
 where
+    K: Serialize + Clone + kube::Resource + Unencoded,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     if !bytes {
@@ -423,6 +515,7 @@ where
     let mut size = Counter(0);
     for o in &objects {
         let _ = serde_json::to_writer(&mut size, o.as_ref());
+        size.0 = size.0.saturating_add(o.unencoded());
     }
     (objects.len(), size.0)
 }

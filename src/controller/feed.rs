@@ -49,7 +49,9 @@ struct Subscriber<K> {
 /// The changes of one kind, from the watch that feeds its cache.
 pub struct Feed<K: Object> {
     subscribers: Arc<Mutex<Vec<Subscriber<K>>>>,
-    store: Store<K>,
+    /// The cache of whole objects, for subscribers seeded with it (kinds cached as a
+    /// projection have none).
+    store: Option<Store<K>>,
 }
 
 impl<K: Object> Clone for Feed<K> {
@@ -62,7 +64,7 @@ impl<K: Object> Clone for Feed<K> {
 }
 
 impl<K: Object> Feed<K> {
-    pub(super) fn new(store: Store<K>) -> Self {
+    pub(super) fn new(store: Option<Store<K>>) -> Self {
         Self {
             subscribers: Default::default(),
             store,
@@ -80,7 +82,7 @@ impl<K: Object> Feed<K> {
         let (tx, rx) = mpsc::unbounded();
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         if seed {
-            for o in self.store.state() {
+            for o in self.store.iter().flat_map(Store::state) {
                 let _ = tx.unbounded_send(Ok(o.as_ref().clone()));
             }
         }
@@ -293,7 +295,7 @@ mod tests {
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitApply(a.clone()));
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        let feed = Feed::new(reader);
+        let feed = Feed::new(Some(reader));
         let mut own = feed.subscribe(true, applied);
         let mut others = feed.subscribe(false, meaningful);
         let first = own.next().await.unwrap().unwrap();

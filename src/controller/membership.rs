@@ -649,17 +649,19 @@ async fn ensure_client(
             .is_none()
     });
     let live_sa = if settled {
-        cached.map(|sa| sa.as_ref().clone())
+        cached.map(|sa| sa.metadata.clone())
     } else {
         Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
             .get_opt(&sa_name)
             .await
             .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?
+            .map(|sa| sa.metadata)
     };
-    let live_uid = live_sa.as_ref().and_then(|sa| sa.uid());
+    let live_uid = live_sa.as_ref().and_then(|sa| sa.uid.clone());
     let live_verifier = live_sa
         .as_ref()
-        .map(|sa| client::verifier_of(sa.annotations()))
+        .and_then(|sa| sa.annotations.as_ref())
+        .map(client::verifier_of)
         .unwrap_or_default();
     let plan = client::plan(&request, &live_verifier, now);
     let secret_name = names::client_secret_name(&name);

@@ -31,6 +31,7 @@ use crate::error::{Context as _, Error, Result};
 use crate::grants;
 use crate::labels::Component;
 use crate::provision::{self, NamespaceClaim};
+use crate::slim::Slim;
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
@@ -406,7 +407,7 @@ fn usage(
     view: &crate::view::OrgView,
 ) -> (Option<crate::api::QuotaStatus>, crate::api::Usage) {
     let org_name = org.name_any();
-    let quotas: Vec<Arc<k8s_openapi::api::core::v1::ResourceQuota>> = view
+    let quotas: Vec<Arc<Slim<ResourceQuota>>> = view
         .workspaces
         .iter()
         .filter(|w| view.provisionable.contains(&w.name_any()))
@@ -426,9 +427,10 @@ fn usage(
     let states: Vec<build::QuotaState<'_>> = quotas
         .iter()
         .map(|q| {
+            let q = q.kept();
             (
-                q.spec.as_ref().and_then(|s| s.hard.as_ref()),
-                q.status.as_ref().and_then(|s| s.used.as_ref()),
+                q.and_then(|q| q.spec.as_ref()?.hard.as_ref()),
+                q.and_then(|q| q.status.as_ref()?.used.as_ref()),
             )
         })
         .collect();

@@ -23,6 +23,7 @@ use super::{Change, Context, Feeds, feed, log_result, requeue_on_error, workspac
 use crate::api::{DeletionPolicy, Membership, Organization, Workspace, WorkspaceStatus, reason};
 use crate::error::{Context as _, Error, Result};
 use crate::provision::{self, NamespaceClaim};
+use crate::slim::Slim;
 use crate::status::{self, Outcome};
 use crate::{labels, names};
 
@@ -513,14 +514,15 @@ pub(super) async fn settle_namespace(
         .namespaces
         .find(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid));
     let owned = match owned {
-        Some(ns) => Some(ns.as_ref().clone()),
+        Some(ns) => Some(ns),
         None => match ws.status.as_ref().and_then(|s| s.namespace.clone()) {
             // The cache may lag: ask the API server before declaring it gone.
             Some(name) => Api::<Namespace>::all(ctx.client.clone())
                 .get_opt(&name)
                 .await
                 .context(|| format!("reading namespace {name}"))?
-                .filter(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid)),
+                .filter(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid))
+                .map(|ns| Arc::new(Slim::of(&ns))),
             None => None,
         },
     };
