@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::{Context, Error, Result};
 use crate::labels;
-use crate::slim::{Projected, Slim};
+use crate::slim::{Children, Projected, Slim};
 
 /// Bound shared by every object type Tenantry writes.
 pub trait Object:
@@ -80,17 +79,13 @@ pub fn up_to_date<K: Object>(live: Option<&Slim<K>>, desired: &K) -> Result<bool
 /// a field set at creation and later dropped from the build is removed. Measured
 /// (docs/benchmarks.md): a POST costs the API server about two thirds of a server-side
 /// apply that creates, and objects are created far more often than they drift.
-async fn apply_with<K: Projected>(
-    api: Api<K>,
-    store: &Store<Slim<K>>,
-    desired: &K,
-) -> Result<bool> {
+async fn apply_with<K: Projected>(api: Api<K>, store: &Children<K>, desired: &K) -> Result<bool> {
     let name = desired
         .meta()
         .name
         .clone()
         .ok_or_else(|| Error::MissingKey(K::kind(&()).to_string()))?;
-    let live = store.get(&Slim::key(desired.meta()));
+    let live = store.get(desired.meta().namespace.as_deref(), &name);
     let desired = &stamped(desired)?;
     if up_to_date(live.as_deref(), desired)? {
         return Ok(false);
@@ -219,7 +214,7 @@ pub async fn merge_patch<K: Object>(
 
 /// Server-side applies a namespaced object unless the cache shows it up to date.
 /// Returns whether it wrote.
-pub async fn apply<K>(client: &Client, store: &Store<Slim<K>>, desired: &K) -> Result<bool>
+pub async fn apply<K>(client: &Client, store: &Children<K>, desired: &K) -> Result<bool>
 where
     K: Projected + Resource<Scope = NamespaceResourceScope>,
 {
@@ -232,7 +227,7 @@ where
 }
 
 /// Server-side applies a cluster-scoped object unless the cache shows it up to date.
-pub async fn apply_cluster<K>(client: &Client, store: &Store<Slim<K>>, desired: &K) -> Result<bool>
+pub async fn apply_cluster<K>(client: &Client, store: &Children<K>, desired: &K) -> Result<bool>
 where
     K: Projected + Resource<Scope = ClusterResourceScope>,
 {
@@ -252,16 +247,16 @@ async fn delete_with<K: Object>(api: Api<K>, what: String, name: &str) -> Result
 }
 
 /// The one applier of a namespaced kind: applies each object of `desired` that the cache
-/// does not show up to date, and deletes every object in `existing` (the cache's objects
-/// of that kind in the namespace) that carries all of `owner`'s labels and is not in
-/// `desired`: what the build no longer produces goes, without a list of names to delete.
+/// does not show up to date, and deletes every object of that kind in namespace `ns` (as
+/// the cache holds them) that carries all of `owner`'s labels and is not in `desired`:
+/// what the build no longer produces goes, without a list of names to delete.
 /// A desired object the API server refuses as invalid (400, 422) is not an error to
 /// retry: its message is returned, the live object of that name (if any) stays, and the
 /// rest is applied.
 pub async fn converge<K>(
     client: &Client,
-    store: &Store<Slim<K>>,
-    existing: &[std::sync::Arc<Slim<K>>],
+    store: &Children<K>,
+    ns: &str,
     owner: &BTreeMap<String, String>,
     desired: &[K],
 ) -> Result<Vec<String>>
@@ -284,13 +279,10 @@ where
             .iter()
             .any(|d| d.meta().name.as_deref() == Some(name))
     };
-    for live in existing {
-        let owned = live.has_labels(owner);
-        let name = live.name_any();
-        if owned && !wanted(&name) && live.meta().deletion_timestamp.is_none() {
-            let ns = live.namespace().unwrap_or_default();
+    for (name, live) in store.in_namespace(ns) {
+        if live.has_labels(owner) && !wanted(&name) && !live.deleting() {
             delete_with(
-                Api::<K>::namespaced(client.clone(), &ns),
+                Api::<K>::namespaced(client.clone(), ns),
                 format!("{} {ns}/{name}", K::kind(&())),
                 &name,
             )
@@ -413,13 +405,13 @@ pub enum NamespaceClaim {
 /// adopt. Workspaces pass `None`: a workspace never adopts a namespace.
 pub async fn claim_namespace(
     client: &Client,
-    store: &Store<Slim<Namespace>>,
+    store: &Children<Namespace>,
     desired: &Namespace,
     owner_uid: &str,
     declared_for: Option<&str>,
 ) -> Result<NamespaceClaim> {
     let name = desired.name_any();
-    let ns = match store.get(&ObjectRef::new(&name)) {
+    let ns = match store.get(None, &name) {
         Some(ns) => ns,
         None => {
             if create_namespace(client, desired).await? {
@@ -440,16 +432,14 @@ pub async fn claim_namespace(
         ns.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE);
     Ok(match owner {
         // Ours, but deleted (by someone else): made again once it is gone.
-        Some(uid) if uid == owner_uid && ns.meta().deletion_timestamp.is_some() => {
-            NamespaceClaim::Terminating
-        }
+        Some(uid) if uid == owner_uid && ns.deleting() => NamespaceClaim::Terminating,
         Some(uid) if uid == owner_uid => NamespaceClaim::Ours,
-        Some(_) if managed && ns.meta().deletion_timestamp.is_some() => NamespaceClaim::Terminating,
+        Some(_) if managed && ns.deleting() => NamespaceClaim::Terminating,
         Some(_) if managed => NamespaceClaim::Foreign(format!(
             "namespace {name} belongs to another Tenantry object (a previous one of the same name, or another organization's workspace)"
         )),
         None if declared_for.is_some_and(|org| is_declared_for(&ns, org)) => {
-            if ns.meta().deletion_timestamp.is_some() {
+            if ns.deleting() {
                 NamespaceClaim::Terminating
             } else {
                 NamespaceClaim::Declared

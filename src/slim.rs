@@ -19,19 +19,18 @@
 //! drops something still changes the object's [`crate::labels::APPLIED`] digest, which is
 //! one of its leaves.
 
-use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::Resource;
 use kube::api::ObjectMeta;
-use kube::runtime::reflector::ObjectRef;
-use serde::{Deserialize, Serialize};
+use kube::runtime::watcher;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::labels;
@@ -107,73 +106,37 @@ impl Projected for ResourceQuota {
     }
 }
 
-/// The cached projection of a live object of kind `K`: its name, namespace, deletion
-/// timestamp and the labels and annotations [`Projected::keeps`], the sorted hashes of its
-/// leaves, and what [`Projected::keep`] keeps.
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "K: Object")]
+/// The cached projection of a live object of kind `K` (its name and namespace are its key
+/// in [`Children`]): whether it is being deleted, the labels and annotations
+/// [`Projected::keeps`], its uid if [`Projected::UID`], the sorted hashes of its leaves,
+/// and what [`Projected::keep`] keeps.
 pub struct Slim<K> {
-    pub metadata: ObjectMeta,
-    /// Not serialized: the caches' size report counts 8 bytes each ([`Slim::leaf_count`]).
-    #[serde(skip)]
+    deleting: bool,
+    uid: Option<Box<str>>,
+    /// Labels and annotations kept by name; `None` when there are none (most objects).
+    meta: Option<Box<ObjectMeta>>,
     leaves: Box<[u64]>,
     kept: Option<Box<K>>,
-    #[serde(skip)]
-    kind: PhantomData<fn() -> K>,
-}
-
-impl<K: Clone> Clone for Slim<K> {
-    fn clone(&self) -> Self {
-        Self {
-            metadata: self.metadata.clone(),
-            leaves: self.leaves.clone(),
-            kept: self.kept.clone(),
-            kind: PhantomData,
-        }
-    }
 }
 
 impl<K> std::fmt::Debug for Slim<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // No content: the leaves are hashes, and a Secret's would say nothing either.
         f.debug_struct("Slim")
-            .field("name", &self.metadata.name)
-            .field("namespace", &self.metadata.namespace)
+            .field("deleting", &self.deleting)
             .field("leaves", &self.leaves.len())
             .finish()
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Resource for Slim<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        K::kind(&())
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        K::group(&())
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        K::version(&())
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        K::plural(&())
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+static NONE: BTreeMap<String, String> = BTreeMap::new();
 
 impl<K: Projected> Slim<K> {
     /// The projection of `live`, as a watch brought it.
     pub fn of(live: &K) -> Self {
         let m = live.meta();
-        let kept = |map: &Option<std::collections::BTreeMap<String, String>>| {
-            let kept: std::collections::BTreeMap<String, String> = map
+        let kept = |map: &Option<BTreeMap<String, String>>| {
+            let kept: BTreeMap<String, String> = map
                 .iter()
                 .flatten()
                 .filter(|(k, _)| K::keeps(k))
@@ -181,36 +144,25 @@ impl<K: Projected> Slim<K> {
                 .collect();
             (!kept.is_empty()).then_some(kept)
         };
-        let metadata = ObjectMeta {
-            name: m.name.clone(),
-            namespace: m.namespace.clone(),
-            deletion_timestamp: m.deletion_timestamp.clone(),
-            uid: m.uid.clone().filter(|_| K::UID),
-            labels: kept(&m.labels),
-            annotations: kept(&m.annotations),
-            ..Default::default()
-        };
+        let (labels, annotations) = (kept(&m.labels), kept(&m.annotations));
+        let meta = (labels.is_some() || annotations.is_some()).then(|| {
+            Box::new(ObjectMeta {
+                labels,
+                annotations,
+                ..Default::default()
+            })
+        });
         // An object that does not serialize has no leaves: it is never up to date, and
         // the applier's write says why.
         let leaves = serde_json::to_value(live)
             .map(|v| leaves(&v))
             .unwrap_or_default();
         Self {
-            metadata,
+            deleting: m.deletion_timestamp.is_some(),
+            uid: m.uid.as_deref().filter(|_| K::UID).map(Box::from),
+            meta,
             leaves: leaves.into_boxed_slice(),
             kept: live.keep().map(Box::new),
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K: Resource<DynamicType = ()>> Slim<K> {
-    /// The cache key of the projection of the object with metadata `meta`.
-    pub fn key(meta: &ObjectMeta) -> ObjectRef<Self> {
-        let name = meta.name.as_deref().unwrap_or_default();
-        match &meta.namespace {
-            Some(ns) => ObjectRef::new(name).within(ns),
-            None => ObjectRef::new(name),
         }
     }
 }
@@ -234,14 +186,201 @@ impl<K> Slim<K> {
         })
     }
 
+    /// The labels kept by name ([`Projected::keeps`]).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .unwrap_or(&NONE)
+    }
+
+    /// The annotations kept by name ([`Projected::keeps`]).
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .unwrap_or(&NONE)
+    }
+
+    /// Whether the object is being deleted.
+    pub fn deleting(&self) -> bool {
+        self.deleting
+    }
+
+    /// Its uid, if [`Projected::UID`].
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+
     /// What [`Projected::keep`] kept of the live object.
     pub fn kept(&self) -> Option<&K> {
         self.kept.as_deref()
     }
+}
 
-    /// The number of leaves (for the caches' size report).
-    pub fn leaf_count(&self) -> usize {
-        self.leaves.len()
+impl<K: Serialize> Slim<K> {
+    /// About the bytes it holds (for the caches' size report): 8 per leaf, and the
+    /// JSON-encoded size of what is kept.
+    fn footprint(&self) -> usize {
+        let encoded =
+            |v: Option<serde_json::Result<Vec<u8>>>| v.and_then(Result::ok).map_or(0, |b| b.len());
+        self.leaves
+            .len()
+            .saturating_mul(8)
+            .saturating_add(self.uid.as_ref().map_or(0, |u| u.len()))
+            .saturating_add(encoded(self.meta.as_ref().map(serde_json::to_vec)))
+            .saturating_add(encoded(self.kept.as_ref().map(serde_json::to_vec)))
+    }
+}
+
+type ByName<K> = HashMap<Box<str>, Arc<Slim<K>>>;
+type ByNamespace<K> = HashMap<Box<str>, ByName<K>>;
+
+/// The cache of one child kind: projections by namespace (`""` for cluster-scoped kinds),
+/// then name. "What this namespace holds" is one lookup; no other index is needed.
+pub struct Children<K> {
+    map: Arc<RwLock<ByNamespace<K>>>,
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl<K> Clone for Children<K> {
+    fn clone(&self) -> Self {
+        Self {
+            map: self.map.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl<K> Default for Children<K> {
+    fn default() -> Self {
+        Self {
+            map: Default::default(),
+            ready: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+}
+
+impl<K> Children<K> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ByNamespace<K>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The object `name` in namespace `ns` (`None`: cluster-scoped).
+    pub fn get(&self, ns: Option<&str>, name: &str) -> Option<Arc<Slim<K>>> {
+        self.read()
+            .get(ns.unwrap_or_default())
+            .and_then(|m| m.get(name))
+            .cloned()
+    }
+
+    /// Every object in namespace `ns`, with its name.
+    pub fn in_namespace(&self, ns: &str) -> Vec<(String, Arc<Slim<K>>)> {
+        self.read()
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .map(|(name, o)| (name.to_string(), o.clone()))
+            .collect()
+    }
+
+    /// An object for which `pred` holds, with its namespace and name.
+    pub fn find(&self, pred: impl Fn(&Slim<K>) -> bool) -> Option<(String, String, Arc<Slim<K>>)> {
+        self.read().iter().find_map(|(ns, m)| {
+            m.iter()
+                .find(|(_, o)| pred(o))
+                .map(|(name, o)| (ns.to_string(), name.to_string(), o.clone()))
+        })
+    }
+
+    /// The objects held.
+    pub fn len(&self) -> usize {
+        self.read().values().map(HashMap::len).sum()
+    }
+
+    /// Waits until the first full list is in.
+    pub async fn wait_until_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
+
+impl<K: Serialize> Children<K> {
+    /// The objects held and about the bytes they hold: names and leaves
+    /// ([`Slim::footprint`]).
+    pub fn measure(&self) -> (usize, usize) {
+        let map = self.read();
+        let mut objects = 0usize;
+        let mut bytes = 0usize;
+        for (ns, by_name) in map.iter() {
+            bytes = bytes.saturating_add(ns.len());
+            for (name, o) in by_name {
+                objects = objects.saturating_add(1);
+                bytes = bytes
+                    .saturating_add(name.len())
+                    .saturating_add(o.footprint());
+            }
+        }
+        (objects, bytes)
+    }
+}
+
+/// The watch's side of a [`Children`] cache: a relist builds a new map, swapped in when
+/// complete.
+pub struct ChildrenWriter<K> {
+    cache: Children<K>,
+    pending: Option<ByNamespace<K>>,
+}
+
+impl<K: Projected> ChildrenWriter<K> {
+    pub fn new(cache: Children<K>) -> Self {
+        Self {
+            cache,
+            pending: None,
+        }
+    }
+
+    fn key(o: &K) -> (Box<str>, Box<str>) {
+        let m = o.meta();
+        (
+            m.namespace.as_deref().unwrap_or_default().into(),
+            m.name.as_deref().unwrap_or_default().into(),
+        )
+    }
+
+    pub fn apply(&mut self, event: &watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(o) => {
+                let (ns, name) = Self::key(o);
+                let slim = Arc::new(Slim::of(o));
+                let mut map = self.cache.map.write().unwrap_or_else(|e| e.into_inner());
+                map.entry(ns).or_default().insert(name, slim);
+            }
+            watcher::Event::Delete(o) => {
+                let (ns, name) = Self::key(o);
+                let mut map = self.cache.map.write().unwrap_or_else(|e| e.into_inner());
+                if let Some(by_name) = map.get_mut(&ns) {
+                    by_name.remove(&name);
+                    if by_name.is_empty() {
+                        map.remove(&ns);
+                    }
+                }
+            }
+            watcher::Event::Init => self.pending = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                let (ns, name) = Self::key(o);
+                self.pending
+                    .get_or_insert_with(HashMap::new)
+                    .entry(ns)
+                    .or_default()
+                    .insert(name, Arc::new(Slim::of(o)));
+            }
+            watcher::Event::InitDone => {
+                let listed = self.pending.take().unwrap_or_default();
+                *self.cache.map.write().unwrap_or_else(|e| e.into_inner()) = listed;
+                self.cache.ready.send_replace(true);
+            }
+        }
     }
 }
 
@@ -523,7 +662,7 @@ mod tests {
             ..Default::default()
         };
         let slim = Slim::of(&ns);
-        let labels = slim.metadata.labels.clone().unwrap();
+        let labels = slim.labels();
         assert_eq!(
             labels.keys().collect::<Vec<_>>(),
             [
@@ -531,7 +670,7 @@ mod tests {
                 "tenantry.dev/organization"
             ]
         );
-        let annotations = slim.metadata.annotations.clone().unwrap();
+        let annotations = slim.annotations();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), [labels::OWNER_UID]);
         assert!(slim.kept().is_none());
 
@@ -549,6 +688,50 @@ mod tests {
                 "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {}, "spec": {"hard": {"pods": "10"}}, "status": {"used": {"pods": "3"}}
             })
         );
-        assert!(slim.metadata.labels.is_some());
+        assert_eq!(slim.labels().len(), 1);
+        assert!(!slim.deleting());
+    }
+
+    #[test]
+    fn the_children_cache_follows_the_watch() {
+        let rb = |ns: &str, name: &str| {
+            let mut b = binding(&["alice"]);
+            b.metadata.namespace = Some(ns.into());
+            b.metadata.name = Some(name.into());
+            b
+        };
+        let names = |c: &Children<RoleBinding>, ns: &str| -> Vec<String> {
+            let mut n: Vec<String> = c.in_namespace(ns).into_iter().map(|(n, _)| n).collect();
+            n.sort();
+            n
+        };
+        let cache = Children::default();
+        let mut w = ChildrenWriter::new(cache.clone());
+        w.apply(&watcher::Event::Init);
+        w.apply(&watcher::Event::InitApply(rb("a", "x")));
+        w.apply(&watcher::Event::InitApply(rb("b", "y")));
+        assert!(
+            names(&cache, "a").is_empty(),
+            "a relist shows once complete"
+        );
+        assert!(!*cache.ready.borrow());
+        w.apply(&watcher::Event::InitDone);
+        assert!(*cache.ready.borrow());
+        assert_eq!(names(&cache, "a"), ["x"]);
+        w.apply(&watcher::Event::Apply(rb("a", "z")));
+        w.apply(&watcher::Event::Delete(rb("b", "y")));
+        assert_eq!(names(&cache, "a"), ["x", "z"]);
+        assert!(names(&cache, "b").is_empty());
+        assert!(cache.get(Some("a"), "z").is_some());
+        assert!(cache.get(None, "z").is_none());
+        assert_eq!(cache.len(), 2);
+        // A relist replaces everything: what was deleted meanwhile is gone.
+        w.apply(&watcher::Event::Init);
+        w.apply(&watcher::Event::InitApply(rb("a", "z")));
+        w.apply(&watcher::Event::InitDone);
+        assert_eq!(names(&cache, "a"), ["z"]);
+        let (objects, bytes) = cache.measure();
+        assert_eq!(objects, 1);
+        assert!(bytes > 8, "{bytes}");
     }
 }

@@ -24,7 +24,7 @@ use super::feed::{Change, Feed};
 use crate::api::{Membership, Organization, Workspace};
 use crate::labels;
 use crate::provision::Object;
-use crate::slim::{Projected, Slim};
+use crate::slim::{Children, ChildrenWriter, Projected};
 
 /// Caches of everything the reconcilers read. Child kinds are label-selected: the caches
 /// hold only what Tenantry manages, as projections ([`Slim`]) or metadata.
@@ -33,15 +33,15 @@ pub struct Stores {
     pub organizations: Store<Organization>,
     pub workspaces: Store<Workspace>,
     pub memberships: Store<Membership>,
-    pub namespaces: Store<Slim<Namespace>>,
-    pub role_bindings: Store<Slim<RoleBinding>>,
-    pub roles: Store<Slim<Role>>,
-    pub cluster_roles: Store<Slim<ClusterRole>>,
-    pub cluster_role_bindings: Store<Slim<ClusterRoleBinding>>,
-    pub quotas: Store<Slim<ResourceQuota>>,
-    pub limit_ranges: Store<Slim<LimitRange>>,
-    pub network_policies: Store<Slim<NetworkPolicy>>,
-    pub service_accounts: Store<Slim<ServiceAccount>>,
+    pub namespaces: Children<Namespace>,
+    pub role_bindings: Children<RoleBinding>,
+    pub roles: Children<Role>,
+    pub cluster_roles: Children<ClusterRole>,
+    pub cluster_role_bindings: Children<ClusterRoleBinding>,
+    pub quotas: Children<ResourceQuota>,
+    pub limit_ranges: Children<LimitRange>,
+    pub network_policies: Children<NetworkPolicy>,
+    pub service_accounts: Children<ServiceAccount>,
     /// Metadata only (`Api<PartialObjectMeta<_>>` lists and watches metadata): no secret
     /// value is ever in the controller's memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
@@ -54,19 +54,14 @@ pub struct Stores {
     /// Workspaces and Memberships by organization namespace.
     pub workspace_index: NamespaceIndex,
     pub membership_index: NamespaceIndex,
-    /// What workspace namespaces hold, by namespace: the applier finds what to delete.
+    /// Copies of shared resources by namespace: what to delete.
     pub child_index: ChildIndexes,
 }
 
-/// A [`NamespaceIndex`] per kind Tenantry puts in workspace and organization namespaces.
+/// A [`NamespaceIndex`] per metadata-cached kind Tenantry puts in workspace and
+/// organization namespaces (the projected kinds' caches, [`Children`], are by namespace).
 #[derive(Clone, Default)]
 pub struct ChildIndexes {
-    pub quotas: NamespaceIndex,
-    pub limit_ranges: NamespaceIndex,
-    pub network_policies: NamespaceIndex,
-    pub role_bindings: NamespaceIndex,
-    /// In organization namespaces: the client-credentials access Role, invitations.
-    pub roles: NamespaceIndex,
     /// Copies of shared resources (and, in organization namespaces, client Secrets).
     pub config_maps: NamespaceIndex,
     pub secrets: NamespaceIndex,
@@ -244,36 +239,23 @@ where
 fn reflect_slim<K: Projected>(
     api: Api<K>,
     config: watcher::Config,
-    index: Option<NamespaceIndex>,
-) -> (Store<Slim<K>>, Feed<K>, BoxFuture<'static, ()>) {
-    let (reader, mut writer) = reflector::store();
+) -> (Children<K>, Feed<K>, BoxFuture<'static, ()>) {
+    let cache = Children::default();
+    let mut writer = ChildrenWriter::new(cache.clone());
     let feed = Feed::new(None);
-    let mut indexer = index.map(IndexWriter::new);
-    let cache = reader.clone();
+    let kept = cache.clone();
     let task = run(
         api,
         config,
         feed.clone(),
-        move |event| {
-            let event = match event {
-                watcher::Event::Apply(o) => watcher::Event::Apply(Slim::of(o)),
-                watcher::Event::InitApply(o) => watcher::Event::InitApply(Slim::of(o)),
-                watcher::Event::Delete(o) => watcher::Event::Delete(Slim::of(o)),
-                watcher::Event::Init => watcher::Event::Init,
-                watcher::Event::InitDone => watcher::Event::InitDone,
-            };
-            writer.apply_watcher_event(&event);
-            if let Some(indexer) = &mut indexer {
-                indexer.apply(&event);
-            }
-        },
+        move |event| writer.apply(event),
         // What the projection kept is what subscribers that compare may read.
         move |o| {
-            let slim = cache.get(&Slim::key(o.meta()))?;
+            let slim = kept.get(o.meta().namespace.as_deref(), &o.name_any())?;
             slim.kept().cloned().map(Arc::new)
         },
     );
-    (reader, feed, task)
+    (cache, feed, task)
 }
 
 /// Runs the watch of kind `K`: each event goes to the cache (`store`), then to the feed's
@@ -365,11 +347,8 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         ($cfg:expr) => {
             cache!($cfg, None)
         };
-        (slim $cfg:expr) => {
-            cache!(slim $cfg, None)
-        };
-        (slim $cfg:expr, $index:expr) => {{
-            let (store, feed, task) = reflect_slim(Api::all(c.clone()), $cfg, $index);
+        (slim $cfg:expr) => {{
+            let (store, feed, task) = reflect_slim(Api::all(c.clone()), $cfg);
             tasks.push(task);
             (store, feed)
         }};
@@ -400,13 +379,13 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
         workspaces: [all(), Some(workspace_index.clone())]
         memberships: [all(), Some(membership_index.clone())]
         namespaces: [slim managed()]
-        role_bindings: [slim managed(), Some(child_index.role_bindings.clone())]
-        roles: [slim managed(), Some(child_index.roles.clone())]
+        role_bindings: [slim managed()]
+        roles: [slim managed()]
         cluster_roles: [slim managed()]
         cluster_role_bindings: [slim managed()]
-        quotas: [slim managed(), Some(child_index.quotas.clone())]
-        limit_ranges: [slim managed(), Some(child_index.limit_ranges.clone())]
-        network_policies: [slim managed(), Some(child_index.network_policies.clone())]
+        quotas: [slim managed()]
+        limit_ranges: [slim managed()]
+        network_policies: [slim managed()]
         service_accounts: [slim managed()]
         secrets: [managed(), Some(child_index.secrets.clone())]
         config_maps: [managed(), Some(child_index.config_maps.clone())]
@@ -482,49 +461,47 @@ impl std::io::Write for Counter {
     }
 }
 
-/// What a cached object holds that its JSON encoding does not show, in bytes.
-trait Unencoded {
-    fn unencoded(&self) -> usize {
-        0
-    }
+/// A cache's census: the objects held and, when `bytes`, about the bytes they hold.
+trait Census {
+    fn census(&self, bytes: bool) -> (usize, usize);
 }
 
-impl Unencoded for Organization {}
-impl Unencoded for Workspace {}
-impl Unencoded for Membership {}
-impl<K> Unencoded for PartialObjectMeta<K> {}
-
-/// A projection's leaves: 8 bytes each.
-impl<K> Unencoded for Slim<K> {
-    fn unencoded(&self) -> usize {
-        self.leaf_count().saturating_mul(8)
-    }
-}
-
-/// Objects in one store and, when `bytes`, their JSON-encoded size (a proxy for the heap
-/// they hold: strings dominate both) plus what the encoding leaves out ([`Unencoded`]).
-fn measure<K>(store: &Store<K>, bytes: bool) -> (usize, usize)
+/// Whole objects: their JSON-encoded size (a proxy for the heap they hold: strings
+/// dominate both).
+impl<K> Census for Store<K>
 where
-    K: Serialize + Clone + kube::Resource + Unencoded,
+    K: Serialize + Clone + kube::Resource,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    if !bytes {
-        return (store.len(), 0);
+    fn census(&self, bytes: bool) -> (usize, usize) {
+        if !bytes {
+            return (self.len(), 0);
+        }
+        let objects = self.state();
+        let mut size = Counter(0);
+        for o in &objects {
+            let _ = serde_json::to_writer(&mut size, o.as_ref());
+        }
+        (objects.len(), size.0)
     }
-    let objects = store.state();
-    let mut size = Counter(0);
-    for o in &objects {
-        let _ = serde_json::to_writer(&mut size, o.as_ref());
-        size.0 = size.0.saturating_add(o.unencoded());
+}
+
+/// Projections: names, 8 bytes a leaf, and what is kept ([`Children::measure`]).
+impl<K: Serialize> Census for Children<K> {
+    fn census(&self, bytes: bool) -> (usize, usize) {
+        if bytes {
+            self.measure()
+        } else {
+            (self.len(), 0)
+        }
     }
-    (objects.len(), size.0)
 }
 
 /// Per cached kind: its name, the objects held and (when `bytes`) their encoded size.
 fn census(s: &Stores, bytes: bool) -> Vec<(&'static str, (usize, usize))> {
     macro_rules! kinds {
         ($($kind:literal => $field:ident),* $(,)?) => {
-            vec![$(($kind, measure(&s.$field, bytes))),*]
+            vec![$(($kind, s.$field.census(bytes))),*]
         };
     }
     kinds![

@@ -452,17 +452,8 @@ async fn invitations(
         (Vec::new(), Vec::new())
     };
     let s = &ctx.stores;
-    let existing_roles = s.child_index.roles.objects_in(&s.roles, ns);
-    let existing_bindings = s.child_index.role_bindings.objects_in(&s.role_bindings, ns);
-    provision::converge(&ctx.client, &s.roles, &existing_roles, &owner, &roles).await?;
-    provision::converge(
-        &ctx.client,
-        &s.role_bindings,
-        &existing_bindings,
-        &owner,
-        &bindings,
-    )
-    .await?;
+    provision::converge(&ctx.client, &s.roles, ns, &owner, &roles).await?;
+    provision::converge(&ctx.client, &s.role_bindings, ns, &owner, &bindings).await?;
     Ok(())
 }
 
@@ -638,30 +629,27 @@ async fn ensure_client(
     // The verifier and the last rotation and revocation handled live on the
     // ServiceAccount, written together. Before issuing, confirm on the live object: the
     // cache may not have our last write yet, and a secret must never be issued twice.
-    let cached = ctx
-        .stores
-        .service_accounts
-        .get(&ObjectRef::new(&sa_name).within(ns));
+    let cached = ctx.stores.service_accounts.get(Some(ns), &sa_name);
     let now = k8s_openapi::jiff::Timestamp::now();
     let settled = cached.as_ref().is_some_and(|sa| {
         client::plan(&request, sa.annotations(), now)
             .issue
             .is_none()
     });
+    // Its uid and annotations (the verifier, the rotation state).
     let live_sa = if settled {
-        cached.map(|sa| sa.metadata.clone())
+        cached.map(|sa| (sa.uid().map(str::to_string), sa.annotations().clone()))
     } else {
         Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
             .get_opt(&sa_name)
             .await
             .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?
-            .map(|sa| sa.metadata)
+            .map(|sa| (sa.uid(), sa.annotations().clone()))
     };
-    let live_uid = live_sa.as_ref().and_then(|sa| sa.uid.clone());
+    let live_uid = live_sa.as_ref().and_then(|(uid, _)| uid.clone());
     let live_verifier = live_sa
         .as_ref()
-        .and_then(|sa| sa.annotations.as_ref())
-        .map(client::verifier_of)
+        .map(|(_, annotations)| client::verifier_of(annotations))
         .unwrap_or_default();
     let plan = client::plan(&request, &live_verifier, now);
     let secret_name = names::client_secret_name(&name);

@@ -185,7 +185,7 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
             let ns = names::org_namespace(&o.name_any());
             ctx.stores
                 .namespaces
-                .get(&ObjectRef::new(&ns))
+                .get(None, &ns)
                 .is_some_and(|n| n.annotations().get(labels::OWNER_UID) == o.uid().as_ref())
         };
         grants::owner_limit_reached(&org, &refs, limit, provisioned).map(|owner| (owner, limit))
@@ -320,16 +320,14 @@ async fn apply_children(
 ) -> Result<()> {
     let s = &ctx.stores;
     let org_name = org.name_any();
-    let bindings = s.child_index.role_bindings.objects_in(&s.role_bindings, ns);
-    let roles = s.child_index.roles.objects_in(&s.roles, ns);
     // One applier per kind and component: what carries the organization's labels and
     // this component, in its namespace, and was not built goes.
     macro_rules! converge {
-        ($cache:ident, $existing:expr, $component:expr, $built:expr) => {
+        ($cache:ident, $component:expr, $built:expr) => {
             provision::converge(
                 &ctx.client,
                 &s.$cache,
-                $existing,
+                ns,
                 &provision::org_labels(&org_name, $component),
                 $built,
             )
@@ -339,19 +337,16 @@ async fn apply_children(
     let refused = [
         converge!(
             role_bindings,
-            &bindings,
             Component::OrganizationBinding,
             &built.role_bindings
         ),
         converge!(
             roles,
-            &roles,
             Component::ClientCredentialsAccess,
             &built.credentials_roles
         ),
         converge!(
             role_bindings,
-            &bindings,
             Component::ClientCredentialsAccess,
             &built.credentials_bindings
         ),
@@ -417,7 +412,7 @@ fn usage(
             let q = ctx
                 .stores
                 .quotas
-                .get(&ObjectRef::new(crate::build::workspace::QUOTA).within(&ns))?;
+                .get(Some(&ns), crate::build::workspace::QUOTA)?;
             let l = q.labels();
             (l.get(labels::ORGANIZATION) == Some(&org_name)
                 && l.get(labels::WORKSPACE) == Some(&ws))

@@ -69,7 +69,7 @@ pub(super) fn organization_sources(
         let ns = super::workspace::namespace_name(ctx, &org_name, &w.name_any(), &uid).ok()?;
         ctx.stores
             .namespaces
-            .get(&ObjectRef::new(&ns))
+            .get(None, &ns)
             .filter(|n| n.annotations().get(labels::OWNER_UID) == Some(&uid))
             .map(|_| ns)
     })

@@ -299,12 +299,9 @@ pub(super) fn namespace_name(
         &s.reserved(),
     )?;
     let ours = |n: &str| {
-        ctx.stores
-            .namespaces
-            .get(&ObjectRef::new(n))
-            .is_some_and(|ns| {
-                ns.annotations().get(labels::OWNER_UID).map(String::as_str) == Some(uid)
-            })
+        ctx.stores.namespaces.get(None, n).is_some_and(|ns| {
+            ns.annotations().get(labels::OWNER_UID).map(String::as_str) == Some(uid)
+        })
     };
     if s.namespace_template == names::DEFAULT_NAMESPACE_TEMPLATE && !ours(&name) {
         let legacy = names::LEGACY_NAMESPACE_TEMPLATE
@@ -434,19 +431,11 @@ async fn provision(
     // default above its max) is a bad spec, not an error to retry: it is reported, the
     // previous object (if any) stays, and the rest is provisioned, bindings included.
     let owner = provision::workspace_owner(&org.name_any(), &ws.name_any());
-    let idx = &s.child_index;
     // One applier per kind: what was built, and the cache's objects of that kind in the
     // namespace (the ones labelled as this workspace's and not built are deleted).
     macro_rules! converge {
         ($cache:ident, $built:expr) => {
-            provision::converge(
-                &ctx.client,
-                &s.$cache,
-                &idx.$cache.objects_in(&s.$cache, &name),
-                &owner,
-                $built,
-            )
-            .await?
+            provision::converge(&ctx.client, &s.$cache, &name, &owner, $built).await?
         };
     }
     let mut refusals = converge!(quotas, built.quota.as_slice());
@@ -512,7 +501,8 @@ pub(super) async fn settle_namespace(
     let owned = ctx
         .stores
         .namespaces
-        .find(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid));
+        .find(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid))
+        .map(|(_, name, ns)| (name, ns));
     let owned = match owned {
         Some(ns) => Some(ns),
         None => match ws.status.as_ref().and_then(|s| s.namespace.clone()) {
@@ -522,14 +512,13 @@ pub(super) async fn settle_namespace(
                 .await
                 .context(|| format!("reading namespace {name}"))?
                 .filter(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid))
-                .map(|ns| Arc::new(Slim::of(&ns))),
+                .map(|ns| (ns.name_any(), Arc::new(Slim::of(&ns)))),
             None => None,
         },
     };
-    let Some(ns) = owned else {
+    let Some((name, ns)) = owned else {
         return Ok(());
     };
-    let name = ns.name_any();
     let policy = policy.unwrap_or_else(|| {
         match ns
             .annotations()
@@ -555,12 +544,8 @@ pub(super) async fn settle_namespace(
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-            let existing = s
-                .child_index
-                .role_bindings
-                .objects_in(&s.role_bindings, &name);
             let none: &[k8s_openapi::api::rbac::v1::RoleBinding] = &[];
-            provision::converge(&ctx.client, &s.role_bindings, &existing, &grants, none).await?;
+            provision::converge(&ctx.client, &s.role_bindings, &name, &grants, none).await?;
             super::shared::remove_all(ctx, &name).await?;
             provision::release::<ResourceQuota>(&ctx.client, &name, QUOTA).await?;
             provision::release::<LimitRange>(&ctx.client, &name, LIMITS).await?;
@@ -574,7 +559,7 @@ pub(super) async fn settle_namespace(
             provision::release_namespace(&ctx.client, &name, safety).await?;
             info!(namespace = %name, "orphaned the workspace namespace");
         }
-        DeletionPolicy::Delete if ns.meta().deletion_timestamp.is_none() => {
+        DeletionPolicy::Delete if !ns.deleting() => {
             Api::<Namespace>::all(ctx.client.clone())
                 .delete(&name, &Default::default())
                 .await
