@@ -258,6 +258,24 @@ fn reflect_slim<K: Projected>(
     (cache, feed, task)
 }
 
+/// The annotation `kubectl apply` (client-side) and tools built on it keep: the whole
+/// object again, as JSON.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reconciler reads and objects carry in bulk, on the way in: managedFields
+/// (on objects Tenantry applies, a large part of each object: measured, the controller's
+/// memory), and the copy of the object a client-side `kubectl apply` (or a GitOps tool
+/// applying that way) leaves in an annotation.
+fn unread(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// Runs the watch of kind `K`: each event goes to the cache (`store`), then to the feed's
 /// subscribers with what `old` says the cache held before.
 fn run<K: Object>(
@@ -268,11 +286,9 @@ fn run<K: Object>(
     old: impl Fn(&K) -> Option<Arc<K>> + Send + 'static,
 ) -> BoxFuture<'static, ()> {
     let kind = K::kind(&()).to_string();
-    // managedFields are dropped on the way in: nothing reads them, and on objects Tenantry
-    // applies they are a large part of each object (measured: the controller's memory).
     let stream = watcher(api, config)
         .backoff(WatchBackoff::cache())
-        .modify(|o| o.meta_mut().managed_fields = None);
+        .modify(|o| unread(o.meta_mut()));
     stream
         .for_each(move |event| {
             match event {
@@ -556,6 +572,31 @@ pub(super) async fn count_managed(stores: Stores) {
 #[cfg(test)]
 mod tests {
     use super::IndexWriter;
+
+    #[test]
+    fn what_no_reconciler_reads_is_dropped_on_the_way_in() {
+        let mut m: kube::api::ObjectMeta = serde_json::from_value(serde_json::json!({
+            "name": "acme",
+            "annotations": {
+                super::LAST_APPLIED: "{\"spec\":{}}",
+                "tenantry.dev/rotate": "1"
+            },
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+        }))
+        .unwrap();
+        super::unread(&mut m);
+        assert!(m.managed_fields.is_none());
+        assert_eq!(
+            m.annotations.unwrap().keys().collect::<Vec<_>>(),
+            ["tenantry.dev/rotate"]
+        );
+        let mut only = kube::api::ObjectMeta {
+            annotations: Some([(super::LAST_APPLIED.to_string(), "{}".to_string())].into()),
+            ..Default::default()
+        };
+        super::unread(&mut only);
+        assert!(only.annotations.is_none());
+    }
 
     #[test]
     fn watch_backoff_is_short_capped_and_reset_by_an_event() {
