@@ -181,7 +181,7 @@ impl<K> Slim<K> {
     ) -> bool {
         labels.into_iter().all(|(k, v)| {
             let mut h = path(&["metadata", "labels", k]);
-            scalar(&mut h, &Value::String(v.clone()));
+            string(&mut h, v);
             self.leaves.binary_search(&h.finish()).is_ok()
         })
     }
@@ -467,6 +467,12 @@ fn key(h: &mut DefaultHasher, segment: &str) {
     h.write_u8(0xff);
 }
 
+/// A string value's leaf (also what [`Slim::has_labels`] looks for, without a `Value`).
+fn string(h: &mut DefaultHasher, s: &str) {
+    h.write_u8(3);
+    s.hash(h);
+}
+
 fn scalar(h: &mut DefaultHasher, v: &Value) {
     match v {
         Value::Null => h.write_u8(0),
@@ -478,10 +484,7 @@ fn scalar(h: &mut DefaultHasher, v: &Value) {
             h.write_u8(2);
             n.to_string().hash(h);
         }
-        Value::String(s) => {
-            h.write_u8(3);
-            s.hash(h);
-        }
+        Value::String(s) => string(h, s),
         Value::Array(_) | Value::Object(_) => {}
     }
 }

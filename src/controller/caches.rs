@@ -27,7 +27,7 @@ use crate::provision::Object;
 use crate::slim::{Children, ChildrenWriter, Projected};
 
 /// Caches of everything the reconcilers read. Child kinds are label-selected: the caches
-/// hold only what Tenantry manages, as projections ([`Slim`]) or metadata.
+/// hold only what Tenantry manages, as projections ([`crate::slim::Slim`]) or metadata.
 #[derive(Clone)]
 pub struct Stores {
     pub organizations: Store<Organization>,
@@ -234,7 +234,7 @@ where
     (reader, feed, task)
 }
 
-/// A cache of kind `K` that keeps a projection of each object ([`Slim`]); the feed
+/// A cache of kind `K` that keeps a projection of each object ([`crate::slim::Slim`]); the feed
 /// publishes the whole objects as the watch brings them.
 fn reflect_slim<K: Projected>(
     api: Api<K>,
