@@ -86,6 +86,12 @@ BENCH_ARGS ?=
 bench: controlplane ## measure Tenantry at scale on fresh local control planes (SCALES=1,5,25 BENCH_ARGS=...); see docs/benchmarks.md
 	cargo bench --locked --bench scale -- --scales $(SCALES) $(BENCH_ARGS)
 
+.PHONY: profile-heap
+profile-heap: controlplane ## where the controller's heap goes: the benchmark at SCALES on dhat's allocator, each controller's profile summed by hack/dhat-top.py
+	rm -f dhat-heap-*.json
+	CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --locked --features dhat-heap --bench scale -- --scales $(SCALES) --no-baseline $(BENCH_ARGS)
+	for f in dhat-heap-*.json; do echo "== $$f"; python3 hack/dhat-top.py $$f --top 30; done
+
 .PHONY: test-kind
 test-kind: ## run the integration suite against the existing cluster in KUBECONFIG (e.g. kind)
 	TENANTRY_TEST_KUBECONFIG="$${KUBECONFIG:-$$HOME/.kube/config}" cargo test --locked --test integration

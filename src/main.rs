@@ -9,8 +9,15 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// jemalloc returns freed memory to the system; measured against glibc and mimalloc in
 /// docs/benchmarks.md.
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// `--features dhat-heap` (`make profile-heap`): every allocation counted by its site; the
+/// profile (dhat-heap-<pid>.json, for dh_view or `hack/dhat-top.py`) is written at exit.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +103,11 @@ fn init_tracing(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(format!("dhat-heap-{}.json", std::process::id()))
+        .trim_backtraces(Some(24))
+        .build();
     let cli = Cli::parse();
     match cli.command {
         Command::TokenServer { settings } => {

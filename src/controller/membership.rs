@@ -673,7 +673,14 @@ async fn ensure_client(
             Some(value) => value,
             None => credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
         };
-        new_hash = Some(credentials::hash(&secret_value).map_err(Error::Random)?);
+        let to_hash = secret_value.clone();
+        new_hash = Some(
+            ctx.hashing
+                .run(move |memory| credentials::hash_with_memory(&to_hash, memory))
+                .await
+                .map_err(|e| Error::Random(e.to_string()))?
+                .map_err(Error::Random)?,
+        );
         // The Secret first: if writing the verifier fails, the next pass finds the
         // Secret (above) and writes the verifier of the same secret.
         let secret = Secret {
@@ -815,9 +822,18 @@ async fn interrupted_issuance(
     if !ours || field("client-id").as_deref() != Some(client_id) {
         return Ok(None);
     }
-    Ok(field("client-secret").filter(|value| {
-        !value.is_empty() && !current_hash.is_some_and(|h| credentials::verify(value, h))
-    }))
+    let Some(value) = field("client-secret").filter(|value| !value.is_empty()) else {
+        return Ok(None);
+    };
+    let Some(current) = current_hash.cloned() else {
+        return Ok(Some(value));
+    };
+    ctx.hashing
+        .run(move |memory| {
+            (!credentials::verify_with_memory(&value, &current, memory)).then_some(value)
+        })
+        .await
+        .map_err(|e| Error::Random(e.to_string()))
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct Context {
     pub status_pacer: StatusPacer,
     /// The last view of each organization, shared by the three reconcilers.
     pub views: crate::view::Views,
+    /// Argon2 for client secrets: one at a time, off the async workers.
+    pub hashing: crate::credentials::Hashing,
 }
 
 /// One finished reconcile, as seen by an [`Observer`].
@@ -231,6 +233,7 @@ pub async fn run(
         stores,
         observer,
         views: Default::default(),
+        hashing: Default::default(),
     });
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
