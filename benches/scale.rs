@@ -696,6 +696,10 @@ struct SizeResult {
     controlplane_cpu_seconds: f64,
     peak_rss_mib: f64,
     settled_rss_mib: f64,
+    /// jemalloc's allocated (live) and resident bytes once settled, in MiB
+    /// (`tenantry_heap_bytes`).
+    heap_allocated_mib: f64,
+    heap_resident_mib: f64,
     idle_seconds: u64,
     idle_writes: u64,
     restart_settle_seconds: f64,
@@ -884,6 +888,10 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     let m2 = controller.metrics().await;
     let idle_writes = writes(&m2.requests_by_verb(&m1));
     let settled_rss_mib = status_mib(pid, "VmRSS:");
+    let heap_mib = |state: &str| {
+        m2.sum("tenantry_heap_bytes", &[&format!("state=\"{state}\"")]) / (1024.0 * 1024.0)
+    };
+    let (heap_allocated_mib, heap_resident_mib) = (heap_mib("allocated"), heap_mib("resident"));
     let caches: BTreeMap<String, CacheSize> = http_get(controller.port, "/debug/caches")
         .await
         .and_then(|(_, body)| serde_json::from_str(&body).ok())
@@ -944,6 +952,8 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         controlplane_cpu_seconds,
         peak_rss_mib,
         settled_rss_mib,
+        heap_allocated_mib,
+        heap_resident_mib,
         idle_seconds: args.idle_seconds,
         idle_writes,
         restart_settle_seconds,
@@ -1111,6 +1121,13 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.idle_seconds,
             r.restart_settle_seconds,
             r.restart_writes,
+        ));
+    }
+    out.push_str("\nThe controller's heap once settled (`tenantry_heap_bytes`: what jemalloc holds allocated for live objects, and resident):\n\n| scale | allocated | resident | RSS |\n|---|---|---|---|\n");
+    for r in results {
+        out.push_str(&format!(
+            "| {}x | {:.0} MiB | {:.0} MiB | {:.0} MiB |\n",
+            r.scale, r.heap_allocated_mib, r.heap_resident_mib, r.settled_rss_mib
         ));
     }
     out.push_str("\nWhat the controller's caches hold once settled (`/debug/caches`: objects, and their JSON-encoded bytes as a proxy for the heap they take):\n\n| kind |");

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub duration: Family<KindLabels, Histogram>,
     pub errors: Family<ErrorLabels, Counter>,
     pub managed: Family<KindLabels, Gauge>,
+    /// The heap as jemalloc sees it: `allocated` (live) and `resident` (pages it holds).
+    pub heap: Family<HeapLabels, Gauge>,
     pub writes: Family<WriteLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub views: Family<ViewLabels, Counter>,
@@ -116,6 +118,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "managed_objects",
         "Objects in the controller's caches, by kind",
         managed.clone(),
+    );
+    let heap = Family::<HeapLabels, Gauge>::default();
+    registry.register(
+        "heap_bytes",
+        "The controller's heap as its allocator (jemalloc) sees it: allocated (live objects) and resident (memory it holds)",
+        heap.clone(),
     );
     registry.register(
         "api_writes",
@@ -206,9 +214,32 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         duration,
         errors,
         managed,
+        heap,
         writes,
     }
 });
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeapLabels {
+    /// `allocated` or `resident`.
+    pub state: &'static str,
+}
+
+/// Refreshes the heap gauges from jemalloc's statistics (zero when jemalloc is not the
+/// allocator: tests, `--features dhat-heap`).
+pub fn heap() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return;
+    }
+    let gauge = |state| METRICS.heap.get_or_create(&HeapLabels { state });
+    if let Ok(n) = stats::allocated::read() {
+        gauge("allocated").set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    if let Ok(n) = stats::resident::read() {
+        gauge("resident").set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
 
 /// Counts one organization view asked for: reused or built.
 pub fn view(reused: bool) {
@@ -422,6 +453,7 @@ impl Drop for ReconcileTimer {
 
 /// The metrics in the Prometheus text format.
 pub fn encode() -> String {
+    heap();
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &METRICS.registry)
         .expect("writing to a String");

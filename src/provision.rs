@@ -54,7 +54,7 @@ pub fn stamped<K: Object>(desired: &K) -> Result<K> {
 
 /// Whether the cached `live` object already holds everything in `desired` (see
 /// [`crate::slim`]).
-pub fn up_to_date<K: Object>(live: Option<&Slim<K>>, desired: &K) -> Result<bool> {
+pub fn up_to_date<K: Projected>(live: Option<&Slim<K>>, desired: &K) -> Result<bool> {
     let Some(live) = live else { return Ok(false) };
     let what = desired.name_any();
     let asked = crate::slim::desired(desired).map_err(|source| Error::Serialize {
@@ -427,9 +427,8 @@ pub async fn claim_namespace(
             }
         }
     };
-    let owner = ns.annotations().get(labels::OWNER_UID).cloned();
-    let managed =
-        ns.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE);
+    let owner = ns.annotation(labels::OWNER_UID).map(str::to_string);
+    let managed = ns.label(labels::MANAGED_BY) == Some(labels::MANAGED_BY_VALUE);
     Ok(match owner {
         // Ours, but deleted (by someone else): made again once it is gone.
         Some(uid) if uid == owner_uid && ns.deleting() => NamespaceClaim::Terminating,
@@ -461,10 +460,9 @@ pub async fn claim_namespace(
 /// carries `tenantry.dev/organization: <org>`, and its component, if any, is the
 /// organization namespace.
 fn is_declared_for(ns: &Slim<Namespace>, org: &str) -> bool {
-    let labels = ns.labels();
-    labels.get(labels::ORGANIZATION).map(String::as_str) == Some(org)
-        && labels
-            .get(labels::COMPONENT)
+    ns.label(labels::ORGANIZATION) == Some(org)
+        && ns
+            .label(labels::COMPONENT)
             .is_none_or(|c| c == labels::Component::OrganizationNamespace.as_str())
 }
 

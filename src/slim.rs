@@ -28,6 +28,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use kube::runtime::watcher;
 use serde::Serialize;
@@ -47,10 +48,47 @@ pub trait Projected: Object {
     /// Whether the projection keeps the object's uid.
     const UID: bool = false;
 
-    /// What readers other than the applier need of the live object's content, if anything.
-    fn keep(&self) -> Option<Self> {
-        None
-    }
+    /// What readers other than the applier need of the live object's content, kept in a
+    /// compact form (`()`: nothing).
+    type Kept: Send + Sync + 'static;
+
+    /// What is kept of `self`, if anything.
+    fn keep(&self) -> Option<Self::Kept>;
+
+    /// An object holding only what was kept, for its readers.
+    fn rebuild(kept: &Self::Kept) -> Self;
+}
+
+/// Keys and values, sorted by key: labels, annotations or resource amounts as the
+/// projection keeps them (two boxed strings each; a `BTreeMap` node alone is 540 bytes).
+pub type Pairs = Box<[(Box<str>, Box<str>)]>;
+
+fn pairs<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> Pairs {
+    entries
+        .into_iter()
+        .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+        .collect()
+}
+
+fn lookup<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
+    pairs
+        .binary_search_by(|(k, _)| (**k).cmp(key))
+        .ok()
+        .and_then(|i| pairs.get(i))
+        .map(|(_, v)| &**v)
+}
+
+/// Nothing of the content is kept.
+macro_rules! keeps_no_content {
+    () => {
+        type Kept = ();
+        fn keep(&self) -> Option<()> {
+            None
+        }
+        fn rebuild(_: &()) -> Self {
+            Self::default()
+        }
+    };
 }
 
 /// Tenantry's labels and annotations, but the digest (which only the applier reads, from
@@ -59,12 +97,24 @@ fn tenantry_key(key: &str) -> bool {
     key.starts_with("tenantry.dev/") && key != labels::APPLIED
 }
 
-impl Projected for RoleBinding {}
-impl Projected for Role {}
-impl Projected for ClusterRole {}
-impl Projected for ClusterRoleBinding {}
-impl Projected for LimitRange {}
-impl Projected for NetworkPolicy {}
+impl Projected for RoleBinding {
+    keeps_no_content!();
+}
+impl Projected for Role {
+    keeps_no_content!();
+}
+impl Projected for ClusterRole {
+    keeps_no_content!();
+}
+impl Projected for ClusterRoleBinding {
+    keeps_no_content!();
+}
+impl Projected for LimitRange {
+    keeps_no_content!();
+}
+impl Projected for NetworkPolicy {
+    keeps_no_content!();
+}
 /// A client's ServiceAccount: its credential verifier and rotation state (annotations), and
 /// its uid (a rotation that replaces it names the one it replaces).
 impl Projected for ServiceAccount {
@@ -72,6 +122,7 @@ impl Projected for ServiceAccount {
         tenantry_key(key)
     }
     const UID: bool = true;
+    keeps_no_content!();
 }
 
 /// A namespace's owner and identity (whose it is, which organization and workspace), its
@@ -82,6 +133,7 @@ impl Projected for Namespace {
             || key == labels::MANAGED_BY
             || key.starts_with("pod-security.kubernetes.io/")
     }
+    keeps_no_content!();
 }
 
 /// An organization's usage and pooled quota read each workspace quota's hard limits and
@@ -91,35 +143,61 @@ impl Projected for ResourceQuota {
         key == labels::ORGANIZATION || key == labels::WORKSPACE
     }
 
-    fn keep(&self) -> Option<Self> {
-        Some(ResourceQuota {
+    type Kept = Amounts;
+
+    fn keep(&self) -> Option<Amounts> {
+        let amounts = |m: Option<&BTreeMap<String, Quantity>>| {
+            pairs(m.into_iter().flatten().map(|(k, q)| (k, &q.0)))
+        };
+        Some(Amounts {
+            hard: amounts(self.spec.as_ref().and_then(|s| s.hard.as_ref())),
+            used: amounts(self.status.as_ref().and_then(|s| s.used.as_ref())),
+        })
+    }
+
+    fn rebuild(kept: &Amounts) -> Self {
+        let map = |p: &Pairs| {
+            Some(
+                p.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect(),
+            )
+        };
+        ResourceQuota {
             metadata: ObjectMeta::default(),
             spec: Some(ResourceQuotaSpec {
-                hard: self.spec.as_ref().and_then(|s| s.hard.clone()),
+                hard: map(&kept.hard),
                 ..Default::default()
             }),
             status: Some(ResourceQuotaStatus {
-                used: self.status.as_ref().and_then(|s| s.used.clone()),
+                used: map(&kept.used),
                 ..Default::default()
             }),
-        })
+        }
     }
+}
+
+/// A quota's hard limits (`spec.hard`) and use (`status.used`).
+pub struct Amounts {
+    hard: Pairs,
+    used: Pairs,
 }
 
 /// The cached projection of a live object of kind `K` (its name and namespace are its key
 /// in [`Children`]): whether it is being deleted, the labels and annotations
 /// [`Projected::keeps`], its uid if [`Projected::UID`], the sorted hashes of its leaves,
 /// and what [`Projected::keep`] keeps.
-pub struct Slim<K> {
+pub struct Slim<K: Projected> {
     deleting: bool,
     uid: Option<Box<str>>,
-    /// Labels and annotations kept by name; `None` when there are none (most objects).
-    meta: Option<Box<ObjectMeta>>,
+    /// Labels and annotations kept by name (none, on most objects: no allocation).
+    labels: Pairs,
+    annotations: Pairs,
     leaves: Box<[u64]>,
-    kept: Option<Box<K>>,
+    kept: Option<Box<K::Kept>>,
 }
 
-impl<K> std::fmt::Debug for Slim<K> {
+impl<K: Projected> std::fmt::Debug for Slim<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // No content: the leaves are hashes, and a Secret's would say nothing either.
         f.debug_struct("Slim")
@@ -129,29 +207,13 @@ impl<K> std::fmt::Debug for Slim<K> {
     }
 }
 
-static NONE: BTreeMap<String, String> = BTreeMap::new();
-
 impl<K: Projected> Slim<K> {
     /// The projection of `live`, as a watch brought it.
     pub fn of(live: &K) -> Self {
         let m = live.meta();
         let kept = |map: &Option<BTreeMap<String, String>>| {
-            let kept: BTreeMap<String, String> = map
-                .iter()
-                .flatten()
-                .filter(|(k, _)| K::keeps(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (!kept.is_empty()).then_some(kept)
+            pairs(map.iter().flatten().filter(|(k, _)| K::keeps(k)))
         };
-        let (labels, annotations) = (kept(&m.labels), kept(&m.annotations));
-        let meta = (labels.is_some() || annotations.is_some()).then(|| {
-            Box::new(ObjectMeta {
-                labels,
-                annotations,
-                ..Default::default()
-            })
-        });
         // An object that does not serialize has no leaves: it is never up to date, and
         // the applier's write says why.
         let leaves = serde_json::to_value(live)
@@ -160,14 +222,15 @@ impl<K: Projected> Slim<K> {
         Self {
             deleting: m.deletion_timestamp.is_some(),
             uid: m.uid.as_deref().filter(|_| K::UID).map(Box::from),
-            meta,
+            labels: kept(&m.labels),
+            annotations: kept(&m.annotations),
             leaves: leaves.into_boxed_slice(),
             kept: live.keep().map(Box::new),
         }
     }
 }
 
-impl<K> Slim<K> {
+impl<K: Projected> Slim<K> {
     /// Whether the live object holds everything `desired` asks for.
     pub fn holds(&self, desired: &Desired) -> bool {
         let has = |l: &u64| self.leaves.binary_search(l).is_ok();
@@ -186,20 +249,27 @@ impl<K> Slim<K> {
         })
     }
 
-    /// The labels kept by name ([`Projected::keeps`]).
-    pub fn labels(&self) -> &BTreeMap<String, String> {
-        self.meta
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .unwrap_or(&NONE)
+    /// The value of label `key`, if kept by name ([`Projected::keeps`]).
+    pub fn label(&self, key: &str) -> Option<&str> {
+        lookup(&self.labels, key)
     }
 
-    /// The annotations kept by name ([`Projected::keeps`]).
-    pub fn annotations(&self) -> &BTreeMap<String, String> {
-        self.meta
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref())
-            .unwrap_or(&NONE)
+    /// The value of annotation `key`, if kept by name ([`Projected::keeps`]).
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        lookup(&self.annotations, key)
+    }
+
+    /// The labels kept by name, sorted by key.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The annotations kept by name, as a map.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        self.annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Whether the object is being deleted.
@@ -212,38 +282,52 @@ impl<K> Slim<K> {
         self.uid.as_deref()
     }
 
-    /// What [`Projected::keep`] kept of the live object.
-    pub fn kept(&self) -> Option<&K> {
-        self.kept.as_deref()
+    /// An object holding what [`Projected::keep`] kept of the live one.
+    pub fn kept(&self) -> Option<K> {
+        self.kept.as_deref().map(K::rebuild)
     }
 }
 
-impl<K: Serialize> Slim<K> {
+impl<K: Projected> Slim<K> {
     /// About the bytes it holds (for the caches' size report): 8 per leaf, and the
-    /// JSON-encoded size of what is kept.
+    /// strings kept.
     fn footprint(&self) -> usize {
-        let encoded =
-            |v: Option<serde_json::Result<Vec<u8>>>| v.and_then(Result::ok).map_or(0, |b| b.len());
+        let strings = |p: &Pairs| {
+            p.iter().fold(0usize, |n, (k, v)| {
+                n.saturating_add(k.len()).saturating_add(v.len())
+            })
+        };
+        let kept = self.kept.as_deref().map_or(0, |k| {
+            serde_json::to_vec(&K::rebuild(k)).map_or(0, |b| b.len())
+        });
         self.leaves
             .len()
             .saturating_mul(8)
             .saturating_add(self.uid.as_ref().map_or(0, |u| u.len()))
-            .saturating_add(encoded(self.meta.as_ref().map(serde_json::to_vec)))
-            .saturating_add(encoded(self.kept.as_ref().map(serde_json::to_vec)))
+            .saturating_add(strings(&self.labels))
+            .saturating_add(strings(&self.annotations))
+            .saturating_add(kept)
     }
 }
 
-type ByName<K> = HashMap<Box<str>, Arc<Slim<K>>>;
+/// A namespace's objects, sorted by name, in a vector no longer than they are: most
+/// namespaces hold one object of a kind (a hash map per namespace cost more than the
+/// objects' projections).
+type ByName<K> = Vec<(Box<str>, Arc<Slim<K>>)>;
 type ByNamespace<K> = HashMap<Box<str>, ByName<K>>;
+
+fn position<K: Projected>(by_name: &ByName<K>, name: &str) -> Result<usize, usize> {
+    by_name.binary_search_by(|(n, _)| (**n).cmp(name))
+}
 
 /// The cache of one child kind: projections by namespace (`""` for cluster-scoped kinds),
 /// then name. "What this namespace holds" is one lookup; no other index is needed.
-pub struct Children<K> {
+pub struct Children<K: Projected> {
     map: Arc<RwLock<ByNamespace<K>>>,
     ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-impl<K> Clone for Children<K> {
+impl<K: Projected> Clone for Children<K> {
     fn clone(&self) -> Self {
         Self {
             map: self.map.clone(),
@@ -252,7 +336,7 @@ impl<K> Clone for Children<K> {
     }
 }
 
-impl<K> Default for Children<K> {
+impl<K: Projected> Default for Children<K> {
     fn default() -> Self {
         Self {
             map: Default::default(),
@@ -261,7 +345,7 @@ impl<K> Default for Children<K> {
     }
 }
 
-impl<K> Children<K> {
+impl<K: Projected> Children<K> {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ByNamespace<K>> {
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -270,8 +354,7 @@ impl<K> Children<K> {
     pub fn get(&self, ns: Option<&str>, name: &str) -> Option<Arc<Slim<K>>> {
         self.read()
             .get(ns.unwrap_or_default())
-            .and_then(|m| m.get(name))
-            .cloned()
+            .and_then(|m| Some(m.get(position(m, name).ok()?)?.1.clone()))
     }
 
     /// Every object in namespace `ns`, with its name.
@@ -295,7 +378,7 @@ impl<K> Children<K> {
 
     /// The objects held.
     pub fn len(&self) -> usize {
-        self.read().values().map(HashMap::len).sum()
+        self.read().values().map(Vec::len).sum()
     }
 
     /// Waits until the first full list is in.
@@ -305,7 +388,7 @@ impl<K> Children<K> {
     }
 }
 
-impl<K: Serialize> Children<K> {
+impl<K: Projected> Children<K> {
     /// The objects held and about the bytes they hold: names and leaves
     /// ([`Slim::footprint`]).
     pub fn measure(&self) -> (usize, usize) {
@@ -327,7 +410,7 @@ impl<K: Serialize> Children<K> {
 
 /// The watch's side of a [`Children`] cache: a relist builds a new map, swapped in when
 /// complete.
-pub struct ChildrenWriter<K> {
+pub struct ChildrenWriter<K: Projected> {
     cache: Children<K>,
     pending: Option<ByNamespace<K>>,
 }
@@ -354,13 +437,27 @@ impl<K: Projected> ChildrenWriter<K> {
                 let (ns, name) = Self::key(o);
                 let slim = Arc::new(Slim::of(o));
                 let mut map = self.cache.map.write().unwrap_or_else(|e| e.into_inner());
-                map.entry(ns).or_default().insert(name, slim);
+                let by_name = map.entry(ns).or_default();
+                match position(by_name, &name) {
+                    Ok(i) => {
+                        if let Some(entry) = by_name.get_mut(i) {
+                            entry.1 = slim;
+                        }
+                    }
+                    Err(i) => {
+                        by_name.insert(i, (name, slim));
+                        by_name.shrink_to_fit();
+                    }
+                }
             }
             watcher::Event::Delete(o) => {
                 let (ns, name) = Self::key(o);
                 let mut map = self.cache.map.write().unwrap_or_else(|e| e.into_inner());
                 if let Some(by_name) = map.get_mut(&ns) {
-                    by_name.remove(&name);
+                    if let Ok(i) = position(by_name, &name) {
+                        by_name.remove(i);
+                        by_name.shrink_to_fit();
+                    }
                     if by_name.is_empty() {
                         map.remove(&ns);
                     }
@@ -373,10 +470,23 @@ impl<K: Projected> ChildrenWriter<K> {
                     .get_or_insert_with(HashMap::new)
                     .entry(ns)
                     .or_default()
-                    .insert(name, Arc::new(Slim::of(o)));
+                    .push((name, Arc::new(Slim::of(o))));
             }
             watcher::Event::InitDone => {
-                let listed = self.pending.take().unwrap_or_default();
+                let mut listed = self.pending.take().unwrap_or_default();
+                for by_name in listed.values_mut() {
+                    by_name.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    // A name listed twice (not expected of a list): the last one stays.
+                    by_name.dedup_by(|later, earlier| {
+                        let same = later.0 == earlier.0;
+                        if same {
+                            std::mem::swap(later, earlier);
+                        }
+                        same
+                    });
+                    by_name.shrink_to_fit();
+                }
+                listed.shrink_to_fit();
                 *self.cache.map.write().unwrap_or_else(|e| e.into_inner()) = listed;
                 self.cache.ready.send_replace(true);
             }
@@ -665,16 +775,21 @@ mod tests {
             ..Default::default()
         };
         let slim = Slim::of(&ns);
-        let labels = slim.labels();
         assert_eq!(
-            labels.keys().collect::<Vec<_>>(),
+            slim.labels().collect::<Vec<_>>(),
             [
-                "pod-security.kubernetes.io/enforce",
-                "tenantry.dev/organization"
+                ("pod-security.kubernetes.io/enforce", "restricted"),
+                ("tenantry.dev/organization", "acme")
             ]
         );
-        let annotations = slim.annotations();
-        assert_eq!(annotations.keys().collect::<Vec<_>>(), [labels::OWNER_UID]);
+        assert_eq!(slim.label("tenantry.dev/organization"), Some("acme"));
+        assert_eq!(slim.label("team"), None, "not kept by name");
+        assert_eq!(
+            slim.annotations().into_keys().collect::<Vec<_>>(),
+            [labels::OWNER_UID]
+        );
+        assert_eq!(slim.annotation(labels::OWNER_UID), Some("u"));
+        assert_eq!(slim.annotation(labels::APPLIED), None);
         assert!(slim.kept().is_none());
 
         let q: ResourceQuota = serde_json::from_value(serde_json::json!({
@@ -691,7 +806,7 @@ mod tests {
                 "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {}, "spec": {"hard": {"pods": "10"}}, "status": {"used": {"pods": "3"}}
             })
         );
-        assert_eq!(slim.labels().len(), 1);
+        assert_eq!(slim.labels().count(), 1);
         assert!(!slim.deleting());
     }
 
@@ -704,9 +819,11 @@ mod tests {
             b
         };
         let names = |c: &Children<RoleBinding>, ns: &str| -> Vec<String> {
-            let mut n: Vec<String> = c.in_namespace(ns).into_iter().map(|(n, _)| n).collect();
-            n.sort();
-            n
+            // In name order, as kept.
+            c.in_namespace(ns)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<String>>()
         };
         let cache = Children::default();
         let mut w = ChildrenWriter::new(cache.clone());
@@ -724,6 +841,11 @@ mod tests {
         w.apply(&watcher::Event::Apply(rb("a", "z")));
         w.apply(&watcher::Event::Delete(rb("b", "y")));
         assert_eq!(names(&cache, "a"), ["x", "z"]);
+        w.apply(&watcher::Event::Apply(rb("a", "a")));
+        w.apply(&watcher::Event::Apply(rb("a", "z")));
+        assert_eq!(names(&cache, "a"), ["a", "x", "z"], "a change replaces");
+        assert!(cache.get(Some("a"), "a").is_some());
+        w.apply(&watcher::Event::Delete(rb("a", "a")));
         assert!(names(&cache, "b").is_empty());
         assert!(cache.get(Some("a"), "z").is_some());
         assert!(cache.get(None, "z").is_none());
@@ -731,10 +853,12 @@ mod tests {
         // A relist replaces everything: what was deleted meanwhile is gone.
         w.apply(&watcher::Event::Init);
         w.apply(&watcher::Event::InitApply(rb("a", "z")));
+        w.apply(&watcher::Event::InitApply(rb("a", "m")));
         w.apply(&watcher::Event::InitDone);
-        assert_eq!(names(&cache, "a"), ["z"]);
+        assert_eq!(names(&cache, "a"), ["m", "z"]);
+        assert!(cache.get(Some("a"), "m").is_some() && cache.get(Some("a"), "x").is_none());
         let (objects, bytes) = cache.measure();
-        assert_eq!(objects, 1);
+        assert_eq!(objects, 2);
         assert!(bytes > 8, "{bytes}");
     }
 }

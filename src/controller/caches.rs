@@ -252,7 +252,7 @@ fn reflect_slim<K: Projected>(
         // What the projection kept is what subscribers that compare may read.
         move |o| {
             let slim = kept.get(o.meta().namespace.as_deref(), &o.name_any())?;
-            slim.kept().cloned().map(Arc::new)
+            slim.kept().map(Arc::new)
         },
     );
     (cache, feed, task)
@@ -276,6 +276,16 @@ fn unread(meta: &mut kube::api::ObjectMeta) {
     }
 }
 
+/// Drops, of a Workspace, its `status.members` (only ever compared with the members a
+/// reconcile builds: their digest answers that, [`crate::api::WorkspaceStatus::forget_members`]).
+fn unread_content<K: 'static>(o: &mut K) {
+    if let Some(ws) = (o as &mut dyn std::any::Any).downcast_mut::<crate::api::Workspace>()
+        && let Some(status) = &mut ws.status
+    {
+        status.forget_members();
+    }
+}
+
 /// Runs the watch of kind `K`: each event goes to the cache (`store`), then to the feed's
 /// subscribers with what `old` says the cache held before.
 fn run<K: Object>(
@@ -288,7 +298,10 @@ fn run<K: Object>(
     let kind = K::kind(&()).to_string();
     let stream = watcher(api, config)
         .backoff(WatchBackoff::cache())
-        .modify(|o| unread(o.meta_mut()));
+        .modify(|o| {
+            unread(o.meta_mut());
+            unread_content(o);
+        });
     stream
         .for_each(move |event| {
             match event {
@@ -503,7 +516,7 @@ where
 }
 
 /// Projections: names, 8 bytes a leaf, and what is kept ([`Children::measure`]).
-impl<K: Serialize> Census for Children<K> {
+impl<K: Projected> Census for Children<K> {
     fn census(&self, bytes: bool) -> (usize, usize) {
         if bytes {
             self.measure()

@@ -632,13 +632,13 @@ async fn ensure_client(
     let cached = ctx.stores.service_accounts.get(Some(ns), &sa_name);
     let now = k8s_openapi::jiff::Timestamp::now();
     let settled = cached.as_ref().is_some_and(|sa| {
-        client::plan(&request, sa.annotations(), now)
+        client::plan(&request, &sa.annotations(), now)
             .issue
             .is_none()
     });
     // Its uid and annotations (the verifier, the rotation state).
     let live_sa = if settled {
-        cached.map(|sa| (sa.uid().map(str::to_string), sa.annotations().clone()))
+        cached.map(|sa| (sa.uid().map(str::to_string), sa.annotations()))
     } else {
         Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
             .get_opt(&sa_name)

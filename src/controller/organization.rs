@@ -31,7 +31,6 @@ use crate::error::{Context as _, Error, Result};
 use crate::grants;
 use crate::labels::Component;
 use crate::provision::{self, NamespaceClaim};
-use crate::slim::Slim;
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
@@ -114,8 +113,19 @@ fn quota_changed(change: &super::Change<'_, ResourceQuota>) -> bool {
             old: Some(old),
             new,
         } => {
-            let hard = |q: &ResourceQuota| q.spec.as_ref().and_then(|s| s.hard.clone());
-            let used = |q: &ResourceQuota| q.status.as_ref().and_then(|s| s.used.clone());
+            // Absent and empty alike (the cache keeps amounts, not whether a map was there).
+            let hard = |q: &ResourceQuota| {
+                q.spec
+                    .as_ref()
+                    .and_then(|s| s.hard.clone())
+                    .unwrap_or_default()
+            };
+            let used = |q: &ResourceQuota| {
+                q.status
+                    .as_ref()
+                    .and_then(|s| s.used.clone())
+                    .unwrap_or_default()
+            };
             hard(old) != hard(new) || used(old) != used(new)
         }
         _ => true,
@@ -402,7 +412,7 @@ fn usage(
     view: &crate::view::OrgView,
 ) -> (Option<crate::api::QuotaStatus>, crate::api::Usage) {
     let org_name = org.name_any();
-    let quotas: Vec<Arc<Slim<ResourceQuota>>> = view
+    let quotas: Vec<ResourceQuota> = view
         .workspaces
         .iter()
         .filter(|w| view.provisionable.contains(&w.name_any()))
@@ -413,19 +423,18 @@ fn usage(
                 .stores
                 .quotas
                 .get(Some(&ns), crate::build::workspace::QUOTA)?;
-            let l = q.labels();
-            (l.get(labels::ORGANIZATION) == Some(&org_name)
-                && l.get(labels::WORKSPACE) == Some(&ws))
-            .then_some(q)
+            (q.label(labels::ORGANIZATION) == Some(org_name.as_str())
+                && q.label(labels::WORKSPACE) == Some(ws.as_str()))
+            .then(|| q.kept())
+            .flatten()
         })
         .collect();
     let states: Vec<build::QuotaState<'_>> = quotas
         .iter()
         .map(|q| {
-            let q = q.kept();
             (
-                q.and_then(|q| q.spec.as_ref()?.hard.as_ref()),
-                q.and_then(|q| q.status.as_ref()?.used.as_ref()),
+                q.spec.as_ref().and_then(|s| s.hard.as_ref()),
+                q.status.as_ref().and_then(|s| s.used.as_ref()),
             )
         })
         .collect();

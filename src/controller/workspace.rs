@@ -251,11 +251,12 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
     let new = WorkspaceStatus {
         namespace,
         members,
+        members_digest: None,
         observed_generation: ws.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, ws.meta().generation),
     };
     let held = if old.namespace != new.namespace
-        || old.members != new.members
+        || !old.same_members(&new.members)
         || old.observed_generation != new.observed_generation
         || !status::same_conditions(&old.conditions, &new.conditions)
     {
@@ -299,9 +300,10 @@ pub(super) fn namespace_name(
         &s.reserved(),
     )?;
     let ours = |n: &str| {
-        ctx.stores.namespaces.get(None, n).is_some_and(|ns| {
-            ns.annotations().get(labels::OWNER_UID).map(String::as_str) == Some(uid)
-        })
+        ctx.stores
+            .namespaces
+            .get(None, n)
+            .is_some_and(|ns| ns.annotation(labels::OWNER_UID) == Some(uid))
     };
     if s.namespace_template == names::DEFAULT_NAMESPACE_TEMPLATE && !ours(&name) {
         let legacy = names::LEGACY_NAMESPACE_TEMPLATE
@@ -501,7 +503,7 @@ pub(super) async fn settle_namespace(
     let owned = ctx
         .stores
         .namespaces
-        .find(|ns| ns.annotations().get(labels::OWNER_UID) == Some(&uid))
+        .find(|ns| ns.annotation(labels::OWNER_UID) == Some(uid.as_str()))
         .map(|(_, name, ns)| (name, ns));
     let owned = match owned {
         Some(ns) => Some(ns),
@@ -519,15 +521,9 @@ pub(super) async fn settle_namespace(
     let Some((name, ns)) = owned else {
         return Ok(());
     };
-    let policy = policy.unwrap_or_else(|| {
-        match ns
-            .annotations()
-            .get(LEGACY_DELETION_POLICY)
-            .map(String::as_str)
-        {
-            Some("Orphan") => DeletionPolicy::Orphan,
-            _ => DeletionPolicy::Delete,
-        }
+    let policy = policy.unwrap_or_else(|| match ns.annotation(LEGACY_DELETION_POLICY) {
+        Some("Orphan") => DeletionPolicy::Orphan,
+        _ => DeletionPolicy::Delete,
     });
     match policy {
         DeletionPolicy::Orphan => {
@@ -552,9 +548,8 @@ pub(super) async fn settle_namespace(
             provision::release::<NetworkPolicy>(&ctx.client, &name, ISOLATION).await?;
             let safety = ns
                 .labels()
-                .iter()
                 .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             provision::release_namespace(&ctx.client, &name, safety).await?;
             info!(namespace = %name, "orphaned the workspace namespace");
