@@ -87,9 +87,9 @@ bench: controlplane ## measure Tenantry at scale on fresh local control planes (
 	cargo bench --locked --bench scale -- --scales $(SCALES) $(BENCH_ARGS)
 
 .PHONY: profile-heap
-profile-heap: controlplane ## where the controller's heap goes: the benchmark at SCALES on dhat's allocator, each controller's profile summed by hack/dhat-top.py
+profile-heap: controlplane ## where the controller's heap goes: the benchmark at SCALES on dhat's allocator; hack/dhat-top.py sums each profile (peak, and settled: the first controller's t-end)
 	rm -f dhat-heap-*.json
-	CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --locked --features dhat-heap --bench scale -- --scales $(SCALES) --no-baseline $(BENCH_ARGS)
+	CARGO_PROFILE_BENCH_DEBUG=line-tables-only TENANTRY_BENCH_PROFILE_SETTLED=1 cargo bench --locked --features dhat-heap --bench scale -- --scales $(SCALES) --no-baseline $(BENCH_ARGS)
 	for f in dhat-heap-*.json; do echo "== $$f"; python3 hack/dhat-top.py $$f --top 30; done
 
 .PHONY: test-kind

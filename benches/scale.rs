@@ -892,6 +892,13 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         m2.sum("tenantry_heap_bytes", &[&format!("state=\"{state}\"")]) / (1024.0 * 1024.0)
     };
     let (heap_allocated_mib, heap_resident_mib) = (heap_mib("allocated"), heap_mib("resident"));
+    // `make profile-heap`: the controller (built with dhat) writes its profile now, so its
+    // `t-end` is the settled heap.
+    if std::env::var_os("TENANTRY_BENCH_PROFILE_SETTLED").is_some() {
+        let _ = Command::new("kill")
+            .args(["-USR1", &pid.to_string()])
+            .status();
+    }
     let caches: BTreeMap<String, CacheSize> = http_get(controller.port, "/debug/caches")
         .await
         .and_then(|(_, body)| serde_json::from_str(&body).ok())

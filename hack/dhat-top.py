@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Where the heap was at its peak (t-gmax) and at exit (t-end), from a dhat-heap-<pid>.json.
 
-Usage: hack/dhat-top.py dhat-heap-1234.json [--top 40] [--by tenantry|site]
+Usage: hack/dhat-top.py dhat-heap-1234.json [--top 40] [--by holder|tenantry|site]
 
---by tenantry (default) groups each allocation under its first frame in Tenantry's own code
-(what in Tenantry holds the bytes); --by site under its innermost frame outside the
-allocator and the standard library (which data structure allocates them).
+--by holder (default) groups each allocation by what holds it: the cache of a kind (whole
+objects, or projections), kube's reconcile scheduler, the organization views, metrics,
+Argon2, the HTTP connections' buffers; --by tenantry under its first frame in Tenantry's
+own code; --by site under its innermost frame outside the allocator and the standard
+library (which data structure allocates it).
+
+A profile written on SIGUSR1 (`make profile-heap` sends it to the first controller once
+settled) has the settled heap at t-end.
 """
 import argparse
 import json
@@ -21,11 +26,37 @@ def name(frame):
     return re.sub(r"::h[0-9a-f]{16}", "", frame)
 
 
+def holder(frames):
+    s = " | ".join(frames)
+    m = re.search(r"apply_watcher_event<tenantry::api::(\w+)::", s)
+    if m:
+        return "cache of " + m.group(1) + " (whole objects)"
+    if "PartialObjectMeta" in s:
+        return "cache of secrets/configmaps (metadata)"
+    if "tenantry::slim" in s or "slim.rs" in s:
+        m = re.search(r"(?:of|apply|keep)<k8s_openapi::v\d+_\d+::api::\w+::v1::(\w+)::", s)
+        return "cache of " + (m.group(1) if m else "?") + " (projections)"
+    m = re.search(r"ReconcileRequest<tenantry::api::(\w+)::", s)
+    if m or "kube_runtime::scheduler" in s:
+        return "kube's reconcile scheduler: " + (m.group(1) if m else "?")
+    if "argon2" in s:
+        return "argon2 working memory"
+    if "view.rs" in s or "OrgView" in s:
+        return "organization views"
+    if "metrics" in s or "prometheus_client" in s:
+        return "metrics"
+    if "hyper" in s or "bytes_mut" in s:
+        return "HTTP connections"
+    if "caches.rs" in s:
+        return "caches (other)"
+    return "other"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("file")
     ap.add_argument("--top", type=int, default=40)
-    ap.add_argument("--by", choices=["tenantry", "site"], default="tenantry")
+    ap.add_argument("--by", choices=["holder", "tenantry", "site"], default="holder")
     a = ap.parse_args()
     d = json.load(open(a.file))
     ftbl = d["ftbl"]
@@ -33,8 +64,8 @@ def main():
     total = [0, 0, 0, 0]
     for pp in d["pps"]:
         frames = [name(ftbl[i]) for i in pp["fs"]]
-        key = None
-        for f in frames:
+        key = holder(frames) if a.by == "holder" else None
+        for f in [] if key else frames:
             if a.by == "tenantry" and ("tenantry::" in f or "scale::" in f):
                 key = f
                 break

@@ -104,10 +104,7 @@ fn init_tracing(format: LogFormat) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     #[cfg(feature = "dhat-heap")]
-    let _profiler = dhat::Profiler::builder()
-        .file_name(format!("dhat-heap-{}.json", std::process::id()))
-        .trim_backtraces(Some(24))
-        .build();
+    let _profiler = profile_heap();
     let cli = Cli::parse();
     match cli.command {
         Command::TokenServer { settings } => {
@@ -198,6 +195,30 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts dhat's profile; it is written at exit, or at once on SIGUSR1 (then `t-end` is
+/// the heap at that moment: a settled controller's, say), after which the process goes on
+/// unprofiled.
+#[cfg(feature = "dhat-heap")]
+fn profile_heap() -> std::sync::Arc<std::sync::Mutex<Option<dhat::Profiler>>> {
+    let profiler = std::sync::Arc::new(std::sync::Mutex::new(Some(
+        dhat::Profiler::builder()
+            .file_name(format!("dhat-heap-{}.json", std::process::id()))
+            .trim_backtraces(Some(24))
+            .build(),
+    )));
+    let on_signal = profiler.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            usr1.recv().await;
+            if let Ok(mut p) = on_signal.lock() {
+                drop(p.take());
+            }
+        }
+    });
+    profiler
 }
 
 async fn shutdown_signal() {
