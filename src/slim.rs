@@ -70,7 +70,7 @@ fn pairs<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> Pai
         .collect()
 }
 
-fn lookup<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
+fn lookup<'a>(pairs: &'a [(Box<str>, Box<str>)], key: &str) -> Option<&'a str> {
     pairs
         .binary_search_by(|(k, _)| (**k).cmp(key))
         .ok()
@@ -189,13 +189,21 @@ pub struct Amounts {
 /// and what [`Projected::keep`] keeps.
 pub struct Slim<K: Projected> {
     deleting: bool,
+    leaves: Box<[u64]>,
+    /// What is kept by name, on the kinds that keep anything (most objects have none: a
+    /// projection is then 32 bytes and its leaves).
+    named: Option<Box<Named<K>>>,
+}
+
+/// The uid, labels, annotations and content a projection keeps by name.
+struct Named<K: Projected> {
     uid: Option<Box<str>>,
-    /// Labels and annotations kept by name (none, on most objects: no allocation).
     labels: Pairs,
     annotations: Pairs,
-    leaves: Box<[u64]>,
-    kept: Option<Box<K::Kept>>,
+    kept: Option<K::Kept>,
 }
+
+static NO_PAIRS: [(Box<str>, Box<str>); 0] = [];
 
 impl<K: Projected> std::fmt::Debug for Slim<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,13 +227,20 @@ impl<K: Projected> Slim<K> {
         let leaves = serde_json::to_value(live)
             .map(|v| leaves(&v))
             .unwrap_or_default();
-        Self {
-            deleting: m.deletion_timestamp.is_some(),
+        let named = Named {
             uid: m.uid.as_deref().filter(|_| K::UID).map(Box::from),
             labels: kept(&m.labels),
             annotations: kept(&m.annotations),
+            kept: live.keep(),
+        };
+        let empty = named.uid.is_none()
+            && named.labels.is_empty()
+            && named.annotations.is_empty()
+            && named.kept.is_none();
+        Self {
+            deleting: m.deletion_timestamp.is_some(),
             leaves: leaves.into_boxed_slice(),
-            kept: live.keep().map(Box::new),
+            named: (!empty).then(|| Box::new(named)),
         }
     }
 }
@@ -249,24 +264,32 @@ impl<K: Projected> Slim<K> {
         })
     }
 
+    fn labels_kept(&self) -> &[(Box<str>, Box<str>)] {
+        self.named.as_ref().map_or(&NO_PAIRS, |n| &n.labels)
+    }
+
+    fn annotations_kept(&self) -> &[(Box<str>, Box<str>)] {
+        self.named.as_ref().map_or(&NO_PAIRS, |n| &n.annotations)
+    }
+
     /// The value of label `key`, if kept by name ([`Projected::keeps`]).
     pub fn label(&self, key: &str) -> Option<&str> {
-        lookup(&self.labels, key)
+        lookup(self.labels_kept(), key)
     }
 
     /// The value of annotation `key`, if kept by name ([`Projected::keeps`]).
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        lookup(&self.annotations, key)
+        lookup(self.annotations_kept(), key)
     }
 
     /// The labels kept by name, sorted by key.
     pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.labels.iter().map(|(k, v)| (&**k, &**v))
+        self.labels_kept().iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The annotations kept by name, as a map.
     pub fn annotations(&self) -> BTreeMap<String, String> {
-        self.annotations
+        self.annotations_kept()
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
@@ -279,12 +302,12 @@ impl<K: Projected> Slim<K> {
 
     /// Its uid, if [`Projected::UID`].
     pub fn uid(&self) -> Option<&str> {
-        self.uid.as_deref()
+        self.named.as_ref()?.uid.as_deref()
     }
 
     /// An object holding what [`Projected::keep`] kept of the live one.
     pub fn kept(&self) -> Option<K> {
-        self.kept.as_deref().map(K::rebuild)
+        self.named.as_ref()?.kept.as_ref().map(K::rebuild)
     }
 }
 
@@ -292,20 +315,21 @@ impl<K: Projected> Slim<K> {
     /// About the bytes it holds (for the caches' size report): 8 per leaf, and the
     /// strings kept.
     fn footprint(&self) -> usize {
-        let strings = |p: &Pairs| {
+        let strings = |p: &[(Box<str>, Box<str>)]| {
             p.iter().fold(0usize, |n, (k, v)| {
                 n.saturating_add(k.len()).saturating_add(v.len())
             })
         };
-        let kept = self.kept.as_deref().map_or(0, |k| {
+        let kept = self.named.as_ref().and_then(|n| n.kept.as_ref());
+        let kept = kept.map_or(0, |k| {
             serde_json::to_vec(&K::rebuild(k)).map_or(0, |b| b.len())
         });
         self.leaves
             .len()
             .saturating_mul(8)
-            .saturating_add(self.uid.as_ref().map_or(0, |u| u.len()))
-            .saturating_add(strings(&self.labels))
-            .saturating_add(strings(&self.annotations))
+            .saturating_add(self.uid().map_or(0, str::len))
+            .saturating_add(strings(self.labels_kept()))
+            .saturating_add(strings(self.annotations_kept()))
             .saturating_add(kept)
     }
 }
@@ -789,6 +813,15 @@ mod tests {
             [labels::OWNER_UID]
         );
         assert_eq!(slim.annotation(labels::OWNER_UID), Some("u"));
+        assert!(slim.named.is_some());
+        let binding = Slim::of(&binding(&["alice"]));
+        assert!(binding.named.is_none(), "a binding keeps nothing by name");
+        assert!(binding.labels().next().is_none() && binding.uid().is_none());
+        assert!(
+            std::mem::size_of::<Slim<RoleBinding>>() <= 32,
+            "{}",
+            std::mem::size_of::<Slim<RoleBinding>>()
+        );
         assert_eq!(slim.annotation(labels::APPLIED), None);
         assert!(slim.kept().is_none());
 
