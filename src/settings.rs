@@ -92,6 +92,11 @@ pub struct Settings {
 
 impl Settings {
     /// The kube-runtime controller configuration every reconciler uses.
+    /// How often every object is reconciled even when nothing changed.
+    pub fn resync(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.resync_seconds.max(1))
+    }
+
     pub fn controller_config(&self) -> kube::runtime::controller::Config {
         kube::runtime::controller::Config::default()
             .concurrency(self.concurrency)

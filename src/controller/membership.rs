@@ -110,6 +110,10 @@ pub async fn run(
         feeds.organizations.subscribe(false, feed::meaningful),
         move |o: Organization| memberships_of(&s3, &names::org_namespace(&o.name_any())),
     )
+    .reconcile_on(super::resync(
+        ctx.stores.memberships.clone(),
+        ctx.settings.resync(),
+    ))
     .with_config(ctx.settings.controller_config())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())

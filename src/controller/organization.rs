@@ -95,6 +95,10 @@ pub async fn run(
             Some(ObjectRef::<Organization>::new(org))
         },
     )
+    .reconcile_on(super::resync(
+        ctx.stores.organizations.clone(),
+        ctx.settings.resync(),
+    ))
     .with_config(ctx.settings.controller_config())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())

@@ -149,6 +149,10 @@ pub async fn run(
             }
         },
     )
+    .reconcile_on(super::resync(
+        ctx.stores.workspaces.clone(),
+        ctx.settings.resync(),
+    ))
     .with_config(ctx.settings.controller_config())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
