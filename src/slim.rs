@@ -60,22 +60,74 @@ pub trait Projected: Object {
 }
 
 /// Keys and values, sorted by key: labels, annotations or resource amounts as the
-/// projection keeps them (two boxed strings each; a `BTreeMap` node alone is 540 bytes).
-pub type Pairs = Box<[(Box<str>, Box<str>)]>;
+/// projection keeps them, packed in one allocation (each string after its length, four
+/// bytes little-endian). Two boxed strings per entry cost two allocations each rounded up
+/// to the allocator's size class (a namespace's kept labels were 26 blocks); a
+/// `BTreeMap` node alone is 540 bytes. Read by lengths, never by a separator: a value
+/// may hold any character.
+#[derive(Default)]
+pub struct Pairs(Box<[u8]>);
 
-fn pairs<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> Pairs {
-    entries
-        .into_iter()
-        .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
-        .collect()
+impl Pairs {
+    /// Packs `entries` (sorted by key, as a `BTreeMap` gives them). A string longer than
+    /// four bytes can count (no API object holds one) is left out with its entry.
+    fn of<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut packed = Vec::new();
+        for (k, v) in entries {
+            let (Ok(kl), Ok(vl)) = (u32::try_from(k.len()), u32::try_from(v.len())) else {
+                continue;
+            };
+            packed.extend_from_slice(&kl.to_le_bytes());
+            packed.extend_from_slice(k.as_bytes());
+            packed.extend_from_slice(&vl.to_le_bytes());
+            packed.extend_from_slice(v.as_bytes());
+        }
+        Self(packed.into_boxed_slice())
+    }
+
+    /// The entries, in key order.
+    pub fn iter(&self) -> PairsIter<'_> {
+        PairsIter(&self.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes of its keys and values.
+    fn bytes(&self) -> usize {
+        self.0.len()
+    }
 }
 
-fn lookup<'a>(pairs: &'a [(Box<str>, Box<str>)], key: &str) -> Option<&'a str> {
-    pairs
-        .binary_search_by(|(k, _)| (**k).cmp(key))
-        .ok()
-        .and_then(|i| pairs.get(i))
-        .map(|(_, v)| &**v)
+/// The entries of [`Pairs`].
+pub struct PairsIter<'a>(&'a [u8]);
+
+impl<'a> PairsIter<'a> {
+    fn string(&mut self) -> Option<&'a str> {
+        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let (s, rest) = rest.split_at_checked(len)?;
+        self.0 = rest;
+        std::str::from_utf8(s).ok()
+    }
+}
+
+impl<'a> Iterator for PairsIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = self.string().zip(self.string());
+        if entry.is_none() {
+            // Packed by `Pairs::of`, so never short; if it were, stop for good.
+            self.0 = &[];
+        }
+        entry
+    }
+}
+
+fn pairs<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> Pairs {
+    Pairs::of(entries.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Nothing of the content is kept.
@@ -203,8 +255,6 @@ struct Named<K: Projected> {
     kept: Option<K::Kept>,
 }
 
-static NO_PAIRS: [(Box<str>, Box<str>); 0] = [];
-
 impl<K: Projected> std::fmt::Debug for Slim<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // No content: the leaves are hashes, and a Secret's would say nothing either.
@@ -264,33 +314,38 @@ impl<K: Projected> Slim<K> {
         })
     }
 
-    fn labels_kept(&self) -> &[(Box<str>, Box<str>)] {
-        self.named.as_ref().map_or(&NO_PAIRS, |n| &n.labels)
+    fn labels_kept(&self) -> PairsIter<'_> {
+        self.named
+            .as_ref()
+            .map_or(PairsIter(&[]), |n| n.labels.iter())
     }
 
-    fn annotations_kept(&self) -> &[(Box<str>, Box<str>)] {
-        self.named.as_ref().map_or(&NO_PAIRS, |n| &n.annotations)
+    fn annotations_kept(&self) -> PairsIter<'_> {
+        self.named
+            .as_ref()
+            .map_or(PairsIter(&[]), |n| n.annotations.iter())
     }
 
     /// The value of label `key`, if kept by name ([`Projected::keeps`]).
     pub fn label(&self, key: &str) -> Option<&str> {
-        lookup(self.labels_kept(), key)
+        self.labels_kept().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// The value of annotation `key`, if kept by name ([`Projected::keeps`]).
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        lookup(self.annotations_kept(), key)
+        self.annotations_kept()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
     }
 
     /// The labels kept by name, sorted by key.
     pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.labels_kept().iter().map(|(k, v)| (&**k, &**v))
+        self.labels_kept()
     }
 
     /// The annotations kept by name, as a map.
     pub fn annotations(&self) -> BTreeMap<String, String> {
         self.annotations_kept()
-            .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
@@ -315,11 +370,9 @@ impl<K: Projected> Slim<K> {
     /// About the bytes it holds (for the caches' size report): 8 per leaf, and the
     /// strings kept.
     fn footprint(&self) -> usize {
-        let strings = |p: &[(Box<str>, Box<str>)]| {
-            p.iter().fold(0usize, |n, (k, v)| {
-                n.saturating_add(k.len()).saturating_add(v.len())
-            })
-        };
+        let strings = self.named.as_ref().map_or(0, |n| {
+            n.labels.bytes().saturating_add(n.annotations.bytes())
+        });
         let kept = self.named.as_ref().and_then(|n| n.kept.as_ref());
         let kept = kept.map_or(0, |k| {
             serde_json::to_vec(&K::rebuild(k)).map_or(0, |b| b.len())
@@ -328,8 +381,7 @@ impl<K: Projected> Slim<K> {
             .len()
             .saturating_mul(8)
             .saturating_add(self.uid().map_or(0, str::len))
-            .saturating_add(strings(self.labels_kept()))
-            .saturating_add(strings(self.annotations_kept()))
+            .saturating_add(strings)
             .saturating_add(kept)
     }
 }
@@ -682,6 +734,24 @@ fn walk(at: DefaultHasher, v: &Value, side: Side, out: &mut Leaves) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_pack_any_string_and_read_back_in_order() {
+        let map: BTreeMap<String, String> =
+            [("a", ""), ("tenantry.dev/x", "v\0with\0nul"), ("z", "ünï")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let packed = pairs(&map);
+        let back: Vec<(&str, &str)> = packed.iter().collect();
+        let want: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(back, want);
+        assert!(!packed.is_empty());
+        assert!(Pairs::default().iter().next().is_none());
+        // A truncated buffer ends the iteration, without a panic.
+        let short = Pairs(packed.0[..packed.0.len() - 1].into());
+        assert_eq!(short.iter().count(), 2);
+    }
     use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
 
     fn binding(subjects: &[&str]) -> RoleBinding {
