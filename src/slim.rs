@@ -31,7 +31,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use kube::runtime::watcher;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::labels;
@@ -47,6 +46,14 @@ pub trait Projected: Object {
 
     /// Whether the projection keeps the object's uid.
     const UID: bool = false;
+
+    /// JSON pointers of values the build sets whole: there the live value must hold what
+    /// the desired one does *and nothing more* (one leaf: the digest of what is under it).
+    /// For atomic structs the API server adds nothing to, such as a label selector: a
+    /// desired `{}` (every pod) has no leaves of its own, so a live selector narrowed by
+    /// another writer would otherwise still hold everything asked. A server-side apply
+    /// replaces an atomic struct whole, so the repair takes.
+    const EXACT: &'static [&'static str] = &[];
 
     /// What readers other than the applier need of the live object's content, kept in a
     /// compact form (`()`: nothing).
@@ -164,7 +171,10 @@ impl Projected for ClusterRoleBinding {
 impl Projected for LimitRange {
     keeps_no_content!();
 }
+/// Its `podSelector` is `{}` (every pod of the workspace): narrowed, pods outside the
+/// selector would be open to every namespace.
 impl Projected for NetworkPolicy {
+    const EXACT: &'static [&'static str] = &["/spec/podSelector"];
     keeps_no_content!();
 }
 /// A client's ServiceAccount: its credential verifier and rotation state (annotations), and
@@ -275,7 +285,7 @@ impl<K: Projected> Slim<K> {
         // An object that does not serialize has no leaves: it is never up to date, and
         // the applier's write says why.
         let leaves = serde_json::to_value(live)
-            .map(|v| leaves(&v))
+            .map(|v| leaves::<K>(&v))
             .unwrap_or_default();
         let named = Named {
             uid: m.uid.as_deref().filter(|_| K::UID).map(Box::from),
@@ -580,9 +590,11 @@ pub struct Desired {
 }
 
 /// What `desired` asks for, to test with [`Slim::holds`].
-pub fn desired<K: Serialize>(desired: &K) -> serde_json::Result<Desired> {
+pub fn desired<K: Projected>(desired: &K) -> serde_json::Result<Desired> {
     let mut out = Leaves::default();
-    collect(&serde_json::to_value(desired)?, Side::Desired, &mut out);
+    let value = serde_json::to_value(desired)?;
+    collect(&value, Side::Desired, &mut out);
+    out.present.extend(exact::<K>(&value));
     Ok(Desired {
         required: out.present,
         absent: out.absent,
@@ -609,14 +621,38 @@ enum Side {
 /// timestamps, managedFields) is the API server's or the object's address.
 const METADATA_CONTENT: [&str; 4] = ["labels", "annotations", "ownerReferences", "finalizers"];
 
-/// The sorted, deduplicated leaf hashes of a live object.
-fn leaves(object: &Value) -> Vec<u64> {
+/// The sorted, deduplicated leaf hashes of a live object of kind `K`.
+fn leaves<K: Projected>(object: &Value) -> Vec<u64> {
     let mut out = Leaves::default();
     collect(object, Side::Live, &mut out);
     let mut leaves = out.present;
+    leaves.extend(exact::<K>(object));
     leaves.sort_unstable();
     leaves.dedup();
     leaves
+}
+
+/// One leaf per [`Projected::EXACT`] pointer of `K`: the pointer and every leaf under it
+/// (as a desired object has them, on both sides: empty values count for nothing, as they
+/// select nothing more), so the live value matches only when it holds exactly what the
+/// desired one does.
+fn exact<K: Projected>(object: &Value) -> impl Iterator<Item = u64> + '_ {
+    K::EXACT.iter().map(move |pointer| {
+        let mut under = Leaves::default();
+        if let Some(v) = object.pointer(pointer) {
+            walk(DefaultHasher::new(), v, Side::Desired, &mut under);
+        }
+        under.present.sort_unstable();
+        // 0xfb begins no path (no UTF-8 key holds that byte): no other leaf is this one.
+        let mut h = DefaultHasher::new();
+        h.write_u8(0xfb);
+        key(&mut h, pointer);
+        for leaf in &under.present {
+            h.write_u64(*leaf);
+        }
+        h.write_usize(under.present.len());
+        h.finish()
+    })
 }
 
 /// The leaves of an object: everything but its `status`, its `apiVersion` and `kind`,
@@ -753,6 +789,43 @@ mod tests {
         assert_eq!(short.iter().count(), 2);
     }
     use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+
+    #[test]
+    fn a_selector_set_whole_must_not_be_narrowed_or_widened() {
+        use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let policy = |selector: LabelSelector| NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some("isolation".into()),
+                ..Default::default()
+            },
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(selector),
+                policy_types: Some(vec!["Ingress".into()]),
+                ..Default::default()
+            }),
+        };
+        let every_pod = policy(LabelSelector::default());
+        let narrowed = policy(LabelSelector {
+            match_labels: Some([("app".to_string(), "a".to_string())].into()),
+            ..Default::default()
+        });
+        let asked = desired(&every_pod).unwrap();
+        assert!(Slim::of(&every_pod).holds(&asked));
+        assert!(
+            !Slim::of(&narrowed).holds(&asked),
+            "narrowed by another writer"
+        );
+        // Empty maps and lists in the selector still select every pod.
+        let spelled_out = policy(LabelSelector {
+            match_labels: Some(BTreeMap::new()),
+            match_expressions: Some(Vec::new()),
+        });
+        assert!(Slim::of(&spelled_out).holds(&asked));
+        // And the other way: a selector the build asks for is not met by `{}`.
+        assert!(!Slim::of(&every_pod).holds(&desired(&narrowed).unwrap()));
+        assert!(Slim::of(&narrowed).holds(&desired(&narrowed).unwrap()));
+    }
 
     fn binding(subjects: &[&str]) -> RoleBinding {
         RoleBinding {

@@ -308,6 +308,32 @@ async fn edits_and_deletions_by_another_writer_are_undone() {
     .await;
     report.push(("ResourceQuota hard.pods raised", took));
 
+    // 6b. The isolation NetworkPolicy's `podSelector: {}` (every pod) narrowed to some
+    //     pods: the others would be open to every namespace. Set whole again.
+    netpols
+        .patch(
+            &netpol,
+            &merge,
+            &Patch::Merge(json!({"spec": {"podSelector": {"matchLabels": {"app": "narrowed"}}}})),
+        )
+        .await
+        .unwrap();
+    let took = repaired("NetworkPolicy podSelector", || async {
+        let selector = netpols
+            .get(&netpol)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .pod_selector;
+        selector.is_none_or(|s| {
+            s.match_labels.unwrap_or_default().is_empty()
+                && s.match_expressions.unwrap_or_default().is_empty()
+        })
+    })
+    .await;
+    report.push(("NetworkPolicy podSelector narrowed", took));
+
     // 7. The LimitRange and the NetworkPolicy deleted.
     limits
         .delete(&limit, &DeleteParams::default())
