@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -138,8 +139,46 @@ fn fingerprint(org: &Organization, m: &[Arc<Membership>], w: &[Arc<Workspace>]) 
 /// The last view of each organization (by namespace), rebuilt when what it was built
 /// from changed. Reconciles of the same organization share it; a reconcile that finds
 /// it stale builds it again (level-based: the cache is the truth, the view its digest).
+/// A view no reconcile asked for in [`IDLE`] is let go: once a tenancy has converged,
+/// reconciles are rare (a change, the resync walk) and views of every organization held
+/// for them were about 2.7 KiB each (and kept the objects they were built from).
 #[derive(Default)]
-pub struct Views(Mutex<HashMap<String, (u64, Arc<OrgView>)>>);
+pub struct Views(Mutex<Held>);
+
+/// How long a view nobody asked for is kept.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[derive(Default)]
+struct Held {
+    by_namespace: HashMap<String, Entry>,
+    /// When idle views were last let go.
+    swept: Option<Instant>,
+}
+
+struct Entry {
+    key: u64,
+    view: Arc<OrgView>,
+    used: Instant,
+}
+
+impl Held {
+    /// Lets go of the views not asked for in [`IDLE`] before `now`, at most once per
+    /// [`IDLE`].
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|at| now.saturating_duration_since(at) < IDLE)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.by_namespace
+            .retain(|_, e| now.saturating_duration_since(e.used) < IDLE);
+        if self.by_namespace.capacity() > self.by_namespace.len().saturating_mul(2) {
+            self.by_namespace.shrink_to_fit();
+        }
+    }
+}
 
 impl Views {
     /// The view of `org` given the Memberships and Workspaces of its namespace `ns`
@@ -153,14 +192,41 @@ impl Views {
         gates: Gates,
         operator_quota: Option<&crate::pool::Resources>,
     ) -> Arc<OrgView> {
+        self.get_at(
+            Instant::now(),
+            ns,
+            org,
+            memberships,
+            workspaces,
+            gates,
+            operator_quota,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn get_at(
+        &self,
+        now: Instant,
+        ns: &str,
+        org: Arc<Organization>,
+        memberships: Vec<Arc<Membership>>,
+        workspaces: Vec<Arc<Workspace>>,
+        gates: Gates,
+        operator_quota: Option<&crate::pool::Resources>,
+    ) -> Arc<OrgView> {
         let key = fingerprint(&org, &memberships, &workspaces);
-        // A view holds until its next expiry: then the same objects mean something else.
-        if let Some((k, view)) = self.lock().get(ns)
-            && *k == key
-            && view.next_expiry.is_none_or(|at| gates.now < at)
         {
-            crate::metrics::view(true);
-            return view.clone();
+            let mut held = self.lock();
+            held.sweep(now);
+            // A view holds until its next expiry: then the same objects mean something else.
+            if let Some(e) = held.by_namespace.get_mut(ns)
+                && e.key == key
+                && e.view.next_expiry.is_none_or(|at| gates.now < at)
+            {
+                e.used = now;
+                crate::metrics::view(true);
+                return e.view.clone();
+            }
         }
         crate::metrics::view(false);
         let view = Arc::new(OrgView::new(
@@ -170,22 +236,35 @@ impl Views {
             gates,
             operator_quota,
         ));
-        self.lock().insert(ns.to_string(), (key, view.clone()));
+        self.lock().by_namespace.insert(
+            ns.to_string(),
+            Entry {
+                key,
+                view: view.clone(),
+                used: now,
+            },
+        );
         view
     }
 
     /// Forgets an organization's view (it was deleted).
     pub fn forget(&self, ns: &str) {
-        self.lock().remove(ns);
+        self.lock().by_namespace.remove(ns);
     }
 
     /// Keeps only the views of the organization namespaces `keep` accepts (the others'
     /// organizations are gone).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().retain(|ns, _| keep(ns));
+        self.lock().by_namespace.retain(|ns, _| keep(ns));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<OrgView>)>> {
+    /// How many views are held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().by_namespace.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -255,5 +334,30 @@ mod tests {
             member("cy", "1"),
         ]);
         assert!(!Arc::ptr_eq(&d, &e));
+    }
+
+    #[test]
+    fn a_view_nobody_asks_for_is_let_go() {
+        let views = Views::default();
+        let gates = Gates::default();
+        let t0 = Instant::now();
+        let get = |ns: &str, at: Instant| {
+            views.get_at(at, ns, org(), vec![member("ann", "1")], vec![], gates, None)
+        };
+        let a = get("org-a", t0);
+        get("org-b", t0);
+        assert_eq!(views.len(), 2);
+        // Asked for again before it idled: the same view, kept longer.
+        let later = t0 + IDLE / 2;
+        assert!(Arc::ptr_eq(&a, &get("org-a", later)));
+        // One idle period after the first sweep: org-b was not asked for since t0.
+        get("org-a", t0 + IDLE);
+        assert_eq!(views.len(), 1, "org-b let go, org-a kept");
+        // The next ask for org-b builds it again.
+        get("org-b", t0 + IDLE);
+        assert_eq!(views.len(), 2);
+        // Nothing asked for in two idle periods: the next sweep keeps only what it asks.
+        get("org-c", t0 + IDLE * 3);
+        assert_eq!(views.len(), 1);
     }
 }
