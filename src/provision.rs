@@ -252,7 +252,8 @@ async fn delete_with<K: Object>(api: Api<K>, what: String, name: &str) -> Result
 /// what the build no longer produces goes, without a list of names to delete.
 /// A desired object the API server refuses as invalid (400, 422) is not an error to
 /// retry: its message is returned, the live object of that name (if any) stays, and the
-/// rest is applied.
+/// rest is applied. The objects are written at once (they do not depend on each other):
+/// a reconcile waits for one round trip, not one per object.
 pub async fn converge<K>(
     client: &Client,
     store: &Children<K>,
@@ -264,8 +265,10 @@ where
     K: Projected + Resource<Scope = NamespaceResourceScope>,
 {
     let mut refused = Vec::new();
-    for object in desired {
-        match apply(client, store, object).await {
+    let applied =
+        futures::future::join_all(desired.iter().map(|object| apply(client, store, object))).await;
+    for result in applied {
+        match result {
             Ok(_) => {}
             Err(Error::Kube {
                 source: kube::Error::Api(s),

@@ -336,46 +336,40 @@ async fn apply_children(
     let org_name = org.name_any();
     // One applier per kind and component: what carries the organization's labels and
     // this component, in its namespace, and was not built goes.
+    let bindings = provision::org_labels(&org_name, Component::OrganizationBinding);
+    let credentials = provision::org_labels(&org_name, Component::ClientCredentialsAccess);
     macro_rules! converge {
-        ($cache:ident, $component:expr, $built:expr) => {
-            provision::converge(
-                &ctx.client,
-                &s.$cache,
-                ns,
-                &provision::org_labels(&org_name, $component),
-                $built,
-            )
-            .await?
+        ($cache:ident, $labels:expr, $built:expr) => {
+            provision::converge(&ctx.client, &s.$cache, ns, &$labels, $built)
         };
     }
-    let refused = [
-        converge!(
-            role_bindings,
-            Component::OrganizationBinding,
-            &built.role_bindings
+    // The roles first, then what binds them, each step at once: a binding never names a
+    // role that is not there yet.
+    let (roles, _) = futures::try_join!(
+        converge!(roles, credentials, &built.credentials_roles),
+        futures::future::try_join_all(
+            built
+                .cluster_roles
+                .iter()
+                .map(|role| provision::apply_cluster(&ctx.client, &s.cluster_roles, role))
         ),
-        converge!(
-            roles,
-            Component::ClientCredentialsAccess,
-            &built.credentials_roles
-        ),
-        converge!(
-            role_bindings,
-            Component::ClientCredentialsAccess,
-            &built.credentials_bindings
-        ),
-    ];
+    )?;
+    let (org_bindings, credentials_bindings, _) = futures::try_join!(
+        converge!(role_bindings, bindings, &built.role_bindings),
+        converge!(role_bindings, credentials, &built.credentials_bindings),
+        futures::future::try_join_all(built.cluster_role_bindings.iter().map(|binding| {
+            provision::apply_cluster(&ctx.client, &s.cluster_role_bindings, binding)
+        })),
+    )?;
     // Built from validated names only: a refusal here is a bug, not a tenant's input.
-    if let Some(why) = refused.iter().flatten().next() {
+    if let Some(why) = [org_bindings, roles, credentials_bindings]
+        .iter()
+        .flatten()
+        .next()
+    {
         return Err(Error::Refused(format!(
             "the API server refused a binding of organization {org_name}: {why}"
         )));
-    }
-    for role in &built.cluster_roles {
-        provision::apply_cluster(&ctx.client, &s.cluster_roles, role).await?;
-    }
-    for binding in &built.cluster_role_bindings {
-        provision::apply_cluster(&ctx.client, &s.cluster_role_bindings, binding).await?;
     }
     Ok(())
 }

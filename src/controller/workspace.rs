@@ -438,16 +438,45 @@ async fn provision(
     // previous object (if any) stays, and the rest is provisioned, bindings included.
     let owner = provision::workspace_owner(&org.name_any(), &ws.name_any());
     // One applier per kind: what was built, and the cache's objects of that kind in the
-    // namespace (the ones labelled as this workspace's and not built are deleted).
-    macro_rules! converge {
-        ($cache:ident, $built:expr) => {
-            provision::converge(&ctx.client, &s.$cache, &name, &owner, $built).await?
-        };
-    }
-    let mut refusals = converge!(quotas, built.quota.as_slice());
-    refusals.extend(converge!(limit_ranges, built.limits.as_slice()));
-    refusals.extend(converge!(network_policies, built.isolation.as_slice()));
-    refusals.extend(converge!(role_bindings, &built.bindings));
+    // namespace (the ones labelled as this workspace's and not built are deleted). The
+    // guards (quota, limits, isolation) at once, then the grants: no member reaches the
+    // namespace before its quota and isolation are in place.
+    let (quota, limits, isolation) = futures::try_join!(
+        provision::converge(
+            &ctx.client,
+            &s.quotas,
+            &name,
+            &owner,
+            built.quota.as_slice()
+        ),
+        provision::converge(
+            &ctx.client,
+            &s.limit_ranges,
+            &name,
+            &owner,
+            built.limits.as_slice()
+        ),
+        provision::converge(
+            &ctx.client,
+            &s.network_policies,
+            &name,
+            &owner,
+            built.isolation.as_slice()
+        ),
+    )?;
+    let mut refusals = quota;
+    refusals.extend(limits);
+    refusals.extend(isolation);
+    refusals.extend(
+        provision::converge(
+            &ctx.client,
+            &s.role_bindings,
+            &name,
+            &owner,
+            &built.bindings,
+        )
+        .await?,
+    );
     let outcome = if refusals.is_empty() {
         Outcome::ready(
             reason::PROVISIONED,
