@@ -182,29 +182,9 @@ impl Held {
 
 impl Views {
     /// The view of `org` given the Memberships and Workspaces of its namespace `ns`
-    /// as the caches hold them now.
-    pub fn get(
-        &self,
-        ns: &str,
-        org: Arc<Organization>,
-        memberships: Vec<Arc<Membership>>,
-        workspaces: Vec<Arc<Workspace>>,
-        gates: Gates,
-        operator_quota: Option<&crate::pool::Resources>,
-    ) -> Arc<OrgView> {
-        self.get_at(
-            Instant::now(),
-            ns,
-            org,
-            memberships,
-            workspaces,
-            gates,
-            operator_quota,
-        )
-    }
-
+    /// as the caches hold them `now` (`Instant::now()`, but in tests).
     #[allow(clippy::too_many_arguments)]
-    fn get_at(
+    pub fn get(
         &self,
         now: Instant,
         ns: &str,
@@ -311,7 +291,9 @@ mod tests {
     fn a_view_is_built_again_only_when_what_it_reads_changed() {
         let views = Views::default();
         let gates = Gates::default();
-        let get = |ms: Vec<Arc<Membership>>| views.get("org-acme", org(), ms, vec![], gates, None);
+        let get = |ms: Vec<Arc<Membership>>| {
+            views.get(Instant::now(), "org-acme", org(), ms, vec![], gates, None)
+        };
         let a = get(vec![member("ann", "1"), member("bob", "1")]);
         // The same objects in another order: the same view.
         let b = get(vec![member("bob", "1"), member("ann", "1")]);
@@ -342,7 +324,7 @@ mod tests {
         let gates = Gates::default();
         let t0 = Instant::now();
         let get = |ns: &str, at: Instant| {
-            views.get_at(at, ns, org(), vec![member("ann", "1")], vec![], gates, None)
+            views.get(at, ns, org(), vec![member("ann", "1")], vec![], gates, None)
         };
         let a = get("org-a", t0);
         get("org-b", t0);

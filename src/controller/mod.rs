@@ -77,6 +77,7 @@ impl Context {
         org: Arc<crate::api::Organization>,
     ) -> Arc<crate::view::OrgView> {
         self.views.get(
+            std::time::Instant::now(),
             ns,
             org,
             self.stores.memberships_in(ns),

@@ -145,7 +145,10 @@ impl Caches {
                     .filter(|w| w.metadata.namespace.as_ref() == Some(&ns))
                     .cloned()
                     .collect();
-                Some(self.views.get(&ns, org, ms, ws, gates, None))
+                Some(
+                    self.views
+                        .get(std::time::Instant::now(), &ns, org, ms, ws, gates, None),
+                )
             })
             .collect()
     }
