@@ -441,42 +441,20 @@ async fn provision(
     // namespace (the ones labelled as this workspace's and not built are deleted). The
     // guards (quota, limits, isolation) at once, then the grants: no member reaches the
     // namespace before its quota and isolation are in place.
+    macro_rules! converge {
+        ($cache:ident, $built:expr) => {
+            provision::converge(&ctx.client, &s.$cache, &name, &owner, $built)
+        };
+    }
     let (quota, limits, isolation) = futures::try_join!(
-        provision::converge(
-            &ctx.client,
-            &s.quotas,
-            &name,
-            &owner,
-            built.quota.as_slice()
-        ),
-        provision::converge(
-            &ctx.client,
-            &s.limit_ranges,
-            &name,
-            &owner,
-            built.limits.as_slice()
-        ),
-        provision::converge(
-            &ctx.client,
-            &s.network_policies,
-            &name,
-            &owner,
-            built.isolation.as_slice()
-        ),
+        converge!(quotas, built.quota.as_slice()),
+        converge!(limit_ranges, built.limits.as_slice()),
+        converge!(network_policies, built.isolation.as_slice()),
     )?;
     let mut refusals = quota;
     refusals.extend(limits);
     refusals.extend(isolation);
-    refusals.extend(
-        provision::converge(
-            &ctx.client,
-            &s.role_bindings,
-            &name,
-            &owner,
-            &built.bindings,
-        )
-        .await?,
-    );
+    refusals.extend(converge!(role_bindings, &built.bindings).await?);
     let outcome = if refusals.is_empty() {
         Outcome::ready(
             reason::PROVISIONED,
