@@ -704,6 +704,10 @@ struct SizeResult {
     idle_writes: u64,
     restart_settle_seconds: f64,
     restart_writes: u64,
+    /// The restarted controller's peak RSS (VmHWM) and CPU until it settled: the initial
+    /// lists of every kind at once.
+    restart_peak_rss_mib: f64,
+    restart_cpu_seconds: f64,
     restart_requests: BTreeMap<String, u64>,
     baseline_seconds: Option<f64>,
     baseline_requests: Option<u64>,
@@ -941,6 +945,9 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         .await
         .requests_by_verb(&Metrics::default());
     let restart_writes = writes(&restart_requests);
+    let restart_pid = controller.child.id();
+    let restart_peak_rss_mib = status_mib(restart_pid, "VmHWM:");
+    let restart_cpu_seconds = cpu_seconds(restart_pid);
     controller.stop();
 
     let mut result = SizeResult {
@@ -965,6 +972,8 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         idle_writes,
         restart_settle_seconds,
         restart_writes,
+        restart_peak_rss_mib,
+        restart_cpu_seconds,
         restart_requests,
         caches,
         ..Default::default()
@@ -1130,11 +1139,16 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.restart_writes,
         ));
     }
-    out.push_str("\nThe controller's heap once settled (`tenantry_heap_bytes`: what jemalloc holds allocated for live objects, and resident):\n\n| scale | allocated | resident | RSS |\n|---|---|---|---|\n");
+    out.push_str("\nThe controller's heap once settled (`tenantry_heap_bytes`: what jemalloc holds allocated for live objects, and resident):\n\n| scale | allocated | resident | RSS | restarted controller: peak RSS / CPU to settle |\n|---|---|---|---|---|\n");
     for r in results {
         out.push_str(&format!(
-            "| {}x | {:.0} MiB | {:.0} MiB | {:.0} MiB |\n",
-            r.scale, r.heap_allocated_mib, r.heap_resident_mib, r.settled_rss_mib
+            "| {}x | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB / {:.1} s |\n",
+            r.scale,
+            r.heap_allocated_mib,
+            r.heap_resident_mib,
+            r.settled_rss_mib,
+            r.restart_peak_rss_mib,
+            r.restart_cpu_seconds
         ));
     }
     out.push_str("\nWhat the controller's caches hold once settled (`/debug/caches`: objects, and their JSON-encoded bytes as a proxy for the heap they take):\n\n| kind |");

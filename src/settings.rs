@@ -88,6 +88,36 @@ pub struct Settings {
     /// reason or of `observedGeneration` is written at once. 0 writes every change at once.
     #[arg(long, env = "TENANTRY_STATUS_INTERVAL_MS", default_value_t = 5000)]
     pub status_interval_ms: u64,
+
+    /// How the caches load what exists when the controller starts: `streaming` (one watch
+    /// that sends every object, then a bookmark: the API server's WatchList, on by default
+    /// from Kubernetes 1.34), `paged` (lists of 500, then a watch), or `auto` (streaming
+    /// where the API server is 1.34 or newer).
+    #[arg(long, env = "TENANTRY_INITIAL_LIST", value_enum, default_value_t = InitialList::Auto)]
+    pub initial_list: InitialList,
+}
+
+/// How the caches load what exists when the controller starts ([`Settings::initial_list`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialList {
+    Auto,
+    Streaming,
+    Paged,
+}
+
+impl InitialList {
+    /// Whether to stream, given the API server's version (`major`, `minor` as
+    /// `/version` gives them: a minor may end in `+`).
+    pub fn streams(self, major: &str, minor: &str) -> bool {
+        match self {
+            InitialList::Streaming => true,
+            InitialList::Paged => false,
+            InitialList::Auto => {
+                let minor = minor.trim_end_matches('+').parse::<u32>();
+                major == "1" && minor.is_ok_and(|m| m >= 34)
+            }
+        }
+    }
 }
 
 impl Settings {
@@ -145,6 +175,7 @@ impl Default for Settings {
             concurrency: 8,
             debounce_ms: 250,
             status_interval_ms: 5000,
+            initial_list: InitialList::Auto,
         }
     }
 }
@@ -192,6 +223,15 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caches_stream_where_the_api_server_has_watch_list() {
+        let auto = InitialList::Auto;
+        assert!(auto.streams("1", "34") && auto.streams("1", "37+"));
+        assert!(!auto.streams("1", "33") && !auto.streams("1", "") && !auto.streams("2", "40"));
+        assert!(InitialList::Streaming.streams("1", "30"));
+        assert!(!InitialList::Paged.streams("1", "37"));
+    }
 
     #[test]
     fn quotas_parse_from_pairs() {

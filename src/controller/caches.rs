@@ -365,9 +365,18 @@ pub struct Feeds {
 }
 
 /// Starts the caches, one watch per kind; returns them, the feeds of their changes, and
-/// the tasks that run the watches.
-pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
+/// the tasks that run the watches. With `streaming`, each watch begins with every object
+/// (the API server's WatchList: no pages, each object as it is read from the watch
+/// cache), else with a list in pages.
+pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
     let mut tasks = Vec::new();
+    let initial = |config: watcher::Config| {
+        if streaming {
+            config.streaming_lists()
+        } else {
+            config
+        }
+    };
     let c = client;
     let (workspace_index, membership_index) =
         (NamespaceIndex::default(), NamespaceIndex::default());
@@ -377,12 +386,12 @@ pub fn stores(client: &Client) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
             cache!($cfg, None)
         };
         (slim $cfg:expr) => {{
-            let (store, feed, task) = reflect_slim(Api::all(c.clone()), $cfg);
+            let (store, feed, task) = reflect_slim(Api::all(c.clone()), initial($cfg));
             tasks.push(task);
             (store, feed)
         }};
         ($cfg:expr, $index:expr) => {{
-            let (store, feed, task) = reflect(Api::all(c.clone()), $cfg, $index);
+            let (store, feed, task) = reflect(Api::all(c.clone()), initial($cfg), $index);
             tasks.push(task);
             (store, feed)
         }};

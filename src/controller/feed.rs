@@ -15,8 +15,7 @@ use futures::Stream;
 use futures::channel::mpsc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{Membership, Organization, Workspace};
 use crate::provision::Object;
@@ -39,16 +38,17 @@ impl<K> Change<'_, K> {
     }
 }
 
-type Wants<K> = Box<dyn Fn(&Change<'_, K>) -> bool + Send + Sync>;
-
-struct Subscriber<K> {
-    tx: mpsc::UnboundedSender<Result<K, watcher::Error>>,
-    wants: Wants<K>,
-}
+/// Hands a change to one subscriber if it wants it; false once its stream is dropped.
+type Deliver<K> = Box<dyn Fn(&Change<'_, K>) -> bool + Send + Sync>;
 
 /// The changes of one kind, from the watch that feeds its cache.
+///
+/// A subscriber names what it wants and which objects a change asks to reconcile: the
+/// references are computed when the change comes, from the object the watch brought, and
+/// only they wait in the subscriber's queue (never a copy of the object: at a restart the
+/// initial lists bring every object at once, faster than the reconcilers take them).
 pub struct Feed<K: Object> {
-    subscribers: Arc<Mutex<Vec<Subscriber<K>>>>,
+    subscribers: Arc<Mutex<Vec<Deliver<K>>>>,
     /// The cache of whole objects, for subscribers seeded with it (kinds cached as a
     /// projection have none).
     store: Option<Store<K>>,
@@ -71,36 +71,87 @@ impl<K: Object> Feed<K> {
         }
     }
 
-    /// A trigger stream of the changes `wants` accepts. With `seed`, it starts with every
-    /// object in the cache now (a reconciler's own kind: everything is reconciled once
-    /// when it starts); changes that come meanwhile may come twice, never not at all.
-    pub fn subscribe(
+    /// A trigger stream: for each change `wants` accepts, the objects `to` names (of kind
+    /// `P`: the kind itself, its owners, whoever depends on it). With `seed`, it starts
+    /// with what `to` names of every object in the cache now (a reconciler's own kind:
+    /// everything is reconciled once when it starts); changes that come meanwhile may
+    /// come twice, never not at all.
+    pub fn triggers<P, I>(
         &self,
         seed: bool,
         wants: impl Fn(&Change<'_, K>) -> bool + Send + Sync + 'static,
-    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        to: impl Fn(&K) -> I + Send + Sync + 'static,
+    ) -> impl Stream<Item = ObjectRef<P>> + Send + 'static
+    where
+        P: Resource<DynamicType = ()> + 'static,
+        I: IntoIterator<Item = ObjectRef<P>>,
+    {
         let (tx, rx) = mpsc::unbounded();
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         if seed {
             for o in self.store.iter().flat_map(Store::state) {
-                let _ = tx.unbounded_send(Ok(o.as_ref().clone()));
+                for r in to(&o) {
+                    let _ = tx.unbounded_send(r);
+                }
             }
         }
-        subscribers.push(Subscriber {
-            tx,
-            wants: Box::new(wants),
-        });
+        subscribers.push(Box::new(move |change| {
+            if tx.is_closed() {
+                return false;
+            }
+            if wants(change) {
+                for r in to(change.object()) {
+                    let _ = tx.unbounded_send(r);
+                }
+            }
+            true
+        }));
         rx
     }
 
-    /// Hands `change` to every subscriber that wants it.
+    /// Hands `change` to every subscriber (each takes what it wants); forgets those
+    /// whose stream was dropped.
     pub(super) fn publish(&self, change: Change<'_, K>) {
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        subscribers.retain(|s| !s.tx.is_closed());
-        for s in subscribers.iter().filter(|s| (s.wants)(&change)) {
-            let _ = s.tx.unbounded_send(Ok(change.object().clone()));
-        }
+        subscribers.retain(|deliver| deliver(&change));
     }
+}
+
+/// The object itself, by name and namespace (a reconciler's own kind).
+pub fn itself<K: Resource<DynamicType = ()>>(o: &K) -> Option<ObjectRef<K>> {
+    let r = ObjectRef::new(o.meta().name.as_deref()?);
+    Some(match o.meta().namespace.as_deref() {
+        Some(ns) => r.within(ns),
+        None => r,
+    })
+}
+
+/// Its owners of kind `P` (`ownerReferences` of `P`'s kind and API version), in its
+/// namespace: what kube's `owns` triggers.
+pub fn owners<P: Resource<DynamicType = ()>, K: Resource>(o: &K) -> Vec<ObjectRef<P>> {
+    let m = o.meta();
+    m.owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.kind == P::kind(&()) && r.api_version == P::api_version(&()))
+        .map(|r| {
+            let owner = ObjectRef::new(&r.name);
+            match m.namespace.as_deref() {
+                Some(ns) => owner.within(ns),
+                None => owner,
+            }
+        })
+        .collect()
+}
+
+/// A controller of kind `K` reading its objects from `store`, triggered by `own` (its
+/// kind's changes: [`Feed::triggers`] with [`itself`]); add the others with
+/// `reconcile_on`.
+pub fn controller<K: Object>(
+    store: Store<K>,
+    own: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+) -> kube::runtime::Controller<K> {
+    kube::runtime::Controller::for_stream(futures::stream::pending(), store).reconcile_on(own)
 }
 
 /// Every change: a child's edit or deletion is something to repair.
@@ -193,6 +244,8 @@ mod tests {
     use super::*;
     use crate::status::{Outcome, conditions};
     use futures::StreamExt;
+    use kube::ResourceExt;
+    use kube::runtime::watcher;
 
     fn ws(generation: i64, outcome: Outcome, members: usize) -> Workspace {
         let mut w = Workspace::new("w", Default::default());
@@ -290,29 +343,40 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_get_what_they_want_and_a_seed_of_the_cache() {
+        use futures::FutureExt;
         let (reader, mut writer) = kube::runtime::reflector::store::<Workspace>();
         let a = ws(1, Outcome::ready("Provisioned", "ok"), 1);
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitApply(a.clone()));
         writer.apply_watcher_event(&watcher::Event::InitDone);
         let feed = Feed::new(Some(reader));
-        let mut own = feed.subscribe(true, applied);
-        let mut others = feed.subscribe(false, meaningful);
-        let first = own.next().await.unwrap().unwrap();
-        assert_eq!(first.metadata.generation, Some(1), "seeded");
+        let mut own = feed.triggers(true, applied, itself);
+        // Another kind's reconciler: the workspace's organization.
+        let mut others = feed.triggers(false, meaningful, |w: &Workspace| {
+            Some(ObjectRef::<Organization>::new(
+                &w.namespace()?["org-".len()..],
+            ))
+        });
+        let seeded = own.next().await.unwrap();
+        assert_eq!(
+            (seeded.name.as_str(), seeded.namespace.as_deref()),
+            ("w", Some("org-a")),
+            "seeded, by name and namespace"
+        );
+        assert!(seeded.extra.resource_version.is_none() && seeded.extra.uid.is_none());
         let b = ws(1, Outcome::ready("Provisioned", "ok"), 2);
         feed.publish(Change::Applied {
             old: Some(&a),
             new: &b,
         });
         feed.publish(Change::Deleted(&b));
-        let next = own.next().await.unwrap().unwrap();
-        assert_eq!(next.status.unwrap().members.len(), 2, "a details change");
-        let deleted = others.next().await.unwrap().unwrap();
-        assert_eq!(
-            deleted.status.unwrap().members.len(),
-            2,
-            "the details change was skipped, the deletion came"
+        assert!(own.next().await.is_some(), "a details change");
+        assert!(own.next().now_or_never().is_none(), "not the deletion");
+        let org = others.next().await.unwrap();
+        assert_eq!(org.name, "a", "the deletion, mapped to its organization");
+        assert!(
+            others.next().now_or_never().is_none(),
+            "the details change was skipped"
         );
         drop(own);
         feed.publish(Change::Listed(&a));
@@ -321,5 +385,26 @@ mod tests {
             1,
             "a dropped stream is forgotten"
         );
+    }
+
+    #[test]
+    fn owners_of_the_kind_in_the_objects_namespace() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owner = |kind: &str, api_version: &str, name: &str| OwnerReference {
+            kind: kind.into(),
+            api_version: api_version.into(),
+            name: name.into(),
+            uid: "u".into(),
+            ..Default::default()
+        };
+        let mut secret = k8s_openapi::api::core::v1::Secret::default();
+        secret.metadata.namespace = Some("org-a".into());
+        secret.metadata.owner_references = Some(vec![
+            owner("Membership", "tenantry.dev/v1alpha1", "m1"),
+            owner("Membership", "other.example/v1", "m2"),
+            owner("Workspace", "tenantry.dev/v1alpha1", "w"),
+        ]);
+        let refs: Vec<ObjectRef<Membership>> = owners(&secret);
+        assert_eq!(refs, vec![ObjectRef::new("m1").within("org-a")]);
     }
 }

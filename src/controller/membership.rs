@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
@@ -91,24 +91,39 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (s1, s2, s3) = (ctx.stores.clone(), ctx.stores.clone(), ctx.stores.clone());
-    Controller::for_stream(
-        feeds.memberships.subscribe(true, feed::applied),
+    feed::controller(
         ctx.stores.memberships.clone(),
+        feeds
+            .memberships
+            .triggers(true, feed::applied, feed::itself),
     )
-    .owns_stream(feeds.service_accounts.subscribe(false, feed::any))
-    .owns_stream(feeds.secrets.subscribe(false, feed::any))
+    .reconcile_on(
+        feeds
+            .service_accounts
+            .triggers(false, feed::any, feed::owners),
+    )
+    .reconcile_on(feeds.secrets.triggers(false, feed::any, feed::owners))
     // Siblings decide duplicates and limits; workspaces decide what is granted.
-    .watches_stream(
-        feeds.memberships.subscribe(false, sibling_change),
-        move |m: Membership| memberships_of(&s1, &m.namespace().unwrap_or_default()),
+    .reconcile_on(
+        feeds
+            .memberships
+            .triggers(false, sibling_change, move |m: &Membership| {
+                memberships_of(&s1, &m.namespace().unwrap_or_default())
+            }),
     )
-    .watches_stream(
-        feeds.workspaces.subscribe(false, workspace_came_or_went),
-        move |w: Workspace| memberships_of(&s2, &w.namespace().unwrap_or_default()),
+    .reconcile_on(
+        feeds
+            .workspaces
+            .triggers(false, workspace_came_or_went, move |w: &Workspace| {
+                memberships_of(&s2, &w.namespace().unwrap_or_default())
+            }),
     )
-    .watches_stream(
-        feeds.organizations.subscribe(false, feed::meaningful),
-        move |o: Organization| memberships_of(&s3, &names::org_namespace(&o.name_any())),
+    .reconcile_on(
+        feeds
+            .organizations
+            .triggers(false, feed::meaningful, move |o: &Organization| {
+                memberships_of(&s3, &names::org_namespace(&o.name_any()))
+            }),
     )
     .reconcile_on(super::resync(
         ctx.stores.memberships.clone(),

@@ -271,7 +271,15 @@ pub async fn run(
         .check()
         .map_err(|why| anyhow::anyhow!("settings: {why}"))?;
     wait_for_crds(&client).await;
-    let (stores, feeds, tasks) = stores(&client);
+    let streaming = match client.apiserver_version().await {
+        Ok(v) => settings.initial_list.streams(&v.major, &v.minor),
+        Err(e) => {
+            warn!(error = %e, "the API server's version is unknown; caches load by pages");
+            settings.initial_list == crate::settings::InitialList::Streaming
+        }
+    };
+    info!(streaming, "loading the caches");
+    let (stores, feeds, tasks) = stores(&client, streaming);
     let caches = tokio::spawn(futures::future::join_all(tasks));
     stores.ready().await;
     info!("caches synced; starting reconcilers");

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -42,58 +42,65 @@ pub async fn run(
 ) {
     let by_ns = ctx.stores.clone();
     let by_ns2 = ctx.stores.clone();
-    Controller::for_stream(
-        feeds.organizations.subscribe(true, feed::applied),
+    feed::controller(
         ctx.stores.organizations.clone(),
+        feeds
+            .organizations
+            .triggers(true, feed::applied, feed::itself),
     )
-    .owns_stream(feeds.namespaces.subscribe(false, feed::any))
-    .owns_stream(feeds.cluster_roles.subscribe(false, feed::any))
-    .owns_stream(feeds.cluster_role_bindings.subscribe(false, feed::any))
+    .reconcile_on(feeds.namespaces.triggers(false, feed::any, feed::owners))
+    .reconcile_on(feeds.cluster_roles.triggers(false, feed::any, feed::owners))
+    .reconcile_on(
+        feeds
+            .cluster_role_bindings
+            .triggers(false, feed::any, feed::owners),
+    )
     // The organization's own bindings, in its namespace (not those of its workspaces).
-    .watches_stream(
-        feeds.role_bindings.subscribe(false, feed::any),
-        |rb: RoleBinding| {
-            let org = rb.labels().get(labels::ORGANIZATION)?;
-            (rb.namespace()? == names::org_namespace(org))
-                .then(|| ObjectRef::<Organization>::new(org))
-        },
+    .reconcile_on(
+        feeds
+            .role_bindings
+            .triggers(false, feed::any, |rb: &RoleBinding| {
+                let org = rb.labels().get(labels::ORGANIZATION)?;
+                (rb.namespace()? == names::org_namespace(org))
+                    .then(|| ObjectRef::<Organization>::new(org))
+            }),
     )
     // The Role that lets its Admins read client credentials (invitation Roles, in the
     // same namespace, are the Memberships').
-    .watches_stream(feeds.roles.subscribe(false, feed::any), |r: Role| {
+    .reconcile_on(feeds.roles.triggers(false, feed::any, |r: &Role| {
         let org = r.labels().get(labels::ORGANIZATION)?;
         (r.name_any() == rbac::CLIENT_CREDENTIALS && r.namespace()? == names::org_namespace(org))
             .then(|| ObjectRef::<Organization>::new(org))
-    })
+    }))
     // Workspaces and Memberships it counts and binds: created, deleted, changed, not
     // their status details.
-    .watches_stream(
-        feeds.workspaces.subscribe(false, feed::meaningful),
-        move |w: Workspace| {
-            by_ns
-                .organization_of_namespace(&w.namespace().unwrap_or_default())
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
-        },
+    .reconcile_on(
+        feeds
+            .workspaces
+            .triggers(false, feed::meaningful, move |w: &Workspace| {
+                by_ns
+                    .organization_of_namespace(&w.namespace().unwrap_or_default())
+                    .and_then(|o| feed::itself(o.as_ref()))
+            }),
     )
-    .watches_stream(
-        feeds.memberships.subscribe(
-            false,
-            feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
-        ),
-        move |m: crate::api::Membership| {
+    .reconcile_on(feeds.memberships.triggers(
+        false,
+        feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
+        move |m: &crate::api::Membership| {
             by_ns2
                 .organization_of_namespace(&m.namespace().unwrap_or_default())
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .and_then(|o| feed::itself(o.as_ref()))
         },
-    )
+    ))
     // What its workspaces hold and use of their quotas: the organization's usage and
     // pooled quota (status writes of these details are paced).
-    .watches_stream(
-        feeds.quotas.subscribe(false, quota_changed),
-        |q: ResourceQuota| {
-            let org = q.labels().get(labels::ORGANIZATION)?;
-            Some(ObjectRef::<Organization>::new(org))
-        },
+    .reconcile_on(
+        feeds
+            .quotas
+            .triggers(false, quota_changed, |q: &ResourceQuota| {
+                let org = q.labels().get(labels::ORGANIZATION)?;
+                Some(ObjectRef::<Organization>::new(org))
+            }),
     )
     .reconcile_on(super::resync(
         ctx.stores.organizations.clone(),

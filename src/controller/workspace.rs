@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -84,70 +84,88 @@ pub async fn run(
         let ws = l.get(labels::WORKSPACE)?;
         Some(ObjectRef::<Workspace>::new(ws).within(&names::org_namespace(org)))
     };
-    Controller::for_stream(
-        feeds.workspaces.subscribe(true, feed::applied),
+    feed::controller(
         ctx.stores.workspaces.clone(),
+        feeds.workspaces.triggers(true, feed::applied, feed::itself),
     )
     // What it provisions, by the workspace labels on each: any edit or deletion is
     // repaired.
-    .watches_stream(feeds.namespaces.subscribe(false, feed::any), move |o| {
-        by_labels(o.labels())
-    })
-    .watches_stream(feeds.role_bindings.subscribe(false, feed::any), move |o| {
-        by_labels(o.labels())
-    })
-    .watches_stream(feeds.quotas.subscribe(false, feed::any), move |o| {
-        by_labels(o.labels())
-    })
-    .watches_stream(feeds.limit_ranges.subscribe(false, feed::any), move |o| {
-        by_labels(o.labels())
-    })
-    .watches_stream(
-        feeds.network_policies.subscribe(false, feed::any),
-        move |o| by_labels(o.labels()),
+    .reconcile_on(
+        feeds
+            .namespaces
+            .triggers(false, feed::any, move |o| by_labels(o.labels())),
+    )
+    .reconcile_on(
+        feeds
+            .role_bindings
+            .triggers(false, feed::any, move |o| by_labels(o.labels())),
+    )
+    .reconcile_on(
+        feeds
+            .quotas
+            .triggers(false, feed::any, move |o| by_labels(o.labels())),
+    )
+    .reconcile_on(
+        feeds
+            .limit_ranges
+            .triggers(false, feed::any, move |o| by_labels(o.labels())),
+    )
+    .reconcile_on(
+        feeds
+            .network_policies
+            .triggers(false, feed::any, move |o| by_labels(o.labels())),
     )
     // Copies of shared resources (edited or deleted: made again), and their sources
     // (changed: copied again).
-    .watches_stream(feeds.config_maps.subscribe(false, feed::any), move |o| {
-        by_labels(o.labels())
-    })
-    .watches_stream(feeds.secrets.subscribe(false, feed::any), move |o| {
-        by_labels(o.labels())
-    })
-    .watches_stream(
-        feeds.shared_config_maps.subscribe(false, feed::any),
-        move |o| sourced(&s4, &o.metadata),
+    .reconcile_on(
+        feeds
+            .config_maps
+            .triggers(false, feed::any, move |o| by_labels(o.labels())),
     )
-    .watches_stream(feeds.shared_secrets.subscribe(false, feed::any), move |o| {
-        sourced(&s5, &o.metadata)
-    })
+    .reconcile_on(
+        feeds
+            .secrets
+            .triggers(false, feed::any, move |o| by_labels(o.labels())),
+    )
+    .reconcile_on(
+        feeds
+            .shared_config_maps
+            .triggers(false, feed::any, move |o| sourced(&s4, &o.metadata)),
+    )
+    .reconcile_on(
+        feeds
+            .shared_secrets
+            .triggers(false, feed::any, move |o| sourced(&s5, &o.metadata)),
+    )
     // Who is granted what, and the organization's policy.
-    .watches_stream(
-        feeds.memberships.subscribe(
-            false,
-            feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
-        ),
-        move |m: Membership| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
-    )
-    .watches_stream(
-        feeds.organizations.subscribe(false, feed::meaningful),
-        move |o: Organization| workspaces_of(&s2, &names::org_namespace(&o.name_any())),
+    .reconcile_on(feeds.memberships.triggers(
+        false,
+        feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
+        move |m: &Membership| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
+    ))
+    .reconcile_on(
+        feeds
+            .organizations
+            .triggers(false, feed::meaningful, move |o: &Organization| {
+                workspaces_of(&s2, &names::org_namespace(&o.name_any()))
+            }),
     )
     // A workspace that goes away frees a place under limits.maxWorkspaces; one that goes
     // or asks another quota changes the others' shares of a pooled quota.
-    .watches_stream(
-        feeds.workspaces.subscribe(false, concerns_others),
-        move |w: Workspace| {
-            let ns = w.namespace().unwrap_or_default();
-            let limited = s3
-                .organization_of_namespace(&ns)
-                .is_some_and(|o| o.spec.max_workspaces().is_some() || o.spec.pool().is_some());
-            if limited {
-                workspaces_of(&s3, &ns)
-            } else {
-                Vec::new()
-            }
-        },
+    .reconcile_on(
+        feeds
+            .workspaces
+            .triggers(false, concerns_others, move |w: &Workspace| {
+                let ns = w.namespace().unwrap_or_default();
+                let limited = s3
+                    .organization_of_namespace(&ns)
+                    .is_some_and(|o| o.spec.max_workspaces().is_some() || o.spec.pool().is_some());
+                if limited {
+                    workspaces_of(&s3, &ns)
+                } else {
+                    Vec::new()
+                }
+            }),
     )
     .reconcile_on(super::resync(
         ctx.stores.workspaces.clone(),
