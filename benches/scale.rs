@@ -171,7 +171,13 @@ fn free_port() -> u16 {
 }
 
 impl Controller {
-    async fn start(kubeconfig: &Path, concurrency: u16, log: &Path) -> anyhow::Result<Self> {
+    /// `log_env`: the variable whose value is the controller's RUST_LOG (`warn` if unset).
+    async fn start(
+        kubeconfig: &Path,
+        concurrency: u16,
+        log: &Path,
+        log_env: &str,
+    ) -> anyhow::Result<Self> {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(["run", "--leader-election=false", "--log-format=json"])
@@ -180,7 +186,7 @@ impl Controller {
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
-                std::env::var("TENANTRY_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var(log_env).unwrap_or_else(|_| "warn".into()),
             )
             .stdout(std::fs::File::create(log)?)
             .stderr(Stdio::inherit())
@@ -322,6 +328,39 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+/// Waits until every ResourceQuota Tenantry made has a status from the control plane's
+/// quota controller; returns how many had none at first.
+async fn quotas_without_status(client: &Client, within: Duration) -> anyhow::Result<usize> {
+    let api = Api::<ResourceQuota>::all(client.clone());
+    let params = ListParams::default().labels(&tenantry::labels::managed_selector());
+    let t = Instant::now();
+    let mut first = None;
+    loop {
+        let mut missing = 0;
+        let mut page = params.clone().limit(500);
+        loop {
+            let list = api.list(&page).await?;
+            missing += list
+                .items
+                .iter()
+                .filter(|q| q.status.as_ref().is_none_or(|s| s.hard.is_none()))
+                .count();
+            match list.metadata.continue_ {
+                Some(c) if !c.is_empty() => page = page.continue_token(&c),
+                _ => break,
+            }
+        }
+        let first = *first.get_or_insert(missing);
+        if missing == 0 {
+            return Ok(first);
+        }
+        if t.elapsed() > within {
+            bail!("{missing} quotas still have no status");
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// A `/proc/<pid>/status` value in MiB (VmRSS, VmHWM).
@@ -708,6 +747,11 @@ struct SizeResult {
     /// lists of every kind at once.
     restart_peak_rss_mib: f64,
     restart_cpu_seconds: f64,
+    /// After Tenantry was done: how long the control plane's quota controller took to give
+    /// every quota a status, how many had none, and the controller's writes meanwhile.
+    catch_up_seconds: f64,
+    catch_up_unobserved: usize,
+    catch_up_writes: u64,
     restart_requests: BTreeMap<String, u64>,
     baseline_seconds: Option<f64>,
     baseline_requests: Option<u64>,
@@ -761,6 +805,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         &cp.kubeconfig,
         args.concurrency,
         &dir.join("controller.log"),
+        "TENANTRY_BENCH_LOG",
     )
     .await?;
     let pid = controller.child.id();
@@ -887,6 +932,32 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         args.idle_seconds
     );
 
+    // Idle means nothing changes: the control plane's quota controller may still be giving
+    // the quotas their first status (at 25x it lagged Tenantry by thousands), and an
+    // organization's usage follows its quotas. Wait for it, and for the writes that follow.
+    let t_catch_up = Instant::now();
+    let unobserved = quotas_without_status(&client, deadline.saturating_sub(t0.elapsed())).await?;
+    let catch_up_seconds = t_catch_up.elapsed().as_secs_f64();
+    let mut last = (
+        writes(&controller.metrics().await.requests_by_verb(&m1)),
+        Instant::now(),
+    );
+    while last.1.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = writes(&controller.metrics().await.requests_by_verb(&m1));
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        if t0.elapsed() > deadline {
+            bail!("x{scale}: the controller kept writing after the quotas had their status");
+        }
+    }
+    let catch_up_writes = last.0;
+    eprintln!(
+        "bench x{scale}: the control plane's quota status caught up in {catch_up_seconds:.1} s ({unobserved} quotas had none when Tenantry was done); {catch_up_writes} writes followed"
+    );
+    let m1 = controller.metrics().await;
+
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     controller.save_metrics(&dir.join("metrics-idle.txt")).await;
     let m2 = controller.metrics().await;
@@ -921,6 +992,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         &cp.kubeconfig,
         args.concurrency,
         &dir.join("controller-restart.log"),
+        "TENANTRY_BENCH_RESTART_LOG",
     )
     .await?;
     let mut last = (0.0, Instant::now());
@@ -974,6 +1046,9 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         restart_writes,
         restart_peak_rss_mib,
         restart_cpu_seconds,
+        catch_up_seconds,
+        catch_up_unobserved: unobserved,
+        catch_up_writes,
         restart_requests,
         caches,
         ..Default::default()
@@ -1149,6 +1224,13 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.settled_rss_mib,
             r.restart_peak_rss_mib,
             r.restart_cpu_seconds
+        ));
+    }
+    out.push_str("\nAfter Tenantry was done, before the idle window: the control plane's quota controller giving every quota its first status (an organization's usage follows), and the controller's writes meanwhile:\n\n| scale | quotas without status | caught up in | writes meanwhile |\n|---|---|---|---|\n");
+    for r in results {
+        out.push_str(&format!(
+            "| {}x | {} | {:.1} s | {} |\n",
+            r.scale, r.catch_up_unobserved, r.catch_up_seconds, r.catch_up_writes
         ));
     }
     out.push_str("\nWhat the controller's caches hold once settled (`/debug/caches`: objects, and their JSON-encoded bytes as a proxy for the heap they take):\n\n| kind |");
