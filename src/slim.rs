@@ -24,12 +24,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus, ServiceAccount,
+    ConfigMap, LimitRange, Namespace, ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus,
+    Secret, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use serde_json::Value;
 
@@ -46,6 +48,10 @@ pub trait Projected: Object {
 
     /// Whether the projection keeps the object's uid.
     const UID: bool = false;
+
+    /// Whether the projection keeps the leaves of the content ([`Slim::holds`]). Kinds
+    /// cached as metadata only compare what is kept by name.
+    const LEAVES: bool = true;
 
     /// JSON pointers of values the build sets whole: there the live value must hold what
     /// the desired one does *and nothing more* (one leaf: the digest of what is under it).
@@ -198,6 +204,24 @@ impl Projected for Namespace {
     keeps_no_content!();
 }
 
+/// Copies of shared ConfigMaps and Secrets, and client Secrets: cached as metadata (no
+/// value is ever in the controller's memory), kept as Tenantry's labels and annotations
+/// (the copy's identity and the digest of what was applied: their writer compares those),
+/// no leaves. As whole `PartialObjectMeta` they had taken 3 KiB each (a `BTreeMap` node
+/// per label map, the owner references, the store's key).
+macro_rules! metadata_only {
+    ($($kind:ty),*) => {$(
+        impl Projected for PartialObjectMeta<$kind> {
+            fn keeps(key: &str) -> bool {
+                key.starts_with("tenantry.dev/") || key == labels::MANAGED_BY
+            }
+            const LEAVES: bool = false;
+            keeps_no_content!();
+        }
+    )*};
+}
+metadata_only!(ConfigMap, Secret);
+
 /// An organization's usage and pooled quota read each workspace quota's hard limits and
 /// use, and its identity labels.
 impl Projected for ResourceQuota {
@@ -284,9 +308,13 @@ impl<K: Projected> Slim<K> {
         };
         // An object that does not serialize has no leaves: it is never up to date, and
         // the applier's write says why.
-        let leaves = serde_json::to_value(live)
-            .map(|v| leaves::<K>(&v))
-            .unwrap_or_default();
+        let leaves = if K::LEAVES {
+            serde_json::to_value(live)
+                .map(|v| leaves::<K>(&v))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let named = Named {
             uid: m.uid.as_deref().filter(|_| K::UID).map(Box::from),
             labels: kept(&m.labels),

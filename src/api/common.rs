@@ -138,6 +138,38 @@ pub(crate) fn resource_list(_: &mut schemars::SchemaGenerator) -> schemars::Sche
     })
 }
 
+/// The digest a cached status keeps of a part it forgot (its JSON, hashed): only ever
+/// compared with the digest of what a reconcile builds.
+fn digest<T: Serialize + ?Sized>(value: &T) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Forgets `part` of a cached status (leaves it empty), keeping its digest in `kept`:
+/// [`same`] still answers. A part no reconciler reads back, only compares with what it
+/// builds, costs the cache a `u64`.
+pub(crate) fn forget<T: Serialize + Default + PartialEq>(part: &mut T, kept: &mut Option<u64>) {
+    if *part != T::default() {
+        *kept = Some(digest(part));
+        *part = T::default();
+    }
+}
+
+/// Whether `part` (or, once [`forget`]ten, its digest `kept`) is `other`.
+pub(crate) fn same<T: Serialize + PartialEq>(part: &T, kept: Option<u64>, other: &T) -> bool {
+    match kept {
+        Some(d) => d == digest(other),
+        None => part == other,
+    }
+}
+
+/// `skip_serializing_if` of a field only the controller's cache holds: never written.
+pub(crate) fn always<T>(_: &T) -> bool {
+    true
+}
+
 /// Container defaults for a workspace namespace's LimitRange.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -159,6 +159,12 @@ pub struct MembershipStatus {
     /// The listed workspaces the subject reaches now, and those it waits for.
     #[serde(default)]
     pub workspaces: Vec<WorkspaceAccess>,
+    /// What the controller's cache keeps of `workspaces`: their digest, `workspaces`
+    /// emptied ([`MembershipStatus::forget_workspaces`]). Never serialized: only the
+    /// status comparison reads it ([`MembershipStatus::same_workspaces`]).
+    #[serde(skip_deserializing, skip_serializing_if = "super::common::always")]
+    #[schemars(skip)]
+    pub workspaces_digest: Option<u64>,
     /// Owner, Admin and Manager: the subject reaches every workspace of the organization
     /// as Admin, including those created later (`workspaces` is then empty: each
     /// Workspace's `status.members` lists who reaches it).
@@ -193,6 +199,25 @@ pub struct MembershipStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl MembershipStatus {
+    /// Empties `workspaces`, keeping their digest: [`Self::same_workspaces`] still answers.
+    /// No reconciler reads them back: each reconcile builds them from the spec and the
+    /// workspaces it finds.
+    pub fn forget_workspaces(&mut self) {
+        super::common::forget(&mut self.workspaces, &mut self.workspaces_digest);
+    }
+
+    /// Whether `workspaces` are what this status holds (or held before
+    /// [`Self::forget_workspaces`]).
+    pub fn same_workspaces(&self, workspaces: &[WorkspaceAccess]) -> bool {
+        super::common::same(
+            &self.workspaces.as_slice(),
+            self.workspaces_digest,
+            &workspaces,
+        )
+    }
+}
+
 /// A workspace in a Membership's status.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -207,4 +232,39 @@ pub struct WorkspaceAccess {
 pub enum AccessState {
     Granted,
     Pending,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgotten_workspaces_still_compare_and_never_travel() {
+        let access = |name: &str, state| WorkspaceAccess {
+            name: name.into(),
+            role: WorkspaceRole::Editor,
+            state,
+        };
+        let workspaces = vec![
+            access("a", AccessState::Granted),
+            access("b", AccessState::Pending),
+        ];
+        let mut status = MembershipStatus {
+            workspaces: workspaces.clone(),
+            ..Default::default()
+        };
+        let full = serde_json::to_value(&status).unwrap();
+        status.forget_workspaces();
+        assert!(status.workspaces.is_empty());
+        assert!(status.same_workspaces(&workspaces), "the digest answers");
+        assert!(!status.same_workspaces(&[
+            access("a", AccessState::Granted),
+            access("b", AccessState::Granted)
+        ]));
+        assert!(!status.same_workspaces(&[]), "none");
+        let json = serde_json::to_value(&status).unwrap();
+        assert!(json.get("workspacesDigest").is_none(), "never written");
+        let read: MembershipStatus = serde_json::from_value(full).unwrap();
+        assert_eq!(read.workspaces_digest, None, "never read");
+    }
 }

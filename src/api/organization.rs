@@ -266,6 +266,12 @@ pub struct OrganizationStatus {
     /// What the organization uses, for billing: readable by its Owners and BillingAdmins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What the controller's cache keeps of `quota` and `usage`: their digest, both
+    /// emptied ([`OrganizationStatus::forget_detail`]). Never serialized: only the status
+    /// comparison reads it ([`OrganizationStatus::same_detail`]).
+    #[serde(skip_deserializing, skip_serializing_if = "super::common::always")]
+    #[schemars(skip)]
+    pub detail_digest: Option<u64>,
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -273,6 +279,27 @@ pub struct OrganizationStatus {
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+impl OrganizationStatus {
+    /// Empties `quota` and `usage`, keeping their digest: [`Self::same_detail`] still
+    /// answers. No reconciler reads them back (each reconcile builds them from the view and
+    /// the workspaces' quotas), and their maps were most of a cached Organization's heap.
+    pub fn forget_detail(&mut self) {
+        let mut detail = (self.quota.take(), self.usage.take());
+        super::common::forget(&mut detail, &mut self.detail_digest);
+        (self.quota, self.usage) = detail;
+    }
+
+    /// Whether `quota` and `usage` are what this status holds (or held before
+    /// [`Self::forget_detail`]).
+    pub fn same_detail(&self, quota: &Option<QuotaStatus>, usage: &Option<Usage>) -> bool {
+        super::common::same(
+            &(&self.quota, &self.usage),
+            self.detail_digest,
+            &(quota, usage),
+        )
+    }
 }
 
 /// The pooled quota's state.
@@ -384,5 +411,42 @@ impl OrganizationSpec {
     }
     pub fn max_members(&self) -> Option<usize> {
         self.limits.as_ref()?.max_members.map(|n| n.max(0) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgotten_quota_and_usage_still_compare_and_never_travel() {
+        let usage = Usage {
+            workspaces: 2,
+            used: [("requests.cpu".to_string(), Quantity("1".into()))].into(),
+            ..Default::default()
+        };
+        let mut status = OrganizationStatus {
+            usage: Some(usage.clone()),
+            ..Default::default()
+        };
+        let full = serde_json::to_value(&status).unwrap();
+        status.forget_detail();
+        assert!(status.usage.is_none() && status.quota.is_none());
+        assert!(
+            status.same_detail(&None, &Some(usage.clone())),
+            "the digest answers"
+        );
+        let mut more = usage.clone();
+        more.workspaces = 3;
+        assert!(!status.same_detail(&None, &Some(more)));
+        assert!(!status.same_detail(&Some(QuotaStatus::default()), &Some(usage)));
+        assert!(!status.same_detail(&None, &None), "none");
+        let json = serde_json::to_value(&status).unwrap();
+        assert!(json.get("usage").is_none() && json.get("detailDigest").is_none());
+        let read: OrganizationStatus = serde_json::from_value(full).unwrap();
+        assert_eq!(read.detail_digest, None, "never read");
+        let mut empty = OrganizationStatus::default();
+        empty.forget_detail();
+        assert!(empty.detail_digest.is_none() && empty.same_detail(&None, &None));
     }
 }

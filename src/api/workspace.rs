@@ -54,7 +54,7 @@ pub struct WorkspaceStatus {
     /// comparison reads it ([`WorkspaceStatus::same_members`]).
     // Neither read nor written, and not in the schema; not `serde(skip)`, under which the
     // copy of this struct KubeSchema derives the schema from would never read the field.
-    #[serde(skip_deserializing, skip_serializing_if = "always")]
+    #[serde(skip_deserializing, skip_serializing_if = "super::common::always")]
     #[schemars(skip)]
     pub members_digest: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,31 +70,14 @@ impl WorkspaceStatus {
     /// Measured: a workspace's members were half of a cached Workspace's heap (1.4 of
     /// 2.7 KiB in the benchmark's tenancy), and no reconciler reads them.
     pub fn forget_members(&mut self) {
-        if !self.members.is_empty() {
-            self.members_digest = Some(members_digest(&self.members));
-            self.members = Vec::new();
-        }
+        super::common::forget(&mut self.members, &mut self.members_digest);
     }
 
     /// Whether `members` are the members this status holds (or held before
     /// [`Self::forget_members`]).
     pub fn same_members(&self, members: &[WorkspaceMember]) -> bool {
-        match self.members_digest {
-            Some(digest) => digest == members_digest(members),
-            None => self.members == members,
-        }
+        super::common::same(&self.members.as_slice(), self.members_digest, &members)
     }
-}
-
-fn always(_: &Option<u64>) -> bool {
-    true
-}
-
-fn members_digest(members: &[WorkspaceMember]) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    serde_json::to_vec(members).unwrap_or_default().hash(&mut h);
-    h.finish()
 }
 
 /// One subject's access to a workspace.

@@ -42,11 +42,11 @@ pub struct Stores {
     pub limit_ranges: Children<LimitRange>,
     pub network_policies: Children<NetworkPolicy>,
     pub service_accounts: Children<ServiceAccount>,
-    /// Metadata only (`Api<PartialObjectMeta<_>>` lists and watches metadata): no secret
-    /// value is ever in the controller's memory.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Metadata only (`Api<PartialObjectMeta<_>>` lists and watches metadata), as
+    /// projections: no secret value is ever in the controller's memory.
+    pub secrets: Children<PartialObjectMeta<Secret>>,
     /// Copies of shared ConfigMaps (metadata only, like Secrets).
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub config_maps: Children<PartialObjectMeta<ConfigMap>>,
     /// Sources of shared resources (`tenantry.dev/shared-by`), metadata only: a copy
     /// reads its source when it is made.
     pub shared_config_maps: Store<PartialObjectMeta<ConfigMap>>,
@@ -54,17 +54,6 @@ pub struct Stores {
     /// Workspaces and Memberships by organization namespace.
     pub workspace_index: NamespaceIndex,
     pub membership_index: NamespaceIndex,
-    /// Copies of shared resources by namespace: what to delete.
-    pub child_index: ChildIndexes,
-}
-
-/// A [`NamespaceIndex`] per metadata-cached kind Tenantry puts in workspace and
-/// organization namespaces (the projected kinds' caches, [`Children`], are by namespace).
-#[derive(Clone, Default)]
-pub struct ChildIndexes {
-    /// Copies of shared resources (and, in organization namespaces, client Secrets).
-    pub config_maps: NamespaceIndex,
-    pub secrets: NamespaceIndex,
 }
 
 impl Stores {
@@ -211,6 +200,7 @@ fn reflect<K: Object>(
     api: Api<K>,
     config: watcher::Config,
     index: Option<NamespaceIndex>,
+    forget: fn(&mut K),
 ) -> (Store<K>, Feed<K>, BoxFuture<'static, ()>)
 where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -222,6 +212,7 @@ where
     let task = run(
         api,
         config,
+        forget,
         feed.clone(),
         move |event| {
             writer.apply_watcher_event(event);
@@ -247,6 +238,7 @@ fn reflect_slim<K: Projected>(
     let task = run(
         api,
         config,
+        |_| {},
         feed.clone(),
         move |event| writer.apply(event),
         // What the projection kept is what subscribers that compare may read.
@@ -276,21 +268,33 @@ fn unread(meta: &mut kube::api::ObjectMeta) {
     }
 }
 
-/// Drops, of a Workspace, its `status.members` (only ever compared with the members a
-/// reconcile builds: their digest answers that, [`crate::api::WorkspaceStatus::forget_members`]).
-fn unread_content<K: 'static>(o: &mut K) {
-    if let Some(ws) = (o as &mut dyn std::any::Any).downcast_mut::<crate::api::Workspace>()
-        && let Some(status) = &mut ws.status
-    {
+/// What a cache forgets of a custom resource on the way in: the parts of its status only
+/// ever compared with what a reconcile builds (their digests answer that).
+fn forget_organization(o: &mut Organization) {
+    if let Some(status) = &mut o.status {
+        status.forget_detail();
+    }
+}
+
+fn forget_workspace(w: &mut Workspace) {
+    if let Some(status) = &mut w.status {
         status.forget_members();
     }
 }
 
-/// Runs the watch of kind `K`: each event goes to the cache (`store`), then to the feed's
-/// subscribers with what `old` says the cache held before.
+fn forget_membership(m: &mut Membership) {
+    if let Some(status) = &mut m.status {
+        status.forget_workspaces();
+    }
+}
+
+/// Runs the watch of kind `K`: each object loses what no reader needs ([`unread`],
+/// `forget`), each event goes to the cache (`store`), then to the feed's subscribers with
+/// what `old` says the cache held before.
 fn run<K: Object>(
     api: Api<K>,
     config: watcher::Config,
+    forget: fn(&mut K),
     publisher: Feed<K>,
     mut store: impl FnMut(&watcher::Event<K>) + Send + 'static,
     old: impl Fn(&K) -> Option<Arc<K>> + Send + 'static,
@@ -298,9 +302,9 @@ fn run<K: Object>(
     let kind = K::kind(&()).to_string();
     let stream = watcher(api, config)
         .backoff(WatchBackoff::cache())
-        .modify(|o| {
+        .modify(move |o| {
             unread(o.meta_mut());
-            unread_content(o);
+            forget(o);
         });
     stream
         .for_each(move |event| {
@@ -380,18 +384,17 @@ pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture
     let c = client;
     let (workspace_index, membership_index) =
         (NamespaceIndex::default(), NamespaceIndex::default());
-    let child_index = ChildIndexes::default();
     macro_rules! cache {
         ($cfg:expr) => {
-            cache!($cfg, None)
+            cache!($cfg, None, |_| {})
         };
         (slim $cfg:expr) => {{
             let (store, feed, task) = reflect_slim(Api::all(c.clone()), initial($cfg));
             tasks.push(task);
             (store, feed)
         }};
-        ($cfg:expr, $index:expr) => {{
-            let (store, feed, task) = reflect(Api::all(c.clone()), initial($cfg), $index);
+        ($cfg:expr, $index:expr, $forget:expr) => {{
+            let (store, feed, task) = reflect(Api::all(c.clone()), initial($cfg), $index, $forget);
             tasks.push(task);
             (store, feed)
         }};
@@ -405,7 +408,6 @@ pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture
                 Stores {
                     workspace_index: workspace_index.clone(),
                     membership_index: membership_index.clone(),
-                    child_index: child_index.clone(),
                     $($field: $field.0,)*
                 },
                 Feeds { $($field: $field.1,)* },
@@ -413,9 +415,9 @@ pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture
         }};
     }
     let (stores, feeds) = caches! {
-        organizations: [all()]
-        workspaces: [all(), Some(workspace_index.clone())]
-        memberships: [all(), Some(membership_index.clone())]
+        organizations: [all(), None, forget_organization]
+        workspaces: [all(), Some(workspace_index.clone()), forget_workspace]
+        memberships: [all(), Some(membership_index.clone()), forget_membership]
         namespaces: [slim managed()]
         role_bindings: [slim managed()]
         roles: [slim managed()]
@@ -425,8 +427,8 @@ pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture
         limit_ranges: [slim managed()]
         network_policies: [slim managed()]
         service_accounts: [slim managed()]
-        secrets: [managed(), Some(child_index.secrets.clone())]
-        config_maps: [managed(), Some(child_index.config_maps.clone())]
+        secrets: [slim managed()]
+        config_maps: [slim managed()]
         shared_config_maps: [shared()]
         shared_secrets: [shared()]
     };

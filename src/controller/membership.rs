@@ -245,6 +245,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
     let old = m.status.clone().unwrap_or_default();
     let new = MembershipStatus {
         workspaces: found.workspaces,
+        workspaces_digest: None,
         all_workspaces: found.all_workspaces,
         client_id: found.client_id,
         service_account: found.service_account,
@@ -265,7 +266,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
     );
     let held = if first_hold.is_some() {
         first_hold
-    } else if old.workspaces != new.workspaces
+    } else if !old.same_workspaces(&new.workspaces)
         || old.all_workspaces != new.all_workspaces
         || old.client_id != new.client_id
         || old.service_account != new.service_account
@@ -779,11 +780,7 @@ async fn ensure_client(
     // Issued before, and the Secret is gone (confirmed on the live object when the cache
     // lacks it): the value cannot be shown again.
     let secret_missing = plan.issue.is_none()
-        && ctx
-            .stores
-            .secrets
-            .get(&ObjectRef::new(&secret_name).within(ns))
-            .is_none()
+        && ctx.stores.secrets.get(Some(ns), &secret_name).is_none()
         && Api::<Secret>::namespaced(ctx.client.clone(), ns)
             .get_opt(&secret_name)
             .await

@@ -246,6 +246,7 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
         members: members as i32,
         quota,
         usage: Some(usage),
+        detail_digest: None,
         observed_generation: org.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, org.meta().generation),
     };
@@ -451,8 +452,7 @@ fn same_status(a: &OrganizationStatus, b: &OrganizationStatus) -> bool {
         && a.namespace == b.namespace
         && a.workspaces == b.workspaces
         && a.members == b.members
-        && a.quota == b.quota
-        && a.usage == b.usage
+        && a.same_detail(&b.quota, &b.usage)
         && a.observed_generation == b.observed_generation
         && status::same_conditions(&a.conditions, &b.conditions)
 }

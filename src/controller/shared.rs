@@ -4,12 +4,11 @@
 //! copy (a conflict, said), and deleted when no longer wanted.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
@@ -18,6 +17,7 @@ use crate::build::shared::{self as build, PlatformSource, Wanted};
 use crate::error::{Context as _, Result};
 use crate::labels::{self, Component};
 use crate::provision::{self, Object};
+use crate::slim::{Children, Projected, Slim};
 use crate::view::OrgView;
 
 /// The platform's sources, from the cache: in the operator's namespace, shared by
@@ -128,12 +128,10 @@ pub(super) async fn converge(
         labels::COMPONENT.into(),
         Component::SharedCopy.as_str().into(),
     );
-    let owned = |meta: &kube::api::ObjectMeta| {
-        let l = meta.labels.clone().unwrap_or_default();
-        owner.iter().all(|(k, v)| l.get(k) == Some(v)) && meta.deletion_timestamp.is_none()
-    };
-    delete_copies(ctx, ns, |kind, meta| {
-        owned(meta) && !kept.contains(&(kind, meta.name.clone().unwrap_or_default()))
+    let owned =
+        |copy: &dyn Copied| owner.iter().all(|(k, v)| copy.label(k) == Some(v)) && !copy.deleting();
+    delete_copies(ctx, ns, |kind, name, copy| {
+        owned(copy) && !kept.contains(&(kind, name.to_string()))
     })
     .await?;
     Ok(said)
@@ -151,26 +149,46 @@ enum Put {
     Refused(String),
 }
 
-/// Whether `meta` is that of a copy Tenantry made for the workspace `desired` is for:
-/// its identity labels, which only Tenantry and platform admins may set (policy
+/// A copy as its cache keeps it ([`crate::slim::Slim`] of its metadata): Tenantry's
+/// labels and annotations, and whether it is going.
+trait Copied: Sync {
+    fn label(&self, key: &str) -> Option<&str>;
+    fn annotation(&self, key: &str) -> Option<&str>;
+    fn deleting(&self) -> bool;
+}
+
+impl<K: Projected> Copied for Slim<K> {
+    fn label(&self, key: &str) -> Option<&str> {
+        Slim::label(self, key)
+    }
+    fn annotation(&self, key: &str) -> Option<&str> {
+        Slim::annotation(self, key)
+    }
+    fn deleting(&self) -> bool {
+        Slim::deleting(self)
+    }
+}
+
+/// Whether `live` is a copy Tenantry made for the workspace `desired` is for: its
+/// identity labels, which only Tenantry and platform admins may set (policy
 /// `tenantry-tracking-labels`).
-fn is_copy(meta: &kube::api::ObjectMeta, desired: &kube::api::ObjectMeta) -> bool {
-    let (have, want) = (
-        meta.labels.clone().unwrap_or_default(),
-        desired.labels.clone().unwrap_or_default(),
-    );
+fn is_copy(live: &dyn Copied, desired: &kube::api::ObjectMeta) -> bool {
+    let want = desired.labels.clone().unwrap_or_default();
     [labels::ORGANIZATION, labels::WORKSPACE, labels::COMPONENT]
         .iter()
-        .all(|k| have.get(*k).is_some_and(|v| want.get(*k) == Some(v)))
+        .all(|k| {
+            live.label(k)
+                .is_some_and(|v| want.get(*k).map(String::as_str) == Some(v))
+        })
 }
 
 /// Writes one copy: nothing when the cached copy carries this build's digest; one POST
 /// when there is none; a server-side apply over a copy Tenantry made; nothing over
 /// anyone else's object.
-async fn put<K>(ctx: &Context, cache: &Store<PartialObjectMeta<K>>, desired: K) -> Result<Put>
+async fn put<K>(ctx: &Context, cache: &Children<PartialObjectMeta<K>>, desired: K) -> Result<Put>
 where
     K: Object + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    PartialObjectMeta<K>: Resource<DynamicType = ()>,
+    PartialObjectMeta<K>: Projected,
 {
     let desired = provision::stamped(&desired)?;
     let (ns, name) = (
@@ -178,53 +196,44 @@ where
         desired.name_any(),
     );
     let api = Api::<K>::namespaced(ctx.client.clone(), &ns);
-    let stamp = |m: &kube::api::ObjectMeta| {
-        m.annotations
-            .as_ref()
-            .and_then(|a| a.get(labels::APPLIED))
-            .cloned()
+    let stamp = desired
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::APPLIED))
+        .map(String::as_str);
+    // Over a copy of Tenantry's: written when its digest differs.
+    let over = async |live: &dyn Copied| -> Result<Put> {
+        if !is_copy(live, desired.meta()) {
+            return Ok(Put::Conflict);
+        }
+        if live.annotation(labels::APPLIED) != stamp {
+            provision::apply_over(&api, &name, &desired).await?;
+        }
+        Ok(Put::Done)
     };
-    let cached: Option<Arc<PartialObjectMeta<K>>> = cache.get(&ObjectRef::new(&name).within(&ns));
-    match cached {
-        Some(live) if is_copy(&live.metadata, desired.meta()) => {
-            if stamp(&live.metadata) != stamp(desired.meta()) {
-                provision::apply_over(&api, &name, &desired).await?;
-            }
-            Ok(Put::Done)
-        }
-        Some(_) => Ok(Put::Conflict),
-        None => {
-            if provision::create(&api, &desired).await? {
-                return Ok(Put::Done);
-            }
-            // There is one: a copy the cache does not show yet, or someone else's.
-            let live = api
-                .get_metadata_opt(&name)
-                .await
-                .context(|| format!("reading {} {ns}/{name}", K::kind(&())))?;
-            match live {
-                Some(live) if is_copy(&live.metadata, desired.meta()) => {
-                    if stamp(&live.metadata) != stamp(desired.meta()) {
-                        provision::apply_over(&api, &name, &desired).await?;
-                    }
-                    Ok(Put::Done)
-                }
-                Some(_) => Ok(Put::Conflict),
-                None => Ok(Put::Done),
-            }
-        }
+    if let Some(live) = cache.get(Some(&ns), &name) {
+        return over(live.as_ref()).await;
+    }
+    if provision::create(&api, &desired).await? {
+        return Ok(Put::Done);
+    }
+    // There is one: a copy the cache does not show yet, or someone else's.
+    let live = api
+        .get_metadata_opt(&name)
+        .await
+        .context(|| format!("reading {} {ns}/{name}", K::kind(&())))?;
+    match live {
+        Some(live) => over(&Slim::of(&live)).await,
+        None => Ok(Put::Done),
     }
 }
 
 /// Deletes every copy in namespace `ns` (a workspace's namespace kept when it leaves
 /// Tenantry: the organization's shared objects do not stay behind).
 pub(super) async fn remove_all(ctx: &Context, ns: &str) -> Result<()> {
-    delete_copies(ctx, ns, |_, meta| {
-        meta.labels
-            .as_ref()
-            .and_then(|l| l.get(labels::COMPONENT))
-            .map(String::as_str)
-            == Some(Component::SharedCopy.as_str())
+    delete_copies(ctx, ns, |_, _, copy| {
+        copy.label(labels::COMPONENT) == Some(Component::SharedCopy.as_str())
     })
     .await
 }
@@ -240,22 +249,22 @@ where
         .context(|| format!("reading {} {}/{}", K::kind(&()), w.namespace, w.name))
 }
 
-/// Deletes the ConfigMaps and Secrets in namespace `ns` that `gone` picks (by kind and
-/// metadata, from the caches of what Tenantry made).
+/// Deletes the ConfigMaps and Secrets in namespace `ns` that `gone` picks (by kind, name
+/// and what the caches of what Tenantry made keep of them).
 async fn delete_copies(
     ctx: &Context,
     ns: &str,
-    gone: impl Fn(SharedKind, &kube::api::ObjectMeta) -> bool,
+    gone: impl Fn(SharedKind, &str, &dyn Copied) -> bool,
 ) -> Result<()> {
     let s = &ctx.stores;
-    for cm in s.child_index.config_maps.objects_in(&s.config_maps, ns) {
-        if gone(SharedKind::ConfigMap, &cm.metadata) {
-            provision::delete_named::<ConfigMap>(&ctx.client, ns, &cm.name_any()).await?;
+    for (name, cm) in s.config_maps.in_namespace(ns) {
+        if gone(SharedKind::ConfigMap, &name, cm.as_ref()) {
+            provision::delete_named::<ConfigMap>(&ctx.client, ns, &name).await?;
         }
     }
-    for secret in s.child_index.secrets.objects_in(&s.secrets, ns) {
-        if gone(SharedKind::Secret, &secret.metadata) {
-            provision::delete_named::<Secret>(&ctx.client, ns, &secret.name_any()).await?;
+    for (name, secret) in s.secrets.in_namespace(ns) {
+        if gone(SharedKind::Secret, &name, secret.as_ref()) {
+            provision::delete_named::<Secret>(&ctx.client, ns, &name).await?;
         }
     }
     Ok(())
