@@ -5,8 +5,9 @@
 //! and the child kinds are most of what the controller caches (235,000 objects at 25x the
 //! benchmark's default size). The applier needs one answer from the cache: does the live
 //! object still hold everything the build asks for ([`Slim::holds`])? That is answered from
-//! the *leaves* of the live object, computed once when the watch brings it: one 64-bit hash
-//! per scalar (its path and value) and per list (its path and length), sorted. The desired
+//! the *leaves* of the live object, computed once when the watch brings it: one 32-bit hash
+//! per scalar (its path and value) and per list (its path and length), sorted, under a key
+//! drawn when the process starts ([`KEYS`]). The desired
 //! object's leaves must all be among them, the same test as before (a subset: fields that
 //! the API server defaults or others set are ignored; lists compare element by element).
 //! Nothing else of the content is kept, except what a reader needs by name
@@ -20,7 +21,8 @@
 //! one of its leaves.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
+use std::sync::LazyLock;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::{
@@ -275,7 +277,7 @@ pub struct Amounts {
 /// and what [`Projected::keep`] keeps.
 pub struct Slim<K: Projected> {
     deleting: bool,
-    leaves: Box<[u64]>,
+    leaves: Box<[Leaf]>,
     /// What is kept by name, on the kinds that keep anything (most objects have none: a
     /// projection is then 32 bytes and its leaves).
     named: Option<Box<Named<K>>>,
@@ -336,7 +338,7 @@ impl<K: Projected> Slim<K> {
 impl<K: Projected> Slim<K> {
     /// Whether the live object holds everything `desired` asks for.
     pub fn holds(&self, desired: &Desired) -> bool {
-        let has = |l: &u64| self.leaves.binary_search(l).is_ok();
+        let has = |l: &Leaf| self.leaves.binary_search(l).is_ok();
         desired.required.iter().all(has) && !desired.absent.iter().any(has)
     }
 
@@ -348,7 +350,7 @@ impl<K: Projected> Slim<K> {
         labels.into_iter().all(|(k, v)| {
             let mut h = path(&["metadata", "labels", k]);
             string(&mut h, v);
-            self.leaves.binary_search(&h.finish()).is_ok()
+            self.leaves.binary_search(&leaf(&h)).is_ok()
         })
     }
 
@@ -405,7 +407,7 @@ impl<K: Projected> Slim<K> {
 }
 
 impl<K: Projected> Slim<K> {
-    /// About the bytes it holds (for the caches' size report): 8 per leaf, and the
+    /// About the bytes it holds (for the caches' size report): 4 per leaf, and the
     /// strings kept.
     fn footprint(&self) -> usize {
         let strings = self.named.as_ref().map_or(0, |n| {
@@ -417,7 +419,7 @@ impl<K: Projected> Slim<K> {
         });
         self.leaves
             .len()
-            .saturating_mul(8)
+            .saturating_mul(size_of::<Leaf>())
             .saturating_add(self.uid().map_or(0, str::len))
             .saturating_add(strings)
             .saturating_add(kept)
@@ -613,8 +615,8 @@ impl<K: Projected> ChildrenWriter<K> {
 /// subset comparison; an element someone added to it is drift).
 #[derive(Debug, Default)]
 pub struct Desired {
-    required: Vec<u64>,
-    absent: Vec<u64>,
+    required: Vec<Leaf>,
+    absent: Vec<Leaf>,
 }
 
 /// What `desired` asks for, to test with [`Slim::holds`].
@@ -632,9 +634,9 @@ pub fn desired<K: Projected>(desired: &K) -> serde_json::Result<Desired> {
 /// Leaves collected from an object.
 #[derive(Default)]
 struct Leaves {
-    present: Vec<u64>,
+    present: Vec<Leaf>,
     /// Desired side only: marks of lists that must be empty.
-    absent: Vec<u64>,
+    absent: Vec<Leaf>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -650,7 +652,7 @@ enum Side {
 const METADATA_CONTENT: [&str; 4] = ["labels", "annotations", "ownerReferences", "finalizers"];
 
 /// The sorted, deduplicated leaf hashes of a live object of kind `K`.
-fn leaves<K: Projected>(object: &Value) -> Vec<u64> {
+fn leaves<K: Projected>(object: &Value) -> Vec<Leaf> {
     let mut out = Leaves::default();
     collect(object, Side::Live, &mut out);
     let mut leaves = out.present;
@@ -664,22 +666,22 @@ fn leaves<K: Projected>(object: &Value) -> Vec<u64> {
 /// (as a desired object has them, on both sides: empty values count for nothing, as they
 /// select nothing more), so the live value matches only when it holds exactly what the
 /// desired one does.
-fn exact<K: Projected>(object: &Value) -> impl Iterator<Item = u64> + '_ {
+fn exact<K: Projected>(object: &Value) -> impl Iterator<Item = Leaf> + '_ {
     K::EXACT.iter().map(move |pointer| {
         let mut under = Leaves::default();
         if let Some(v) = object.pointer(pointer) {
-            walk(DefaultHasher::new(), v, Side::Desired, &mut under);
+            walk(hasher(), v, Side::Desired, &mut under);
         }
         under.present.sort_unstable();
         // 0xfb begins no path (no UTF-8 key holds that byte): no other leaf is this one.
-        let mut h = DefaultHasher::new();
+        let mut h = hasher();
         h.write_u8(0xfb);
         key(&mut h, pointer);
         for leaf in &under.present {
-            h.write_u64(*leaf);
+            h.write_u32(*leaf);
         }
         h.write_usize(under.present.len());
-        h.finish()
+        leaf(&h)
     })
 }
 
@@ -703,9 +705,26 @@ fn collect(object: &Value, side: Side, out: &mut Leaves) {
     }
 }
 
+/// A leaf: 32 bits of SipHash under [`KEYS`].
+type Leaf = u32;
+
+/// The key of every leaf hash, drawn when the process starts: nobody outside it can
+/// compute a leaf, so no value can be made to collide with another on purpose.
+static KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+fn hasher() -> DefaultHasher {
+    KEYS.build_hasher()
+}
+
+/// The leaf of what `h` has taken in: its 64 bits folded to 32.
+fn leaf(h: &DefaultHasher) -> Leaf {
+    let x = h.finish();
+    (x >> 32) as u32 ^ x as u32
+}
+
 /// A hasher at `segments`, each ended by a separator no key holds.
 fn path(segments: &[&str]) -> DefaultHasher {
-    let mut h = DefaultHasher::new();
+    let mut h = hasher();
     for s in segments {
         key(&mut h, s);
     }
@@ -750,10 +769,10 @@ fn is_empty(v: &Value) -> bool {
 }
 
 /// The mark of a non-empty list at `at`.
-fn non_empty(at: &DefaultHasher) -> u64 {
+fn non_empty(at: &DefaultHasher) -> Leaf {
     let mut h = at.clone();
     h.write_u8(0xfc);
-    h.finish()
+    leaf(&h)
 }
 
 fn walk(at: DefaultHasher, v: &Value, side: Side, out: &mut Leaves) {
@@ -776,7 +795,7 @@ fn walk(at: DefaultHasher, v: &Value, side: Side, out: &mut Leaves) {
             let mut len = at.clone();
             len.write_u8(0xfe);
             len.write_usize(items.len());
-            out.present.push(len.finish());
+            out.present.push(leaf(&len));
             if side == Side::Live && !items.is_empty() {
                 out.present.push(non_empty(&at));
             }
@@ -790,7 +809,7 @@ fn walk(at: DefaultHasher, v: &Value, side: Side, out: &mut Leaves) {
         scalar_value => {
             let mut h = at;
             scalar(&mut h, scalar_value);
-            out.present.push(h.finish());
+            out.present.push(leaf(&h));
         }
     }
 }

@@ -526,7 +526,7 @@ where
     }
 }
 
-/// Projections: names, 8 bytes a leaf, and what is kept ([`Children::measure`]).
+/// Projections: names, 4 bytes a leaf, and what is kept ([`Children::measure`]).
 impl<K: Projected> Census for Children<K> {
     fn census(&self, bytes: bool) -> (usize, usize) {
         if bytes {
@@ -620,6 +620,50 @@ mod tests {
         };
         super::unread(&mut only);
         assert!(only.annotations.is_none());
+    }
+
+    #[test]
+    fn the_custom_resources_forget_what_is_only_compared() {
+        use crate::api::{
+            AccessState, Membership, MembershipStatus, Organization, OrganizationStatus, Usage,
+            WorkspaceAccess, WorkspaceRole,
+        };
+        let mut org = Organization::new("acme", Default::default());
+        org.status = Some(OrganizationStatus {
+            members: 3,
+            usage: Some(Usage {
+                workspaces: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let built = org.status.clone().unwrap();
+        super::forget_organization(&mut org);
+        let json = serde_json::to_value(&org).unwrap();
+        assert_eq!(json["status"]["members"], 3, "what is read stays");
+        assert!(json["status"].get("usage").is_none(), "{json}");
+        let kept = org.status.as_ref().unwrap();
+        assert!(kept.same_detail(&built.quota, &built.usage));
+
+        let mut m = Membership::new(
+            "bob",
+            serde_json::from_value(serde_json::json!({
+                "subject": {"kind": "User", "name": "bob"}, "role": "Member"
+            }))
+            .unwrap(),
+        );
+        let access = vec![WorkspaceAccess {
+            name: "w0".into(),
+            role: WorkspaceRole::Viewer,
+            state: AccessState::Granted,
+        }];
+        m.status = Some(MembershipStatus {
+            workspaces: access.clone(),
+            ..Default::default()
+        });
+        super::forget_membership(&mut m);
+        let kept = m.status.as_ref().unwrap();
+        assert!(kept.workspaces.is_empty() && kept.same_workspaces(&access));
     }
 
     #[test]
