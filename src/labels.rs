@@ -72,6 +72,10 @@ impl Component {
         }
     }
 }
+/// The Pod Security Admission labels a workspace namespace carries (`enforce`, `audit`,
+/// `warn` and their `-version`s); an orphaned namespace keeps them.
+pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
+
 /// `app.kubernetes.io/managed-by=tenantry` on everything Tenantry creates.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "tenantry";

@@ -53,20 +53,18 @@ pub fn stamped<K: Object>(desired: &K) -> Result<K> {
 }
 
 /// Whether the cached `live` object already holds everything in `desired` (see
-/// [`crate::slim`]).
-pub fn up_to_date<K: Projected>(live: Option<&Slim<K>>, desired: &K) -> Result<bool> {
-    let Some(live) = live else { return Ok(false) };
-    let what = desired.name_any();
-    let asked = crate::slim::desired(desired).map_err(|source| Error::Serialize {
-        what: what.clone(),
+/// [`crate::slim`]): the applier's test ([`apply_with`]), for the tests.
+#[cfg(test)]
+fn up_to_date<K: Projected>(live: Option<&Slim<K>>, desired: &K) -> Result<bool> {
+    live.map_or(Ok(false), |live| Ok(live.holds(&asked(desired)?)))
+}
+
+/// What `desired` asks of the live object ([`crate::slim::desired`]).
+fn asked<K: Projected>(desired: &K) -> Result<crate::slim::Desired> {
+    crate::slim::desired(desired).map_err(|source| Error::Serialize {
+        what: desired.name_any(),
         source,
-    })?;
-    let same = live.holds(&asked);
-    if !same {
-        // Kind and name only: a Secret's values never reach a log.
-        tracing::debug!(kind = %K::kind(&()), name = %what, "live object differs from desired: applying");
-    }
-    Ok(same)
+    })
 }
 
 /// The one write path of every object Tenantry makes: nothing when the cache shows it up
@@ -85,10 +83,18 @@ async fn apply_with<K: Projected>(api: Api<K>, store: &Children<K>, desired: &K)
         .name
         .clone()
         .ok_or_else(|| Error::MissingKey(K::kind(&()).to_string()))?;
-    let live = store.get(desired.meta().namespace.as_deref(), &name);
+    let ns = desired.meta().namespace.as_deref();
+    let live = store.get(ns, &name);
     let desired = &stamped(desired)?;
-    if up_to_date(live.as_deref(), desired)? {
-        return Ok(false);
+    if let Some(live) = &live {
+        let asked = asked(desired)?;
+        if live.holds(&asked) {
+            // Only this desired object is compared with it from now on, until it changes.
+            store.verified(ns, &name, live, &asked);
+            return Ok(false);
+        }
+        // Kind and name only: a Secret's values never reach a log.
+        tracing::debug!(kind = %K::kind(&()), name = %name, "live object differs from desired: applying");
     }
     if live.is_none() {
         // Exists although the cache does not show it yet (or someone else made it):
@@ -155,17 +161,18 @@ pub async fn create<K: Object>(api: &Api<K>, obj: &K) -> Result<bool> {
 /// Turns the `Update` entries of Tenantry's field manager on object `name` (what a POST
 /// records) into `Apply` entries, as `kubectl apply --server-side` does when it takes over
 /// from a client-side apply. One read; a write only the first time, guarded by the
-/// resourceVersion read (a conflict is retried by the reconcile).
-async fn own_created_fields<K: Object>(api: &Api<K>, name: &str) -> Result<()> {
+/// resourceVersion read (a conflict is retried by the reconcile). The object as read
+/// (`None`: it is gone).
+async fn own_created_fields<K: Object>(api: &Api<K>, name: &str) -> Result<Option<K>> {
     let Some(live) = api
         .get_opt(name)
         .await
         .context(|| format!("reading {} {name}", K::kind(&())))?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(mut entries) = live.meta().managed_fields.clone() else {
-        return Ok(());
+        return Ok(Some(live));
     };
     let mut changed = false;
     for e in &mut entries {
@@ -179,7 +186,7 @@ async fn own_created_fields<K: Object>(api: &Api<K>, name: &str) -> Result<()> {
         }
     }
     if !changed {
-        return Ok(());
+        return Ok(Some(live));
     }
     let patch = serde_json::json!({"metadata": {
         "resourceVersion": live.meta().resource_version,
@@ -189,7 +196,7 @@ async fn own_created_fields<K: Object>(api: &Api<K>, name: &str) -> Result<()> {
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .context(|| format!("taking over the fields of {} {name}", K::kind(&())))?;
-    Ok(())
+    Ok(Some(live))
 }
 
 /// A JSON merge patch of `name` with Tenantry's field manager, counted as a write: for the
@@ -486,17 +493,21 @@ async fn create_namespace(client: &Client, desired: &Namespace) -> Result<bool> 
 }
 
 /// Removes Tenantry from a namespace it will no longer own: every field it applied
-/// (labels, annotations, owner references) but the labels in `keep` (the Pod Security
-/// labels: an orphaned namespace must not fall back to privileged), and its identity. The
-/// namespace and what it holds stay.
-pub async fn release_namespace(
-    client: &Client,
-    name: &str,
-    keep: BTreeMap<String, String>,
-) -> Result<()> {
+/// (labels, annotations, owner references) but its Pod Security labels as they are now
+/// (an orphaned namespace must not fall back to privileged), and its identity. The
+/// namespace and what it holds stay; one already gone stays gone.
+pub async fn release_namespace(client: &Client, name: &str) -> Result<()> {
     let api = Api::<Namespace>::all(client.clone());
-    // Created by a POST and never applied since: its fields are not the apply's yet.
-    own_created_fields(&api, name).await?;
+    // Created by a POST and never applied since: its fields are not the apply's yet. The
+    // live labels come with that read (the cache keeps no Pod Security label).
+    let Some(live) = own_created_fields(&api, name).await? else {
+        return Ok(());
+    };
+    let keep: BTreeMap<&String, &String> = live
+        .labels()
+        .iter()
+        .filter(|(k, _)| k.starts_with(labels::POD_SECURITY_PREFIX))
+        .collect();
     let empty = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": keep}});
     api.patch(
         name,

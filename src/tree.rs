@@ -130,8 +130,8 @@ pub async fn render(client: &Client, org: &str) -> anyhow::Result<String> {
             .map(|w| format!("{}:{:?}", p(&w.name), w.role))
             .collect();
         let client_id = st
-            .client_id
-            .map(|id| format!(" client-id={}", p(&id)))
+            .client_id()
+            .map(|id| format!(" client-id={}", p(id)))
             .unwrap_or_default();
         writeln!(
             out,

@@ -286,11 +286,11 @@ fn namespace(input: &Input<'_>, policy: &WorkspacePolicy) -> Namespace {
         .unwrap_or("baseline");
     for mode in ["enforce", "audit", "warn"] {
         labels.insert(
-            format!("pod-security.kubernetes.io/{mode}"),
+            format!("{}{mode}", labels::POD_SECURITY_PREFIX),
             level.to_string(),
         );
         labels.insert(
-            format!("pod-security.kubernetes.io/{mode}-version"),
+            format!("{}{mode}-version", labels::POD_SECURITY_PREFIX),
             "latest".to_string(),
         );
     }

@@ -1,7 +1,7 @@
 //! The caches the reconcilers read: one watch per kind, shared, with indexes by
 //! namespace; and the feeds that publish each change once to every subscriber.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,14 +132,18 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 
 /// Names of a kind's objects by namespace, kept by the watch that feeds its cache, so
 /// "the workspaces of this organization" costs what is in it, not a scan of the cluster.
+/// A namespace's names are a sorted vector no longer than they are (a `BTreeSet` node
+/// took about 280 bytes for the five workspaces of an organization).
 #[derive(Clone, Default)]
-pub struct NamespaceIndex(Arc<std::sync::RwLock<HashMap<String, BTreeSet<String>>>>);
+pub struct NamespaceIndex(Arc<std::sync::RwLock<Names>>);
+
+type Names = HashMap<Box<str>, Vec<Box<str>>>;
 
 /// The index's side of a watch: a relist builds a new index, swapped in when complete.
 #[derive(Default)]
 struct IndexWriter {
     index: NamespaceIndex,
-    pending: Option<HashMap<String, BTreeSet<String>>>,
+    pending: Option<Names>,
 }
 
 impl IndexWriter {
@@ -151,17 +155,30 @@ impl IndexWriter {
     }
 
     fn apply<K: Resource>(&mut self, event: &watcher::Event<K>) {
-        let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.name_any());
+        let key = |o: &K| {
+            let m = o.meta();
+            (
+                Box::<str>::from(m.namespace.as_deref().unwrap_or_default()),
+                Box::<str>::from(m.name.as_deref().unwrap_or_default()),
+            )
+        };
         let mut index = self.index.0.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(o) => {
                 let (ns, name) = key(o);
-                index.entry(ns).or_default().insert(name);
+                let names = index.entry(ns).or_default();
+                if let Err(i) = names.binary_search(&name) {
+                    names.insert(i, name);
+                    names.shrink_to_fit();
+                }
             }
             watcher::Event::Delete(o) => {
                 let (ns, name) = key(o);
                 if let Some(names) = index.get_mut(&ns) {
-                    names.remove(&name);
+                    if let Ok(i) = names.binary_search(&name) {
+                        names.remove(i);
+                        names.shrink_to_fit();
+                    }
                     if names.is_empty() {
                         index.remove(&ns);
                     }
@@ -174,9 +191,18 @@ impl IndexWriter {
                     .get_or_insert_with(HashMap::new)
                     .entry(ns)
                     .or_default()
-                    .insert(name);
+                    .push(name);
             }
-            watcher::Event::InitDone => *index = self.pending.take().unwrap_or_default(),
+            watcher::Event::InitDone => {
+                let mut listed = self.pending.take().unwrap_or_default();
+                for names in listed.values_mut() {
+                    names.sort_unstable();
+                    names.dedup();
+                    names.shrink_to_fit();
+                }
+                listed.shrink_to_fit();
+                *index = listed;
+            }
         }
     }
 }
@@ -696,7 +722,12 @@ mod tests {
         };
         let names = |w: &IndexWriter, ns: &str| -> Vec<String> {
             let index = w.index.0.read().unwrap();
-            index.get(ns).into_iter().flatten().cloned().collect()
+            index
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .map(|n| n.to_string())
+                .collect()
         };
         let mut w = IndexWriter::default();
         w.apply(&watcher::Event::<ConfigMap>::Init);

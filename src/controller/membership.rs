@@ -24,8 +24,9 @@ use tracing::{info, instrument};
 
 use super::{Change, Context, Feeds, feed, log_result, memberships_of, requeue_on_error};
 use crate::api::{
-    AccessState, Membership, MembershipStatus, Organization, OrganizationSpec, PersonalWorkspaces,
-    Subject, SubjectKind, WhenMemberLeaves, Workspace, WorkspaceAccess, WorkspaceSpec, reason,
+    AccessState, ClientStatus, Membership, MembershipStatus, Organization, OrganizationSpec,
+    PersonalWorkspaces, Subject, SubjectKind, WhenMemberLeaves, Workspace, WorkspaceAccess,
+    WorkspaceSpec, reason,
 };
 use crate::build::client;
 use crate::error::{Context as _, Error, Result};
@@ -147,10 +148,7 @@ struct Found {
     provisioning: bool,
     workspaces: Vec<WorkspaceAccess>,
     all_workspaces: bool,
-    client_id: Option<String>,
-    service_account: Option<String>,
-    rotation: Option<String>,
-    revocation: Option<String>,
+    client: Option<Box<ClientStatus>>,
     personal_workspace: Option<String>,
 }
 
@@ -247,12 +245,9 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         workspaces: found.workspaces,
         workspaces_digest: None,
         all_workspaces: found.all_workspaces,
-        client_id: found.client_id,
-        service_account: found.service_account,
+        client: found.client,
         personal_workspace: found.personal_workspace,
         expires_at: expires_at.map(Time),
-        rotation: found.rotation,
-        revocation: found.revocation,
         observed_generation: m.meta().generation,
         conditions: status::conditions(&old.conditions, &outcome, m.meta().generation),
     };
@@ -268,12 +263,9 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
         first_hold
     } else if !old.same_workspaces(&new.workspaces)
         || old.all_workspaces != new.all_workspaces
-        || old.client_id != new.client_id
-        || old.service_account != new.service_account
+        || old.client != new.client
         || old.expires_at != new.expires_at
         || old.personal_workspace != new.personal_workspace
-        || old.rotation != new.rotation
-        || old.revocation != new.revocation
         || old.observed_generation != new.observed_generation
         || !status::same_conditions(&old.conditions, &new.conditions)
     {
@@ -528,10 +520,12 @@ async fn granted(
     let mut refused = None;
     if m.spec.subject.kind == SubjectKind::Client {
         let client = ensure_client(org, m, ns, ctx).await?;
-        found.service_account = Some(client.service_account);
-        found.client_id = Some(client.client_id);
-        found.rotation = client.rotation;
-        found.revocation = client.revocation;
+        found.client = Some(Box::new(ClientStatus {
+            client_id: client.client_id,
+            service_account: Some(client.service_account),
+            rotation: client.rotation,
+            revocation: client.revocation,
+        }));
         secret_missing = client.secret_missing;
         refused = client.refused;
     }

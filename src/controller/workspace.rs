@@ -575,12 +575,7 @@ pub(super) async fn settle_namespace(
             provision::release::<ResourceQuota>(&ctx.client, &name, QUOTA).await?;
             provision::release::<LimitRange>(&ctx.client, &name, LIMITS).await?;
             provision::release::<NetworkPolicy>(&ctx.client, &name, ISOLATION).await?;
-            let safety = ns
-                .labels()
-                .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            provision::release_namespace(&ctx.client, &name, safety).await?;
+            provision::release_namespace(&ctx.client, &name).await?;
             info!(namespace = %name, "orphaned the workspace namespace");
         }
         DeletionPolicy::Delete if !ns.deleting() => {

@@ -383,7 +383,7 @@ async fn a_huge_rotation_grace_is_a_condition_not_a_crash() {
         .expect("annotate");
         let m = wait_member_reason(&client, &org, "ci", "InvalidAnnotation").await;
         let status = m.status.unwrap_or_default();
-        assert_eq!(status.rotation, None, "no rotation with grace {grace}");
+        assert_eq!(status.rotation(), None, "no rotation with grace {grace}");
         assert!(
             status
                 .conditions
@@ -406,7 +406,7 @@ async fn a_huge_rotation_grace_is_a_condition_not_a_crash() {
         .await
         .expect("annotate");
     let m = wait_member_reason(&client, &org, "ci", "Granted").await;
-    assert_eq!(m.status.unwrap_or_default().rotation.as_deref(), Some("r1"));
+    assert_eq!(m.status.unwrap_or_default().rotation(), Some("r1"));
     crate::core::delete_org(&client, &org).await;
 }
 
@@ -1064,7 +1064,7 @@ async fn a_revocation_kills_the_tokens_of_a_leaked_secret() {
         "revocation leak-1 handled",
         |m: Option<&Membership>| {
             m.and_then(|m| m.status.as_ref())
-                .is_some_and(|s| s.revocation.as_deref() == Some("leak-1"))
+                .is_some_and(|s| s.revocation() == Some("leak-1"))
         },
     )
     .await;
@@ -1101,10 +1101,7 @@ async fn a_revocation_kills_the_tokens_of_a_leaked_secret() {
     );
     // Handled once: a later reconcile does not revoke again.
     let m = wait_member_reason(&client, &org, "ci", "Granted").await;
-    assert_eq!(
-        m.status.unwrap_or_default().revocation.as_deref(),
-        Some("leak-1")
-    );
+    assert_eq!(m.status.unwrap_or_default().revocation(), Some("leak-1"));
     assert_eq!(
         sas.get("ci-client")
             .await

@@ -1359,7 +1359,7 @@ async fn client_credentials_are_issued_once_and_survive_a_controller_restart() {
     let data = secret.data.clone().unwrap();
     let id = String::from_utf8(data["client-id"].0.clone()).unwrap();
     let value = data["client-secret"].0.clone();
-    assert_eq!(status.client_id.as_deref(), Some(id.as_str()));
+    assert_eq!(status.client_id(), Some(id.as_str()));
     assert!(id.starts_with(&format!("{name}.deployer.")), "{id}");
     assert!(value.len() >= 43, "at least 256 bits, base64url");
     // The secret is nowhere in the Membership.

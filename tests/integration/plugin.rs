@@ -168,7 +168,7 @@ async fn the_plugin_invites_accepts_rotates_and_gets_a_token() {
     )
     .await;
     let granted = wait_member_reason(&client, &org, "ci", "Granted").await;
-    assert!(granted.status.and_then(|s| s.client_id).is_some());
+    assert!(granted.status.is_some_and(|s| s.client_id().is_some()));
     let ws = wait_ws_ready(&client, &org, "default").await;
     let ns = ws.status.and_then(|s| s.namespace).expect("a namespace");
     let (mut server, port) = token_server().await;
@@ -192,8 +192,7 @@ async fn the_plugin_invites_accepts_rotates_and_gets_a_token() {
     ok(owner, &["rotate", &org, "ci", "--grace-seconds", "60"]).await;
     let memberships = Api::<Membership>::namespaced(client.clone(), &format!("org-{org}"));
     wait_for(&memberships, "ci", "rotated", |m: Option<&Membership>| {
-        m.and_then(|m| m.status.as_ref()?.rotation.as_ref())
-            .is_some()
+        m.and_then(|m| m.status.as_ref()?.rotation()).is_some()
     })
     .await;
     crate::core::delete_org(&client, &org).await;

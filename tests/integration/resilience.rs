@@ -595,7 +595,7 @@ async fn differences(client: &Client, t: &Tenancy, e: &Expected, issued: &Issued
                 "Membership {key:?} not Ready: {:?}",
                 status.conditions
             ));
-        } else if e.clients.contains(&key) && status.client_id.is_none() {
+        } else if e.clients.contains(&key) && status.client_id().is_none() {
             diff.push(format!("Membership {key:?}: no status.clientId"));
         }
     }
