@@ -146,13 +146,47 @@ pub fn owners<P: Resource<DynamicType = ()>, K: Resource>(o: &K) -> Vec<ObjectRe
 
 /// A controller of kind `K` reading its objects from `store`, triggered by `own` (its
 /// kind's changes: [`Feed::triggers`] with [`itself`]); add the others with
-/// `reconcile_on`.
+/// [`Triggers::reconcile_on`], then [`Triggers::gated`].
 pub fn controller<K: Object>(
     store: Store<K>,
     own: impl Stream<Item = ObjectRef<K>> + Send + 'static,
-) -> kube::runtime::Controller<K> {
-    kube::runtime::Controller::for_stream(futures::stream::pending(), store).reconcile_on(own)
+) -> Triggers<K> {
+    Triggers {
+        store,
+        streams: vec![futures::StreamExt::boxed(own)],
+    }
 }
+
+/// A reconciler's triggers, gathered to go through its [`super::gate::Gate`].
+pub struct Triggers<K: Object> {
+    store: Store<K>,
+    streams: Vec<futures::stream::BoxStream<'static, ObjectRef<K>>>,
+}
+
+impl<K: Object> Triggers<K> {
+    /// Adds `triggers`.
+    pub fn reconcile_on(
+        mut self,
+        triggers: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+    ) -> Self {
+        self.streams.push(futures::StreamExt::boxed(triggers));
+        self
+    }
+
+    /// kube's controller, taking every trigger through `gate`: at most [`GATE_PER_SLOT`]
+    /// times `concurrency` objects wait in its scheduler.
+    pub fn gated(self, gate: &super::gate::Gate, concurrency: u16) -> kube::runtime::Controller<K> {
+        let limit = usize::from(concurrency.max(1)).saturating_mul(GATE_PER_SLOT);
+        kube::runtime::Controller::for_stream(futures::stream::pending(), self.store)
+            .reconcile_on(gate.gated(self.streams, limit))
+    }
+}
+
+/// Objects let through to kube's scheduler per reconcile slot: each waits there for the
+/// debounce (250 ms by default) before it runs, so this bounds a kind's reconciles to
+/// about `concurrency x 64 / 0.25 s` (2,000 a second by default), far above what
+/// the slots run.
+pub const GATE_PER_SLOT: usize = 64;
 
 /// Every change: a child's edit or deletion is something to repair.
 pub fn any<K>(_: &Change<'_, K>) -> bool {

@@ -3,6 +3,7 @@
 mod caches;
 mod events;
 mod feed;
+mod gate;
 mod membership;
 mod organization;
 mod pacing;
@@ -45,6 +46,28 @@ pub struct Context {
     pub views: crate::view::Views,
     /// Argon2 for client secrets: one at a time, off the async workers.
     pub hashing: crate::credentials::Hashing,
+    /// Each reconciler's queue of triggers and wake-ups, in front of kube's.
+    pub gates: Gates,
+}
+
+/// The three reconcilers' [`gate::Gate`]s.
+#[derive(Default)]
+pub struct Gates {
+    pub organizations: gate::Gate,
+    pub workspaces: gate::Gate,
+    pub memberships: gate::Gate,
+}
+
+impl Gates {
+    /// The gate of kind `K`'s reconciler.
+    fn of<K: Resource<DynamicType = ()>>(&self) -> Option<&gate::Gate> {
+        match K::kind(&()).as_ref() {
+            "Organization" => Some(&self.organizations),
+            "Workspace" => Some(&self.workspaces),
+            "Membership" => Some(&self.memberships),
+            _ => None,
+        }
+    }
 }
 
 /// One finished reconcile, as seen by an [`Observer`].
@@ -130,15 +153,24 @@ impl Context {
     ) -> Action {
         self.report(obj, old, outcome);
         let after = match outcome {
-            // Not a wake-up per Ready object in kube's scheduler (whose tables keep the
-            // size of the most entries they ever held): the resync walk comes by.
-            Outcome::Ready { .. } => {
-                return held.map_or_else(Action::await_change, Action::requeue);
+            // No wake-up per Ready object: the resync walk comes by.
+            Outcome::Ready { .. } => held,
+            Outcome::Progressing { .. } => {
+                let after = progressing_retry(old, retry);
+                Some(held.map_or(after, |h| h.min(after)))
             }
-            Outcome::Progressing { .. } => progressing_retry(old, retry),
-            Outcome::Stalled { .. } => Duration::from_secs(120),
+            Outcome::Stalled { .. } => Some(held.map_or(STALLED_RETRY, |h| h.min(STALLED_RETRY))),
         };
-        Action::requeue(held.map_or(after, |h| h.min(after)))
+        match (after, self.gates.of::<K>(), obj.meta().name.as_deref()) {
+            (None, ..) => Action::await_change(),
+            // In the kind's gate, not kube's scheduler (whose tables keep the size of the
+            // most entries they ever held).
+            (Some(after), Some(gate), Some(name)) => {
+                gate.after(obj.meta().namespace.as_deref(), name, after);
+                Action::await_change()
+            }
+            (Some(after), ..) => Action::requeue(after),
+        }
     }
 
     /// Queues the Event `outcome` deserves, given the conditions `obj` had
@@ -154,6 +186,10 @@ impl Context {
         }
     }
 }
+
+/// How soon a stalled object is looked at again (a change of spec or of the world
+/// brings it back sooner).
+const STALLED_RETRY: Duration = Duration::from_secs(120);
 
 /// The sooner of two wake-ups, either or both absent.
 pub fn soonest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
@@ -303,6 +339,7 @@ pub async fn run(
         observer,
         views: Default::default(),
         hashing: Default::default(),
+        gates: Default::default(),
     });
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -325,8 +362,7 @@ pub fn log_result<K>(
     kind: &'static str,
     result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<Error, watcher::Error>>,
 ) where
-    K: Resource,
-    K::DynamicType: std::fmt::Debug,
+    K: Resource<DynamicType = ()>,
 {
     use crate::metrics::{ErrorLabels, METRICS, ResultLabels};
     let outcome = match &result {
@@ -362,6 +398,9 @@ pub fn log_result<K>(
         // The object was deleted between the event and the reconcile: nothing to do.
         Err(CtlError::ObjectNotFound(obj)) => {
             tracing::debug!(kind, object = %obj, "object gone before its reconcile");
+            if let Some(gate) = ctx.gates.of::<K>() {
+                gate.done(obj.namespace.as_deref(), &obj.name);
+            }
             (None, false)
         }
         Err(e) => {
@@ -369,6 +408,9 @@ pub fn log_result<K>(
             (None, false)
         }
     };
+    if let (Some(gate), Some((namespace, name))) = (ctx.gates.of::<K>(), &obj) {
+        gate.done(namespace.as_deref(), name);
+    }
     if let (Some(observer), Some((namespace, name))) = (&ctx.observer, obj) {
         let _ = observer.send(Reconciled {
             kind,

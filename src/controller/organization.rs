@@ -106,6 +106,7 @@ pub async fn run(
         ctx.stores.organizations.clone(),
         ctx.settings.resync(),
     ))
+    .gated(&ctx.gates.organizations, ctx.settings.concurrency)
     .with_config(ctx.settings.controller_config())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())

@@ -171,6 +171,7 @@ pub async fn run(
         ctx.stores.workspaces.clone(),
         ctx.settings.resync(),
     ))
+    .gated(&ctx.gates.workspaces, ctx.settings.concurrency)
     .with_config(ctx.settings.controller_config())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
