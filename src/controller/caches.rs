@@ -295,22 +295,26 @@ fn unread(meta: &mut kube::api::ObjectMeta) {
 }
 
 /// What a cache forgets of a custom resource on the way in: the parts of its status only
-/// ever compared with what a reconcile builds (their digests answer that).
+/// ever compared with what a reconcile builds, its conditions' messages among them (their
+/// digests answer that).
 fn forget_organization(o: &mut Organization) {
     if let Some(status) = &mut o.status {
         status.forget_detail();
+        crate::status::forget_messages(&mut status.conditions);
     }
 }
 
 fn forget_workspace(w: &mut Workspace) {
     if let Some(status) = &mut w.status {
         status.forget_members();
+        crate::status::forget_messages(&mut status.conditions);
     }
 }
 
 fn forget_membership(m: &mut Membership) {
     if let Some(status) = &mut m.status {
         status.forget_workspaces();
+        crate::status::forget_messages(&mut status.conditions);
     }
 }
 
