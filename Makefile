@@ -111,7 +111,8 @@ crds: ## regenerate crds/, deploy/manifests.yaml and the chart's files/ from the
 	cargo run --locked --quiet -- crd > crds/tenantry.dev.yaml
 	cargo run --locked --quiet -- manifests > deploy/manifests.yaml
 	cp crds/tenantry.dev.yaml charts/tenantry/files/crds.yaml
-	cargo run --locked --quiet -- manifests --bindings=false > charts/tenantry/files/manifests.yaml
+	cargo run --locked --quiet -- manifests --bindings=false --mutating=exclude > charts/tenantry/files/manifests.yaml
+	cargo run --locked --quiet -- manifests --mutating=only > charts/tenantry/files/mutating.yaml
 
 .PHONY: check
 check: ## formatting, lints and generated files are up to date
@@ -123,8 +124,10 @@ check: ## formatting, lints and generated files are up to date
 		{ echo "deploy/manifests.yaml is stale: run 'make crds' and commit" >&2; exit 1; }
 	diff -u crds/tenantry.dev.yaml charts/tenantry/files/crds.yaml || \
 		{ echo "the chart's CRDs are stale: run 'make crds' and commit" >&2; exit 1; }
-	cargo run --locked --quiet -- manifests --bindings=false | diff -u charts/tenantry/files/manifests.yaml - || \
+	cargo run --locked --quiet -- manifests --bindings=false --mutating=exclude | diff -u charts/tenantry/files/manifests.yaml - || \
 		{ echo "the chart's manifests are stale: run 'make crds' and commit" >&2; exit 1; }
+	cargo run --locked --quiet -- manifests --mutating=only | diff -u charts/tenantry/files/mutating.yaml - || \
+		{ echo "the chart's mutating policy is stale: run 'make crds' and commit" >&2; exit 1; }
 	$(MAKE) --no-print-directory helm
 	$(HELM) lint --strict charts/tenantry
 	$(HELM) lint --strict charts/tenantry --set tokenServer.enabled=true,tokenServer.tlsSecretName=t,metrics.serviceMonitor.enabled=true

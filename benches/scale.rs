@@ -79,6 +79,11 @@ struct Args {
     /// it exists).
     #[arg(long)]
     declare_namespaces: bool,
+    /// Remove Tenantry's MutatingAdmissionPolicy (`tenantry-finalizers`) after the install,
+    /// for Tenantry and the fair limit: the reconcilers add their finalizers themselves, as
+    /// on a cluster older than 1.36 (what the policy saves).
+    #[arg(long)]
+    without_mutating_policy: bool,
     /// An extra kube-apiserver flag for the control planes (repeatable), e.g.
     /// `--apiserver-arg=--profiling=true` to take a CPU profile during a run.
     #[arg(long)]
@@ -440,7 +445,7 @@ fn watch_ready(
 
 // ---------- applying ----------
 
-async fn install(client: &Client) -> anyhow::Result<()> {
+async fn install(client: &Client, mutating_policy: bool) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let pp = PatchParams::apply("tenantry-bench").force();
     for crd in tenantry::api::crds() {
@@ -449,6 +454,21 @@ async fn install(client: &Client) -> anyhow::Result<()> {
         await_condition(crds.clone(), &name, conditions::is_crd_established()).await?;
     }
     tenantry::rbac::install(client, &tenantry::settings::Settings::default()).await?;
+    if !mutating_policy {
+        use k8s_openapi::api::admissionregistration::v1::{
+            MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
+        };
+        for b in tenantry::policy::mutating_bindings() {
+            Api::<MutatingAdmissionPolicyBinding>::all(client.clone())
+                .delete(&b.name_any(), &Default::default())
+                .await?;
+        }
+        for p in tenantry::policy::mutating_policies() {
+            Api::<MutatingAdmissionPolicy>::all(client.clone())
+                .delete(&p.name_any(), &Default::default())
+                .await?;
+        }
+    }
     let ns = Namespace {
         metadata: kube::core::ObjectMeta {
             name: Some("tenantry-system".into()),
@@ -800,7 +820,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
 
     let cp = ControlPlane::start(&dir.join("controlplane"), &args.apiserver_arg)?;
     let client = cp.client().await?;
-    install(&client).await?;
+    install(&client, !args.without_mutating_policy).await?;
     let controller = Controller::start(
         &cp.kubeconfig,
         args.concurrency,
@@ -1074,7 +1094,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             let cp = ControlPlane::start(&dir.join(name), &args.apiserver_arg)?;
             let client = cp.client().await?;
             if limit == Limit::Fair {
-                install(&client).await?;
+                install(&client, !args.without_mutating_policy).await?;
             }
             let cpu0: f64 = cp.pids().iter().map(|p| cpu_seconds(*p)).sum();
             let t = Instant::now();

@@ -44,7 +44,7 @@ pub mod metrics;
 pub mod names;
 pub mod plugin;
 #[allow(clippy::expect_used)] // static policy documents
-mod policy;
+pub mod policy;
 mod pool;
 mod provision;
 mod quantity;
@@ -58,17 +58,40 @@ pub mod token;
 pub mod tree;
 mod view;
 
+/// Where `tenantry manifests` puts the MutatingAdmissionPolicy (`tenantry-finalizers`,
+/// served from Kubernetes 1.36; without it the reconcilers add their finalizers
+/// themselves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mutating {
+    /// With everything else.
+    Include,
+    /// Left out (a cluster older than 1.36; the chart's main file).
+    Exclude,
+    /// Alone (the chart's file, installed where the cluster serves the kind).
+    Only,
+}
+
 /// Everything `tenantry manifests` prints, as YAML: the roles Tenantry binds, the
 /// platform-admin and operator roles and their bindings, and the admission policies.
 pub fn manifests_yaml(
     settings: &settings::Settings,
     bindings: bool,
+    mutating: Mutating,
 ) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     let mut push = |doc: String| {
         out.push_str("---\n");
         out.push_str(&doc);
     };
+    if mutating == Mutating::Only {
+        for p in policy::mutating_policies() {
+            push(serde_saphyr::to_string(&p)?);
+        }
+        for b in policy::mutating_bindings() {
+            push(serde_saphyr::to_string(&b)?);
+        }
+        return Ok(out);
+    }
     for role in rbac::cluster_roles() {
         push(serde_saphyr::to_string(&role)?);
     }
@@ -90,6 +113,14 @@ pub fn manifests_yaml(
     }
     for b in policy::bindings() {
         push(serde_saphyr::to_string(&b)?);
+    }
+    if mutating == Mutating::Include {
+        for p in policy::mutating_policies() {
+            push(serde_saphyr::to_string(&p)?);
+        }
+        for b in policy::mutating_bindings() {
+            push(serde_saphyr::to_string(&b)?);
+        }
     }
     Ok(out)
 }

@@ -67,6 +67,11 @@ enum Command {
         /// ServiceAccount (the Helm chart templates those itself).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bindings: bool,
+        /// The MutatingAdmissionPolicy that creates Organizations and Workspaces with
+        /// their finalizer (Kubernetes 1.36 and newer; optional): `include`d, `exclude`d
+        /// (older clusters), or `only` it.
+        #[arg(long, value_enum, default_value_t = tenantry::Mutating::Include)]
+        mutating: tenantry::Mutating,
     },
     /// Print a generated tenancy as YAML (load tests, demos): organizations with their
     /// declared namespaces, workspaces, members and machine clients, in one stream that
@@ -122,9 +127,14 @@ async fn main() -> anyhow::Result<()> {
             tenantry::synthetic::to_yaml(&tenantry::synthetic::tenancy(&prefix, size))?
         ),
         Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
-        Command::Manifests { settings, bindings } => {
-            print!("{}", tenantry::manifests_yaml(&settings, bindings)?)
-        }
+        Command::Manifests {
+            settings,
+            bindings,
+            mutating,
+        } => print!(
+            "{}",
+            tenantry::manifests_yaml(&settings, bindings, mutating)?
+        ),
         Command::Tree { organization } => {
             let client = kube::Client::try_default().await?;
             print!("{}", tenantry::tree::render(&client, &organization).await?);

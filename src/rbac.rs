@@ -402,7 +402,8 @@ pub async fn install(
     settings: &crate::settings::Settings,
 ) -> Result<(), kube::Error> {
     use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, ValidatingAdmissionPolicy,
+        ValidatingAdmissionPolicyBinding,
     };
     let pp = PatchParams::apply(labels::FIELD_MANAGER).force();
     let roles: Api<ClusterRole> = Api::all(client.clone());
@@ -449,6 +450,27 @@ pub async fn install(
                 &Patch::Apply(&b),
             )
             .await?;
+    }
+    // Optional (Kubernetes 1.36 and newer): where the API server does not serve them, the
+    // reconcilers add their finalizers themselves.
+    let maps: Api<MutatingAdmissionPolicy> = Api::all(client.clone());
+    let mapbs: Api<MutatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let mutating = async {
+        for p in crate::policy::mutating_policies() {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            maps.patch(&name, &pp, &Patch::Apply(&p)).await?;
+        }
+        for b in crate::policy::mutating_bindings() {
+            let name = b.metadata.name.clone().unwrap_or_default();
+            mapbs.patch(&name, &pp, &Patch::Apply(&b)).await?;
+        }
+        Ok::<_, kube::Error>(())
+    };
+    match mutating.await {
+        Err(kube::Error::Api(s)) if s.code == 404 => tracing::info!(
+            "MutatingAdmissionPolicies are not served (Kubernetes older than 1.36): the reconcilers add their finalizers themselves"
+        ),
+        other => other?,
     }
     Ok(())
 }

@@ -272,6 +272,84 @@ async fn an_admin_cannot_delete_or_pin_the_organization() {
     crate::core::delete_org(&client, &org).await;
 }
 
+/// Organizations and Workspaces are created with their finalizer (the admission policy
+/// `tenantry-finalizers`: no write of the reconciler's own before its first build), which
+/// opens no door: a tenant still cannot create one pinned by any other finalizer, nor a
+/// Membership with any.
+#[tokio::test]
+async fn new_objects_come_with_their_finalizer_and_no_other() {
+    let _ = controller();
+    let client = admin().await;
+    let org = populated_org(&client).await;
+    let ns = format!("org-{org}");
+    let admin_c = as_user(&user(OrgRole::Admin, &org), &[]).await;
+    let finalizers = |f: &[&str]| Some(f.iter().map(|f| f.to_string()).collect::<Vec<_>>());
+
+    let orgs = Api::<Organization>::all(client.clone());
+    let made = orgs
+        .create(
+            &dry(),
+            &Organization::new(&unique("fin"), org_spec("o@x.example")),
+        )
+        .await
+        .expect("a platform admin creates an organization");
+    assert_eq!(
+        made.metadata.finalizers,
+        finalizers(&[tenantry::labels::ORGANIZATION_FINALIZER]),
+        "a new Organization carries its finalizer"
+    );
+
+    let wss = Api::<Workspace>::namespaced(admin_c.clone(), &ns);
+    let ws = Workspace::new("pinned", Default::default());
+    let made = wss
+        .create(&dry(), &ws)
+        .await
+        .expect("an Admin creates a Workspace");
+    assert_eq!(
+        made.metadata.finalizers,
+        finalizers(&[tenantry::labels::WORKSPACE_FINALIZER]),
+        "a new Workspace carries its finalizer"
+    );
+    let mut own = ws.clone();
+    own.metadata.finalizers = finalizers(&[tenantry::labels::WORKSPACE_FINALIZER]);
+    let made = wss
+        .create(&dry(), &own)
+        .await
+        .expect("an Admin creates a Workspace with the finalizer Tenantry gives it");
+    assert_eq!(
+        made.metadata.finalizers,
+        finalizers(&[tenantry::labels::WORKSPACE_FINALIZER]),
+        "the finalizer is not added twice"
+    );
+    for pins in [
+        &["example.com/pin"][..],
+        &[tenantry::labels::ORGANIZATION_FINALIZER],
+        &[tenantry::labels::WORKSPACE_FINALIZER, "example.com/pin"],
+    ] {
+        let mut pinned = ws.clone();
+        pinned.metadata.finalizers = finalizers(pins);
+        let r = wss.create(&dry(), &pinned).await;
+        assert!(
+            !allowed("a Workspace created pinned", r),
+            "an Admin creates a Workspace with finalizers {pins:?}"
+        );
+    }
+    let mbrs = Api::<Membership>::namespaced(admin_c, &ns);
+    let mut m = membership(
+        "pinned",
+        Subject::user("pinned@x.example"),
+        OrgRole::Member,
+        &[("default", WorkspaceRole::Viewer)],
+    );
+    m.metadata.finalizers = finalizers(&[tenantry::labels::WORKSPACE_FINALIZER]);
+    let r = mbrs.create(&dry(), &m).await;
+    assert!(
+        !allowed("a Membership created pinned", r),
+        "an Admin creates a Membership with a finalizer"
+    );
+    crate::core::delete_org(&client, &org).await;
+}
+
 /// Items 13 and 14 (admission): only an Owner switches acceptance on; Kubernetes' own
 /// subjects (system:...) are granted by platform admins only.
 #[tokio::test]
