@@ -68,7 +68,7 @@ async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
             ])
             .args([
                 "--set",
-                &format!("tokenServer.enabled=true,tokenServer.tlsSecretName=tenantry-token-tls,discovery.enabled={discovery}"),
+                &format!("tokenServer.enabled=true,tokenServer.tlsSecretName=tenantry-token-tls,discovery.enabled={discovery},mutatingAdmissionPolicy={discovery}"),
             ])
             .output()
             .unwrap();
@@ -88,6 +88,14 @@ async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
             .unwrap()
             .contains("kind: APIService"),
         "the chart registers the discovery API by default"
+    );
+    // Plain `helm template` does not know the cluster serves MutatingAdmissionPolicies
+    // (`auto`); the whole render asks for it, and the server-side dry run checks it.
+    assert!(
+        std::fs::read_to_string(&whole)
+            .unwrap()
+            .contains("kind: MutatingAdmissionPolicy\n"),
+        "the chart renders tenantry-finalizers when asked"
     );
     let kubectl = |args: &[&str]| {
         std::process::Command::new("kubectl")
