@@ -68,9 +68,10 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bindings: bool,
         /// The MutatingAdmissionPolicy that creates Organizations and Workspaces with
-        /// their finalizer (Kubernetes 1.36 and newer; optional): `include`d, `exclude`d
-        /// (older clusters), or `only` it.
-        #[arg(long, value_enum, default_value_t = tenantry::Mutating::Include)]
+        /// their finalizer (Kubernetes 1.36 and newer; optional, opt-in): `exclude`d,
+        /// `include`d, or `only` it. Apply it once the CRDs are served: right after
+        /// they are created, the API server refuses the kinds it matches for a while.
+        #[arg(long, value_enum, default_value_t = tenantry::Mutating::Exclude)]
         mutating: tenantry::Mutating,
     },
     /// Print a generated tenancy as YAML (load tests, demos): organizations with their
