@@ -83,13 +83,17 @@ pub fn manifests_yaml(
         out.push_str("---\n");
         out.push_str(&doc);
     };
-    if mutating == Mutating::Only {
+    let mutating_policies = |push: &mut dyn FnMut(String)| {
         for p in policy::mutating_policies() {
             push(serde_saphyr::to_string(&p)?);
         }
         for b in policy::mutating_bindings() {
             push(serde_saphyr::to_string(&b)?);
         }
+        Ok::<_, serde_saphyr::SerializeError>(())
+    };
+    if mutating == Mutating::Only {
+        mutating_policies(&mut push)?;
         return Ok(out);
     }
     for role in rbac::cluster_roles() {
@@ -115,12 +119,7 @@ pub fn manifests_yaml(
         push(serde_saphyr::to_string(&b)?);
     }
     if mutating == Mutating::Include {
-        for p in policy::mutating_policies() {
-            push(serde_saphyr::to_string(&p)?);
-        }
-        for b in policy::mutating_bindings() {
-            push(serde_saphyr::to_string(&b)?);
-        }
+        mutating_policies(&mut push)?;
     }
     Ok(out)
 }

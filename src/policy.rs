@@ -47,14 +47,19 @@ fn check(verb: &str, name: &str) -> String {
     )
 }
 
-fn policy(name: &str, spec: Value) -> ValidatingAdmissionPolicy {
+/// An admissionregistration.k8s.io/v1 object of `kind`, labelled as Tenantry's.
+fn document<T: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> T {
     serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
+        "kind": kind,
         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tenantry", "app.kubernetes.io/part-of": "tenantry"}},
         "spec": spec,
     }))
-    .expect("a well-formed ValidatingAdmissionPolicy")
+    .expect("a well-formed admission document (static)")
+}
+
+fn policy(name: &str, spec: Value) -> ValidatingAdmissionPolicy {
+    document("ValidatingAdmissionPolicy", name, spec)
 }
 
 fn rules(group: &str, resources: &[&str], operations: &[&str]) -> Value {
@@ -384,29 +389,25 @@ fn own_finalizer() -> String {
 /// on a create, and nothing else.
 pub fn mutating_policies() -> Vec<MutatingAdmissionPolicy> {
     let own = own_finalizer();
-    vec![
-        serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": "tenantry-finalizers", "labels": {"app.kubernetes.io/managed-by": "tenantry", "app.kubernetes.io/part-of": "tenantry"}},
-            "spec": {
-                "failurePolicy": "Ignore",
-                "reinvocationPolicy": "Never",
-                "matchConstraints": {"resourceRules": [rules("tenantry.dev", &["organizations", "workspaces"], &["CREATE"])]},
-                "matchConditions": [{
-                    "name": "without-its-finalizer",
-                    "expression": format!("!({own} in object.metadata.?finalizers.orValue([]))"),
-                }],
-                "mutations": [{
-                    "patchType": "JSONPatch",
-                    "jsonPatch": {"expression": format!(
-                        "[JSONPatch{{op: 'add', path: '/metadata/finalizers', value: object.metadata.?finalizers.orValue([]) + [{own}]}}]"
-                    )},
-                }],
-            },
-        }))
-        .expect("a well-formed MutatingAdmissionPolicy"),
-    ]
+    vec![document(
+        "MutatingAdmissionPolicy",
+        "tenantry-finalizers",
+        json!({
+            "failurePolicy": "Ignore",
+            "reinvocationPolicy": "Never",
+            "matchConstraints": {"resourceRules": [rules("tenantry.dev", &["organizations", "workspaces"], &["CREATE"])]},
+            "matchConditions": [{
+                "name": "without-its-finalizer",
+                "expression": format!("!({own} in object.metadata.?finalizers.orValue([]))"),
+            }],
+            "mutations": [{
+                "patchType": "JSONPatch",
+                "jsonPatch": {"expression": format!(
+                    "[JSONPatch{{op: 'add', path: '/metadata/finalizers', value: object.metadata.?finalizers.orValue([]) + [{own}]}}]"
+                )},
+            }],
+        }),
+    )]
 }
 
 /// One binding per mutating policy.
@@ -415,13 +416,11 @@ pub fn mutating_bindings() -> Vec<MutatingAdmissionPolicyBinding> {
         .iter()
         .map(|p| {
             let name = p.metadata.name.clone().unwrap_or_default();
-            serde_json::from_value(json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "MutatingAdmissionPolicyBinding",
-                "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tenantry", "app.kubernetes.io/part-of": "tenantry"}},
-                "spec": {"policyName": name},
-            }))
-            .expect("a well-formed MutatingAdmissionPolicyBinding")
+            document(
+                "MutatingAdmissionPolicyBinding",
+                &name,
+                json!({"policyName": name}),
+            )
         })
         .collect()
 }
@@ -432,13 +431,11 @@ pub fn bindings() -> Vec<ValidatingAdmissionPolicyBinding> {
         .iter()
         .map(|p| {
             let name = p.metadata.name.clone().unwrap_or_default();
-            serde_json::from_value(json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingAdmissionPolicyBinding",
-                "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tenantry", "app.kubernetes.io/part-of": "tenantry"}},
-                "spec": {"policyName": name, "validationActions": ["Deny"]},
-            }))
-            .expect("a well-formed ValidatingAdmissionPolicyBinding")
+            document(
+                "ValidatingAdmissionPolicyBinding",
+                &name,
+                json!({"policyName": name, "validationActions": ["Deny"]}),
+            )
         })
         .collect()
 }
