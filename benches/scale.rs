@@ -915,6 +915,31 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             .collect()
     };
     latencies.sort_by(|a, b| a.total_cmp(b));
+    // The critical path by kind: when each kind's last create and last Ready happened.
+    {
+        let seen = seen.lock().unwrap();
+        let mut by_kind: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
+        for (k, at) in &created {
+            let e = by_kind.entry(k.0.as_str()).or_default();
+            e.0 = e.0.max(at.duration_since(t0).as_secs_f64());
+            if let Some(r) = seen.get(k) {
+                let r = r.duration_since(t0).as_secs_f64();
+                e.1 = e.1.max(r);
+                e.2 += r.max(at.duration_since(t0).as_secs_f64())
+                    - at.duration_since(t0).as_secs_f64();
+            }
+        }
+        let n: BTreeMap<&str, usize> = created.iter().fold(BTreeMap::new(), |mut m, (k, _)| {
+            *m.entry(k.0.as_str()).or_default() += 1;
+            m
+        });
+        for (kind, (created_at, ready_at, waited)) in by_kind {
+            eprintln!(
+                "bench x{scale}: {kind}: last created at {created_at:.1} s, last Ready at {ready_at:.1} s, mean create-to-Ready {:.2} s",
+                waited / n[kind] as f64
+            );
+        }
+    }
     // Writes may follow the last Ready: status details the controller holds back for up to
     // `--status-interval-ms`. Convergence ends with the last write (none for 5 s after it).
     let mut last = (

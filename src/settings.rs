@@ -84,8 +84,10 @@ pub struct Settings {
     pub debounce_ms: u64,
 
     /// Milliseconds between two status writes of one object that change only details
-    /// (counts, lists of workspaces or members, messages). A change of `Ready`, of its
-    /// reason or of `observedGeneration` is written at once. 0 writes every change at once.
+    /// (counts, lists of workspaces or members, messages), doubled while an object's
+    /// details keep changing, up to 8 times (controller::pacing). A change of `Ready`, of
+    /// its reason or of `observedGeneration` is written at once. 0 writes every change at
+    /// once.
     #[arg(long, env = "TENANTRY_STATUS_INTERVAL_MS", default_value_t = 5000)]
     pub status_interval_ms: u64,
 

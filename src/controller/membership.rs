@@ -144,9 +144,10 @@ pub async fn run(
 /// What a reconcile found out.
 #[derive(Default)]
 struct Found {
-    /// Every workspace still pending exists and is being provisioned (none is missing,
-    /// going away or stalled): a wait that ends by itself, usually within seconds.
-    provisioning: bool,
+    /// How long after its creation the first status may wait ([`first_status_hold`]):
+    /// while every workspace still pending exists and is being provisioned (none is
+    /// missing, going away or stalled), a wait that ends by itself.
+    first_status_grace: Option<Duration>,
     workspaces: Vec<WorkspaceAccess>,
     all_workspaces: bool,
     client: Option<Box<ClientStatus>>,
@@ -258,7 +259,9 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
     let first_hold = first_status_hold(
         m.meta().creation_timestamp.as_ref().map(|t| t.0),
         k8s_openapi::jiff::Timestamp::now(),
-        old.conditions.is_empty() && found.provisioning,
+        found
+            .first_status_grace
+            .filter(|_| old.conditions.is_empty()),
     );
     let held = if first_hold.is_some() {
         first_hold
@@ -423,10 +426,34 @@ async fn mark_grandfathered(m: &Membership, ns: &str, ctx: &Context) -> Result<(
 /// it is granted are being provisioned.
 pub(crate) const FIRST_STATUS_GRACE: Duration = Duration::from_secs(30);
 
-/// Whether to hold back a Membership's first status write, and for how long: only when
-/// `waiting_for_provisioning` (it has no status yet and every workspace it still waits
-/// for exists and is being provisioned), and only until [`FIRST_STATUS_GRACE`] after its
-/// creation (a durable fact, not Tenantry's own earlier status). A tenancy applied at once
+/// How long after its creation a Membership's first status may wait while every workspace
+/// it waits for is still queued (no status yet: the workspace reconciler has not come to
+/// it). A tenancy applied at once queues thousands of workspaces: at 5x the benchmark
+/// size the last ones were provisioned 2.5 minutes after they were created, and with 30 s
+/// most Memberships wrote `WorkspacePending`, then `Granted` (18,696 status writes for
+/// 11,000). Once a workspace has a status the shorter [`FIRST_STATUS_GRACE`] applies.
+pub(crate) const QUEUED_GRACE: Duration = Duration::from_secs(300);
+
+/// How long a Membership's first status may wait for `pending`, the workspaces it waits
+/// for (each exists and is not going away): none when there are none or one is stalled
+/// (that is reported at once), [`QUEUED_GRACE`] when none has a status yet,
+/// [`FIRST_STATUS_GRACE`] otherwise.
+fn provisioning_grace(pending: &[Arc<Workspace>]) -> Option<Duration> {
+    if pending.is_empty() || pending.iter().any(|w| workspace_is(w, status::STALLED)) {
+        return None;
+    }
+    let queued = |w: &Arc<Workspace>| w.status.as_ref().is_none_or(|s| s.conditions.is_empty());
+    Some(if pending.iter().all(queued) {
+        QUEUED_GRACE
+    } else {
+        FIRST_STATUS_GRACE
+    })
+}
+
+/// Whether to hold back a Membership's first status write, and for how long: only with a
+/// `grace` (it has no status yet and every workspace it still waits for exists and is
+/// being provisioned, [`provisioning_grace`]), and only until `grace` after its creation
+/// (a durable fact, not Tenantry's own earlier status). A tenancy applied at once
 /// otherwise writes `WorkspacePending`, then `Granted`, for most of its members (measured
 /// at the 1x benchmark size: 1,330 of 2,200). Until the first write kstatus and Argo CD
 /// read the Membership as in progress (the CRD defaults `status.observedGeneration` to 0);
@@ -434,16 +461,14 @@ pub(crate) const FIRST_STATUS_GRACE: Duration = Duration::from_secs(30);
 pub(crate) fn first_status_hold(
     created: Option<k8s_openapi::jiff::Timestamp>,
     now: k8s_openapi::jiff::Timestamp,
-    waiting_for_provisioning: bool,
+    grace: Option<Duration>,
 ) -> Option<Duration> {
-    let created = created.filter(|_| waiting_for_provisioning)?;
+    let (created, grace) = created.zip(grace)?;
     // From API data: a creation time ahead of this clock (skew) is no reason to wait, or
     // the wait would last as long as the skew.
     let age = now.as_millisecond().checked_sub(created.as_millisecond())?;
     let age = Duration::from_millis(u64::try_from(age).ok()?);
-    FIRST_STATUS_GRACE
-        .checked_sub(age)
-        .filter(|left| !left.is_zero())
+    grace.checked_sub(age).filter(|left| !left.is_zero())
 }
 
 /// The Role and RoleBinding that let the invited user read and annotate their own
@@ -566,10 +591,9 @@ async fn granted(
         .filter(|w| w.state == AccessState::Pending)
         .map(|w| w.name.as_str())
         .collect();
-    found.provisioning = !pending.is_empty()
-        && pending
-            .iter()
-            .all(|name| live(name).is_some_and(|w| !workspace_is(&w, status::STALLED)));
+    // Each still pending workspace, if every one exists.
+    let waiting: Option<Vec<Arc<Workspace>>> = pending.iter().map(|name| live(name)).collect();
+    found.first_status_grace = waiting.and_then(|w| provisioning_grace(&w));
     // A deleted credentials Secret is a supported choice (copy the secret, delete the
     // Secret, as SaaS consoles show a secret once): the member stays Ready, and the
     // message says how to get a new secret.
@@ -872,22 +896,53 @@ mod tests {
                 .checked_add(SignedDuration::from_secs(secs))
                 .unwrap()
         };
+        let grace = Some(FIRST_STATUS_GRACE);
         assert_eq!(
-            first_status_hold(Some(created), at(0), true),
+            first_status_hold(Some(created), at(0), grace),
             Some(FIRST_STATUS_GRACE)
         );
         assert_eq!(
-            first_status_hold(Some(created), at(12), true),
+            first_status_hold(Some(created), at(12), grace),
             Some(FIRST_STATUS_GRACE - Duration::from_secs(12))
+        );
+        assert_eq!(
+            first_status_hold(Some(created), at(100), Some(QUEUED_GRACE)),
+            Some(QUEUED_GRACE - Duration::from_secs(100))
         );
         // Past the grace, not waiting for provisioning (a missing workspace, a status
         // already written), no creation time, or a creation time ahead of this clock:
         // written at once.
-        assert_eq!(first_status_hold(Some(created), at(30), true), None);
-        assert_eq!(first_status_hold(Some(created), at(3_600), true), None);
-        assert_eq!(first_status_hold(Some(created), at(1), false), None);
-        assert_eq!(first_status_hold(None, at(1), true), None);
-        assert_eq!(first_status_hold(Some(created), at(-3_600), true), None);
+        assert_eq!(first_status_hold(Some(created), at(30), grace), None);
+        assert_eq!(first_status_hold(Some(created), at(3_600), grace), None);
+        assert_eq!(first_status_hold(Some(created), at(1), None), None);
+        assert_eq!(first_status_hold(None, at(1), grace), None);
+        assert_eq!(first_status_hold(Some(created), at(-3_600), grace), None);
+    }
+
+    #[test]
+    fn a_first_status_waits_longer_while_its_workspaces_are_only_queued() {
+        let queued = || {
+            let mut w = ws(1, Outcome::ready("Provisioned", "ok"));
+            w.status = None;
+            Arc::new(w)
+        };
+        let progressing = Arc::new(ws(1, Outcome::progressing("Progressing", "x")));
+        let stalled = Arc::new(ws(1, Outcome::stalled("NamespaceConflict", "x")));
+        assert_eq!(provisioning_grace(&[]), None, "nothing to wait for");
+        assert_eq!(
+            provisioning_grace(&[queued(), queued()]),
+            Some(QUEUED_GRACE)
+        );
+        assert_eq!(
+            provisioning_grace(&[queued(), progressing.clone()]),
+            Some(FIRST_STATUS_GRACE),
+            "one is being provisioned"
+        );
+        assert_eq!(
+            provisioning_grace(&[queued(), stalled]),
+            None,
+            "a stalled workspace is reported at once"
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Context {
                 .unwrap_or_default()
         };
         tracing::debug!(object = %key, significant, from = %ready(old), to = %ready(new), "writing status");
-        crate::provision::apply_status(api, obj, status).await?;
+        crate::provision::write_status(api, obj, status).await?;
         Ok(None)
     }
 

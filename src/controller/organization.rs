@@ -347,9 +347,18 @@ async fn apply_children(
     // this component, in its namespace, and was not built goes.
     let bindings = provision::org_labels(&org_name, Component::OrganizationBinding);
     let credentials = provision::org_labels(&org_name, Component::ClientCredentialsAccess);
+    // What follows the members (bindings, the credentials Role's names) is made before
+    // they have all arrived and changes as they do: created by apply, each change is one
+    // apply (provision::FirstWrite).
     macro_rules! converge {
         ($cache:ident, $labels:expr, $built:expr) => {
-            provision::converge(&ctx.client, &s.$cache, ns, &$labels, $built)
+            provision::converge_first(
+                &ctx.client,
+                &s.$cache,
+                (ns, &$labels),
+                $built,
+                provision::FirstWrite::Apply,
+            )
         };
     }
     // The roles first, then what binds them, each step at once: a binding never names a
@@ -367,7 +376,12 @@ async fn apply_children(
         converge!(role_bindings, bindings, &built.role_bindings),
         converge!(role_bindings, credentials, &built.credentials_bindings),
         futures::future::try_join_all(built.cluster_role_bindings.iter().map(|binding| {
-            provision::apply_cluster(&ctx.client, &s.cluster_role_bindings, binding)
+            provision::apply_cluster_first(
+                &ctx.client,
+                &s.cluster_role_bindings,
+                binding,
+                provision::FirstWrite::Apply,
+            )
         })),
     )?;
     // Built from validated names only: a refusal here is a bug, not a tenant's input.
