@@ -239,17 +239,9 @@ pub async fn merge_patch<K: Object>(
     Ok(())
 }
 
-/// Server-side applies a namespaced object unless the cache shows it up to date.
-/// Returns whether it wrote.
-pub async fn apply<K>(client: &Client, store: &Children<K>, desired: &K) -> Result<bool>
-where
-    K: Projected + Resource<Scope = NamespaceResourceScope>,
-{
-    apply_first(client, store, desired, FirstWrite::Post).await
-}
-
-/// [`apply`], writing an object the cache does not have as `first` says.
-pub async fn apply_first<K>(
+/// Server-side applies a namespaced object unless the cache shows it up to date, writing
+/// one the cache does not have as `first` says. Returns whether it wrote.
+pub async fn apply<K>(
     client: &Client,
     store: &Children<K>,
     desired: &K,
@@ -266,16 +258,8 @@ where
     apply_with(Api::namespaced(client.clone(), &ns), store, desired, first).await
 }
 
-/// Server-side applies a cluster-scoped object unless the cache shows it up to date.
-pub async fn apply_cluster<K>(client: &Client, store: &Children<K>, desired: &K) -> Result<bool>
-where
-    K: Projected + Resource<Scope = ClusterResourceScope>,
-{
-    apply_cluster_first(client, store, desired, FirstWrite::Post).await
-}
-
-/// [`apply_cluster`], writing an object the cache does not have as `first` says.
-pub async fn apply_cluster_first<K>(
+/// [`apply`] for a cluster-scoped object.
+pub async fn apply_cluster<K>(
     client: &Client,
     store: &Children<K>,
     desired: &K,
@@ -335,7 +319,7 @@ where
     let applied = futures::future::join_all(
         desired
             .iter()
-            .map(|object| apply_first(client, store, object, first)),
+            .map(|object| apply(client, store, object, first)),
     )
     .await;
     for result in applied {

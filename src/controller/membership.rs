@@ -32,7 +32,7 @@ use crate::build::client;
 use crate::error::{Context as _, Error, Result};
 use crate::grants::{self, MemberState};
 use crate::labels::Component;
-use crate::provision;
+use crate::provision::{self, FirstWrite};
 use crate::status::{self, Outcome};
 use crate::{credentials, labels, names};
 
@@ -795,7 +795,13 @@ async fn ensure_client(
         automount_service_account_token: Some(false),
         ..Default::default()
     };
-    provision::apply(&ctx.client, &ctx.stores.service_accounts, &sa).await?;
+    provision::apply(
+        &ctx.client,
+        &ctx.stores.service_accounts,
+        &sa,
+        FirstWrite::Post,
+    )
+    .await?;
     // Issued before, and the Secret is gone (confirmed on the live object when the cache
     // lacks it): the value cannot be shown again.
     let secret_missing = plan.issue.is_none()

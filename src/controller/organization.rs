@@ -30,7 +30,7 @@ use crate::build::organization as build;
 use crate::error::{Context as _, Error, Result};
 use crate::grants;
 use crate::labels::Component;
-use crate::provision::{self, NamespaceClaim};
+use crate::provision::{self, FirstWrite, NamespaceClaim};
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
@@ -318,8 +318,13 @@ async fn provision_org(
                     _ => {
                         // A declared namespace becomes the organization's here: the build
                         // marks it with the organization's UID and owner reference.
-                        provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace)
-                            .await?;
+                        provision::apply_cluster(
+                            &ctx.client,
+                            &s.namespaces,
+                            &built.namespace,
+                            FirstWrite::Post,
+                        )
+                        .await?;
                         if matches!(claim, NamespaceClaim::Declared) {
                             info!(namespace = %ns_name, "adopted the organization namespace a platform admin declared");
                         }
@@ -357,7 +362,7 @@ async fn apply_children(
                 &s.$cache,
                 (ns, &$labels),
                 $built,
-                provision::FirstWrite::Apply,
+                FirstWrite::Apply,
             )
         };
     }
@@ -365,22 +370,19 @@ async fn apply_children(
     // role that is not there yet.
     let (roles, _) = futures::try_join!(
         converge!(roles, credentials, &built.credentials_roles),
-        futures::future::try_join_all(
-            built
-                .cluster_roles
-                .iter()
-                .map(|role| provision::apply_cluster(&ctx.client, &s.cluster_roles, role))
-        ),
+        futures::future::try_join_all(built.cluster_roles.iter().map(|role| {
+            provision::apply_cluster(&ctx.client, &s.cluster_roles, role, FirstWrite::Post)
+        })),
     )?;
     let (org_bindings, credentials_bindings, _) = futures::try_join!(
         converge!(role_bindings, bindings, &built.role_bindings),
         converge!(role_bindings, credentials, &built.credentials_bindings),
         futures::future::try_join_all(built.cluster_role_bindings.iter().map(|binding| {
-            provision::apply_cluster_first(
+            provision::apply_cluster(
                 &ctx.client,
                 &s.cluster_role_bindings,
                 binding,
-                provision::FirstWrite::Apply,
+                FirstWrite::Apply,
             )
         })),
     )?;

@@ -22,7 +22,7 @@ use tracing::{info, instrument};
 use super::{Change, Context, Feeds, feed, log_result, requeue_on_error, workspaces_of};
 use crate::api::{DeletionPolicy, Membership, Organization, Workspace, WorkspaceStatus, reason};
 use crate::error::{Context as _, Error, Result};
-use crate::provision::{self, NamespaceClaim};
+use crate::provision::{self, FirstWrite, NamespaceClaim};
 use crate::slim::Slim;
 use crate::status::{self, Outcome};
 use crate::{labels, names};
@@ -436,7 +436,13 @@ async fn provision(
         // Ready, instead of a Progressing one first).
         NamespaceClaim::Created => info!(namespace = %name, "created the workspace namespace"),
         NamespaceClaim::Ours => {
-            provision::apply_cluster(&ctx.client, &s.namespaces, &built.namespace).await?;
+            provision::apply_cluster(
+                &ctx.client,
+                &s.namespaces,
+                &built.namespace,
+                FirstWrite::Post,
+            )
+            .await?;
         }
         // Only organizations adopt a declared namespace (none is offered here).
         NamespaceClaim::Declared => {
