@@ -915,28 +915,26 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             .collect()
     };
     latencies.sort_by(|a, b| a.total_cmp(b));
-    // The critical path by kind: when each kind's last create and last Ready happened.
+    // The critical path by kind: when each kind's last create and last Ready happened,
+    // and how long its objects waited from create to Ready on average.
     {
         let seen = seen.lock().unwrap();
-        let mut by_kind: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
+        // kind -> (last create, last Ready, summed create-to-Ready, objects)
+        let mut by_kind: BTreeMap<&str, (f64, f64, f64, usize)> = BTreeMap::new();
         for (k, at) in &created {
             let e = by_kind.entry(k.0.as_str()).or_default();
-            e.0 = e.0.max(at.duration_since(t0).as_secs_f64());
+            let created_at = at.duration_since(t0).as_secs_f64();
+            e.0 = e.0.max(created_at);
+            e.3 += 1;
             if let Some(r) = seen.get(k) {
-                let r = r.duration_since(t0).as_secs_f64();
-                e.1 = e.1.max(r);
-                e.2 += r.max(at.duration_since(t0).as_secs_f64())
-                    - at.duration_since(t0).as_secs_f64();
+                e.1 = e.1.max(r.duration_since(t0).as_secs_f64());
+                e.2 += r.saturating_duration_since(*at).as_secs_f64();
             }
         }
-        let n: BTreeMap<&str, usize> = created.iter().fold(BTreeMap::new(), |mut m, (k, _)| {
-            *m.entry(k.0.as_str()).or_default() += 1;
-            m
-        });
-        for (kind, (created_at, ready_at, waited)) in by_kind {
+        for (kind, (created_at, ready_at, waited, n)) in by_kind {
             eprintln!(
                 "bench x{scale}: {kind}: last created at {created_at:.1} s, last Ready at {ready_at:.1} s, mean create-to-Ready {:.2} s",
-                waited / n[kind] as f64
+                waited / n.max(1) as f64
             );
         }
     }

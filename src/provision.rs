@@ -68,8 +68,9 @@ fn asked<K: Projected>(desired: &K) -> Result<crate::slim::Desired> {
 }
 
 /// The one write path of every object Tenantry makes: nothing when the cache shows it up
-/// to date; one POST with the whole object when the cache does not have it; otherwise (it
-/// drifted) a server-side apply, after [`own_created_fields`].
+/// to date; when the cache does not have it, one POST with the whole object (or, with
+/// [`FirstWrite::Apply`], a server-side apply that creates); otherwise (it drifted) a
+/// server-side apply, after [`own_created_fields`] for what was created by POST.
 ///
 /// A POST records its fields under an `Update` entry of Tenantry's field manager, and an
 /// apply removes a field it no longer sets only when no other entry owns it. So before
@@ -125,7 +126,10 @@ pub enum FirstWrite {
     /// changes as members arrive (an organization's bindings, made when the
     /// Organization is and completed as its Memberships are applied), so each change is
     /// one apply. Measured at the 5x benchmark size: 3,000 ClusterRoleBindings created
-    /// by POST then cost 2,016 reads, as many takeovers and applies.
+    /// by POST then cost 2,016 reads, as many takeovers and applies. No takeover: an
+    /// object of this kind that an older release created by POST keeps its created
+    /// fields under the `Update` entry; its atomic lists (subjects, rules) are still
+    /// replaced whole by the apply.
     Apply,
 }
 
