@@ -1,13 +1,22 @@
 //! Machine-client credentials: the secret (256 bits from the OS generator), and the
-//! verifier Tenantry keeps, an Argon2id hash with a random salt. The hash lives in an
-//! annotation of the client's ServiceAccount, so the delivered Secret may be deleted once
-//! copied and the client still authenticates; removing the Membership removes the
+//! verifier Tenantry keeps, SHA-256 of a random salt and the secret. The verifier lives in
+//! an annotation of the client's ServiceAccount, so the delivered Secret may be deleted
+//! once copied and the client still authenticates; removing the Membership removes the
 //! ServiceAccount, and with it the verifier and every token issued for it.
+//!
+//! Why not a password hash: Argon2 (what releases before wrote, and still verified: see
+//! [`verify_with_memory`]) makes guessing a *low-entropy* password from its verifier
+//! slow. A client secret is 256 random bits, never chosen by a person: no guess, slow or
+//! fast, finds it, so the slowness bought nothing, while it cost 19 MiB and about 15 ms
+//! of CPU per issuance in the controller (measured: 28 % of the controller's CPU in the
+//! benchmark) and per attempt in the token endpoint (a flood of attempts was a CPU and
+//! memory load to bound). This is the practice for machine credentials of that size
+//! (API tokens are stored as their SHA-256).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Argon2, Block};
 use base64::Engine;
 use k8s_openapi::jiff;
@@ -71,14 +80,52 @@ pub fn generate() -> Result<String, getrandom::Error> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
 }
 
-/// The verifier of `secret`: an Argon2id PHC string (the default parameters: 19 MiB, two
-/// passes) with a random salt.
-pub fn hash(secret: &str) -> Result<String, String> {
-    hash_with_memory(secret, &mut Vec::new())
+/// The algorithm of the verifiers Tenantry writes, in their PHC string
+/// (`$sha256$<salt>$<digest>`, both base64 without padding).
+const SHA256: &str = "sha256";
+
+/// Whether `value` is a secret [`generate`] could have made: 43 base64url characters
+/// holding 32 bytes. A value found in a credentials Secret is adopted as the client's
+/// secret only if it is one: a short or chosen value would be guessable from its
+/// verifier.
+pub fn looks_generated(value: &str) -> bool {
+    value.len() == 43
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(value)
+            .is_ok_and(|raw| raw.len() == 32)
 }
 
-/// [`hash`], with Argon2's working memory supplied by the caller and reused across calls.
-pub fn hash_with_memory(secret: &str, memory: &mut Vec<Block>) -> Result<String, String> {
+/// The verifier of `secret`: SHA-256 of a random 16-byte salt and the secret, as a PHC
+/// string (`$sha256$<salt>$<digest>`). For secrets from [`generate`] only (see the
+/// module's documentation).
+pub fn hash(secret: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let salt_string = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    let digest = salted_sha256(&salt, secret);
+    let phc = PasswordHash {
+        algorithm: argon2::password_hash::Ident::new(SHA256).map_err(|e| e.to_string())?,
+        version: None,
+        params: argon2::password_hash::ParamsString::new(),
+        salt: Some(salt_string.as_salt()),
+        hash: Some(argon2::password_hash::Output::new(&digest).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
+}
+
+fn salted_sha256(salt: &[u8], secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(salt);
+    h.update(secret.as_bytes());
+    h.finalize().into()
+}
+
+/// The verifier releases before this one wrote: an Argon2id PHC string (the default
+/// parameters: 19 MiB, two passes) with a random salt, computed in `memory`. Tenantry
+/// writes none any more; [`verify_with_memory`] still accepts them (a client issued
+/// before an upgrade keeps working until its next rotation), and the tests make them.
+pub fn argon2_hash_with_memory(secret: &str, memory: &mut Vec<Block>) -> Result<String, String> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
     let salt_string = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
@@ -105,8 +152,8 @@ pub fn hash_with_memory(secret: &str, memory: &mut Vec<Block>) -> Result<String,
     Ok(phc.to_string())
 }
 
-/// The controller's Argon2 work (a new client secret's verifier; checking an interrupted
-/// issuance's secret): one at a time, on a blocking thread rather than an async worker,
+/// The controller's verifications of an interrupted issuance's secret (Argon2 when the
+/// verifier is one an earlier release wrote): one at a time, on a blocking thread rather than an async worker,
 /// in one working memory that is kept while more work waits and given back when the last
 /// is done. Measured before: each hash allocated its own 19 MiB on an async worker, so
 /// the Membership reconciles in flight held up to 8 x 19 MiB at once (38 of the 53 MiB
@@ -157,11 +204,7 @@ impl Drop for Done<'_> {
 
 /// Whether `secret` matches the verifier `phc` (constant-time comparison inside).
 pub fn verify(secret: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(secret.as_bytes(), &h)
-            .is_ok()
-    })
+    verify_with_memory(secret, phc, &mut Vec::new())
 }
 
 /// The most memory a verifier may ask Argon2 for, in KiB (Tenantry's own verifiers use the
@@ -173,10 +216,25 @@ const MAX_TIME_COST: u32 = 8;
 /// [`verify`], with Argon2's working memory supplied by the caller and reused across
 /// calls: no 19 MiB allocation per attempt (measured: the token server's peak memory
 /// grew by 19 MiB with each verification, which a flood of attempts turned into an OOM).
+///
+/// A SHA-256 verifier ([`hash`]) takes microseconds and no working memory; an Argon2id
+/// one (written by releases before, [`argon2_hash_with_memory`]) takes `memory`.
 pub fn verify_with_memory(secret: &str, phc: &str, memory: &mut Vec<argon2::Block>) -> bool {
     let Ok(h) = PasswordHash::new(phc) else {
         return false;
     };
+    if h.algorithm.as_str() == SHA256 {
+        let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+            return false;
+        };
+        let mut salt_buf = [0u8; 64];
+        let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        // Output's equality is constant-time.
+        return argon2::password_hash::Output::new(&salted_sha256(salt, secret))
+            .is_ok_and(|o| o == expected);
+    }
     if h.algorithm != argon2::Algorithm::Argon2id.ident() {
         return false;
     }
@@ -228,7 +286,7 @@ mod hashing_tests {
                 tokio::spawn(async move {
                     hashing
                         .run(move |memory| {
-                            let h = hash_with_memory(&secret, memory).unwrap();
+                            let h = argon2_hash_with_memory(&secret, memory).unwrap();
                             (memory.len(), verify_with_memory(&secret, &h, memory), h)
                         })
                         .await
@@ -266,18 +324,44 @@ mod tests {
         let b = generate().unwrap();
         assert_eq!(a.len(), 43);
         assert_ne!(a, b);
+        assert!(looks_generated(&a) && looks_generated(&b));
         let h = hash(&a).unwrap();
-        assert!(h.starts_with("$argon2id$"));
+        assert!(h.starts_with("$sha256$"), "{h}");
+        assert_eq!(h.split('$').count(), 4, "$sha256$<salt>$<digest>: {h}");
         assert!(!h.contains(&a));
         assert!(verify(&a, &h));
         assert!(!verify(&b, &h));
         assert!(!verify(&a, "not a hash"));
         assert_ne!(hash(&a).unwrap(), h, "salted");
+        let mut memory = Vec::new();
+        assert!(verify_with_memory(&a, &h, &mut memory));
+        assert!(!verify_with_memory(&b, &h, &mut memory));
+        assert!(
+            memory.is_empty(),
+            "no working memory for a SHA-256 verifier"
+        );
+        // Tampered verifiers match nothing: another digest, no salt, no digest.
+        let (head, digest) = h.rsplit_once('$').unwrap();
+        let other = hash(&b).unwrap();
+        let (_, other_digest) = other.rsplit_once('$').unwrap();
+        assert!(!verify(&a, &format!("{head}${other_digest}")));
+        assert!(!verify(&a, head), "no digest");
+        assert!(!verify(&a, &format!("$sha256${digest}")), "no salt");
+        assert!(!verify(&a, &h.replace("$sha256$", "$sha512$")));
+    }
+
+    #[test]
+    fn verifiers_of_earlier_releases_still_verify_within_bounds() {
+        let a = generate().unwrap();
+        let b = generate().unwrap();
+        let mut memory = Vec::new();
+        let h = argon2_hash_with_memory(&a, &mut memory).unwrap();
         assert!(
             h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "the default parameters: {h}"
         );
-        let mut memory = Vec::new();
+        assert!(verify(&a, &h));
+        assert!(!verify(&b, &h));
         assert!(verify_with_memory(&a, &h, &mut memory));
         assert!(!verify_with_memory(&b, &h, &mut memory));
         assert!(!verify_with_memory(&a, "not a hash", &mut memory));
@@ -287,6 +371,30 @@ mod tests {
             !verify_with_memory(&a, &greedy, &mut memory),
             "bounded memory"
         );
+        assert!(
+            !verify(&a, &h.replace("t=2", "t=4294967295")),
+            "bounded time"
+        );
+    }
+
+    #[test]
+    fn the_format_is_sha256_of_salt_then_secret() {
+        // fuzz/corpus/token_request/phc-sha256, computed outside Rust (Python's hashlib):
+        // the verifier of "secret" with the salt "saltsaltsaltsalt".
+        let seed = include_str!("../fuzz/corpus/token_request/phc-sha256");
+        assert!(verify("secret", seed.trim()));
+        assert!(!verify("secreT", seed.trim()));
+    }
+
+    #[test]
+    fn only_generated_values_look_generated() {
+        assert!(!looks_generated(""));
+        assert!(!looks_generated("password"));
+        assert!(!looks_generated(&"a".repeat(42)));
+        assert!(!looks_generated(&"a".repeat(44)));
+        // 43 characters, one outside base64url.
+        assert!(!looks_generated(&format!("{}+", "A".repeat(42))));
+        assert!(looks_generated(&"A".repeat(43)));
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! per client id: a client id is no secret (every member of the organization sees it), so
 //! a limit keyed by it would let anyone lock the real client out, while guessing a
 //! 256-bit secret is hopeless anyway. An attempt reserves its place before it is verified,
-//! so parallel attempts cannot slip past the limit. Argon2 verifications (about 19 MiB
-//! each) run at most `--max-concurrent-verifications` at a time; the rest wait briefly,
-//! then get 503, so memory stays flat under a flood. Bodies over 8 KiB are refused.
+//! so parallel attempts cannot slip past the limit. Verifications run at most
+//! `--max-concurrent-verifications` at a time (a SHA-256 verifier takes microseconds; an
+//! Argon2id one an earlier release wrote, about 19 MiB); the rest wait briefly, then get
+//! 503, so memory stays flat under a flood. Bodies over 8 KiB are refused.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -52,8 +53,8 @@ pub struct TokenSettings {
     /// Failed attempts allowed per source address (IPv6: per /64) each minute.
     #[arg(long, env = "TENANTRY_TOKEN_MAX_FAILURES", default_value_t = 10)]
     pub max_failures_per_minute: u32,
-    /// Secret verifications (Argon2, about 19 MiB each) running at once; more requests
-    /// wait up to 5 s, then get 503.
+    /// Secret verifications running at once (an Argon2id verifier written by an earlier
+    /// release takes about 19 MiB); more requests wait up to 5 s, then get 503.
     #[arg(
         long,
         env = "TENANTRY_TOKEN_MAX_CONCURRENT_VERIFICATIONS",

@@ -712,14 +712,8 @@ async fn ensure_client(
             Some(value) => value,
             None => credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
         };
-        let to_hash = secret_value.clone();
-        new_hash = Some(
-            ctx.hashing
-                .run(move |memory| credentials::hash_with_memory(&to_hash, memory))
-                .await
-                .map_err(|e| Error::Random(e.to_string()))?
-                .map_err(Error::Random)?,
-        );
+        // Microseconds: SHA-256 of a salt and 256 random bits (credentials' module doc).
+        new_hash = Some(credentials::hash(&secret_value).map_err(Error::Random)?);
         // The Secret first: if writing the verifier fails, the next pass finds the
         // Secret (above) and writes the verifier of the same secret.
         let secret = Secret {
@@ -863,7 +857,10 @@ async fn interrupted_issuance(
     if !ours || field("client-id").as_deref() != Some(client_id) {
         return Ok(None);
     }
-    let Some(value) = field("client-secret").filter(|value| !value.is_empty()) else {
+    // Only a value Tenantry could have generated: whoever else wrote a shorter or chosen
+    // one there would make the client's secret guessable from its verifier.
+    let Some(value) = field("client-secret").filter(|value| credentials::looks_generated(value))
+    else {
         return Ok(None);
     };
     let Some(current) = current_hash.cloned() else {

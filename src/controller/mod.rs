@@ -44,7 +44,8 @@ pub struct Context {
     pub status_pacer: StatusPacer,
     /// The last view of each organization, shared by the three reconcilers.
     pub views: crate::view::Views,
-    /// Argon2 for client secrets: one at a time, off the async workers.
+    /// Argon2 checks of client secrets against verifiers earlier releases wrote: one at a
+    /// time, off the async workers.
     pub hashing: crate::credentials::Hashing,
     /// Each reconciler's queue of triggers and wake-ups, in front of kube's.
     pub gates: Gates,

@@ -410,3 +410,87 @@ async fn the_token_endpoint_serves_https_when_given_a_certificate() {
     server.start_kill().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Verifiers are SHA-256 of a salt and the secret since 256 random bits need no slow
+/// hash; a client issued by an earlier release (an Argon2id verifier on its
+/// ServiceAccount) keeps working, and the controller neither reissues its secret nor
+/// rewrites its verifier (here after its delivered Secret is deleted, which makes the
+/// Membership reconcile and say so).
+#[tokio::test]
+async fn a_client_issued_with_an_argon2_verifier_keeps_working() {
+    let _ = controller();
+    let admin = admin().await;
+    let org = unique("cliv");
+    create_org(&admin, &org, org_spec("o@x.example")).await;
+    add_member(
+        &admin,
+        &org,
+        membership("ci", Subject::client("ci"), OrgRole::Viewer, &[]),
+    )
+    .await;
+    wait_member_reason(&admin, &org, "ci", "Granted").await;
+    let org_ns = format!("org-{org}");
+    let (id, secret) = credentials(&admin, &org_ns, "ci").await;
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &org_ns);
+    let hash_of = |sa: &ServiceAccount| {
+        sa.metadata.annotations.as_ref().unwrap()[tenantry::credentials::HASH].clone()
+    };
+    let issued = hash_of(&sas.get("ci-client").await.unwrap());
+    assert!(issued.starts_with("$sha256$"), "{issued}");
+    assert!(tenantry::credentials::verify(&secret, &issued));
+
+    // What an earlier release wrote for the same secret.
+    let legacy = tenantry::credentials::argon2_hash_with_memory(&secret, &mut Vec::new()).unwrap();
+    assert!(legacy.starts_with("$argon2id$"));
+    let annotation = json!({"metadata": {"annotations": {tenantry::credentials::HASH: legacy}}});
+    sas.patch(
+        "ci-client",
+        &PatchParams::default(),
+        &Patch::Merge(annotation),
+    )
+    .await
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &org_ns)
+        .delete("ci-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mbrs: Api<Membership> = Api::namespaced(admin.clone(), &org_ns);
+    wait_for(
+        &mbrs,
+        "ci",
+        "Ready saying the Secret was deleted",
+        |m: Option<&Membership>| {
+            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.message.contains("was deleted after issuance"))
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        hash_of(&sas.get("ci-client").await.unwrap()),
+        legacy,
+        "the earlier release's verifier stays"
+    );
+    assert!(
+        Api::<Secret>::namespaced(admin.clone(), &org_ns)
+            .get_opt("ci-credentials")
+            .await
+            .unwrap()
+            .is_none(),
+        "no secret reissued"
+    );
+
+    let (mut server, port) = token_server().await;
+    let (s, b) = post_token(port, "grant_type=client_credentials", Some((&id, &secret))).await;
+    assert_eq!(
+        s, 200,
+        "the secret issued before verifies against Argon2: {b}"
+    );
+    let (s, _) = post_token(port, "grant_type=client_credentials", Some((&id, "wrong"))).await;
+    assert_eq!(s, 401);
+    server.start_kill().unwrap();
+    crate::core::delete_org(&admin, &org).await;
+}
