@@ -139,6 +139,33 @@ impl ControlPlane {
         )
     }
 
+    /// CPU seconds used so far by each part of the control plane: the supervisor (etcd runs
+    /// inside it), the API server and the controller-manager (children named by their
+    /// first argument).
+    fn cpu_by_process(&self) -> BTreeMap<String, f64> {
+        self.pids()
+            .into_iter()
+            .map(|pid| {
+                let part = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .ok()
+                    .and_then(|c| {
+                        let arg = c.split(|b| *b == 0).nth(1)?.to_vec();
+                        String::from_utf8(arg).ok()
+                    })
+                    .unwrap_or_default();
+                let part = match part.as_str() {
+                    "kube-apiserver" => "API server",
+                    "kube-controller-manager" => "controller-manager",
+                    _ => "etcd",
+                };
+                (part.to_string(), cpu_seconds(pid))
+            })
+            .fold(BTreeMap::new(), |mut m, (k, v)| {
+                *m.entry(k).or_insert(0.0) += v;
+                m
+            })
+    }
+
     /// The supervisor and its children (etcd runs inside the supervisor).
     fn pids(&self) -> Vec<u32> {
         let pid = self.child.id();
@@ -290,6 +317,8 @@ impl Metrics {
 
 /// Keeps the API server's own request counts (`apiserver_request_total`: every client,
 /// by verb, resource and code) in `file`, for a reader of the run.
+/// Keeps the API server's request counts in `file`, and all its metrics beside it
+/// (`apiserver-metrics.txt`: storage, watch cache and admission, for a reader of the run).
 async fn save_apiserver_requests(client: &Client, file: &Path) {
     let req = http::Request::get("/metrics").body(Vec::new());
     let Ok(req) = req else { return };
@@ -299,7 +328,19 @@ async fn save_apiserver_requests(client: &Client, file: &Path) {
             .filter(|l| l.starts_with("apiserver_request_total{"))
             .collect();
         let _ = std::fs::write(file, lines.join("\n"));
+        let _ = std::fs::write(file.with_file_name("apiserver-metrics.txt"), text);
     }
+}
+
+/// Each part's CPU seconds from `before` to `after` ([`ControlPlane::cpu_by_process`]).
+fn cpu_between(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect()
 }
 
 fn writes(by_verb: &BTreeMap<String, u64>) -> u64 {
@@ -753,6 +794,8 @@ struct SizeResult {
     requests: BTreeMap<String, u64>,
     controller_cpu_seconds: f64,
     controlplane_cpu_seconds: f64,
+    /// `controlplane_cpu_seconds` by part: API server, etcd, controller-manager.
+    controlplane_cpu_by_part: BTreeMap<String, f64>,
     peak_rss_mib: f64,
     settled_rss_mib: f64,
     /// jemalloc's allocated (live) and resident bytes once settled, in MiB
@@ -781,6 +824,8 @@ struct SizeResult {
     fair_requests: Option<u64>,
     fair_cpu_seconds: Option<f64>,
     fair_ratio: Option<f64>,
+    /// `fair_cpu_seconds` by part.
+    fair_cpu_by_part: Option<BTreeMap<String, f64>>,
     /// Per cached kind: objects held and their JSON-encoded bytes (`/debug/caches`).
     caches: BTreeMap<String, CacheSize>,
 }
@@ -830,6 +875,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     .await?;
     let pid = controller.child.id();
     let cp_cpu0: f64 = cp.pids().iter().map(|p| cpu_seconds(*p)).sum();
+    let cp_parts0 = cp.cpu_by_process();
     let cpu0 = cpu_seconds(pid);
     let m0 = controller.metrics().await;
 
@@ -967,6 +1013,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     let m1 = controller.metrics().await;
     let controller_cpu_seconds = cpu_seconds(pid) - cpu0;
     let controlplane_cpu_seconds = cp.pids().iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cp_cpu0;
+    let controlplane_cpu_by_part = cpu_between(&cp_parts0, &cp.cpu_by_process());
     let requests = m1.requests_by_verb(&m0);
     let peak_rss_mib = status_mib(pid, "VmHWM:");
     eprintln!(
@@ -1079,6 +1126,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         requests,
         controller_cpu_seconds,
         controlplane_cpu_seconds,
+        controlplane_cpu_by_part,
         peak_rss_mib,
         settled_rss_mib,
         heap_allocated_mib,
@@ -1120,10 +1168,13 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
                 install(&client, !args.without_mutating_policy).await?;
             }
             let cpu0: f64 = cp.pids().iter().map(|p| cpu_seconds(*p)).sum();
+            let parts0 = cp.cpu_by_process();
             let t = Instant::now();
             let n = replay(&client, &snap, parallel, limit, args.limit_writes).await?;
             let secs = t.elapsed().as_secs_f64();
             let cpu = cp.pids().iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
+            let parts = cpu_between(&parts0, &cp.cpu_by_process());
+            save_apiserver_requests(&client, &dir.join(name).join("apiserver-requests.txt")).await;
             cp.stop();
             match limit {
                 Limit::Raw => {
@@ -1137,6 +1188,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
                     result.fair_requests = Some(n);
                     result.fair_cpu_seconds = Some(cpu);
                     result.fair_ratio = Some(converge_seconds / secs);
+                    result.fair_cpu_by_part = Some(parts);
                 }
             }
         }
@@ -1256,6 +1308,23 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.restart_settle_seconds,
             r.restart_writes,
         ));
+    }
+    out.push_str("\nThe control plane's CPU by part (Tenantry's run until its last write; the fair limit's replay): the API server is the machine's limit.\n\n| scale | run | API server | etcd | controller-manager |\n|---|---|---|---|---|\n");
+    for r in results {
+        let row = |run: &str, parts: &BTreeMap<String, f64>| {
+            let p = |k: &str| parts.get(k).copied().unwrap_or(0.0);
+            format!(
+                "| {}x | {run} | {:.1} s | {:.1} s | {:.1} s |\n",
+                r.scale,
+                p("API server"),
+                p("etcd"),
+                p("controller-manager")
+            )
+        };
+        out.push_str(&row("Tenantry", &r.controlplane_cpu_by_part));
+        if let Some(fair) = &r.fair_cpu_by_part {
+            out.push_str(&row("fair limit", fair));
+        }
     }
     out.push_str("\nThe controller's heap once settled (`tenantry_heap_bytes`: what jemalloc holds allocated for live objects, and resident):\n\n| scale | allocated | resident | RSS | restarted controller: peak RSS / CPU to settle |\n|---|---|---|---|---|\n");
     for r in results {
