@@ -341,11 +341,13 @@ async fn authenticate(
     if ok { sa } else { None }
 }
 
-/// A verification, given its thread's Argon2 working memory.
+/// A verification, given its thread's Argon2 working memory (used only by the Argon2id
+/// verifiers of earlier releases; a SHA-256 one needs none).
 type Job = Box<dyn FnOnce(&mut Vec<argon2::Block>) + Send>;
 
-/// A fixed set of threads for Argon2 verifications, each with its working memory
-/// allocated once and reused: memory stays at threads x 19 MiB however many attempts come
+/// A fixed set of threads for verifications, each with its Argon2 working memory
+/// allocated on first need (a verifier of an earlier release) and reused: memory stays at
+/// most at threads x 19 MiB however many attempts come
 /// (measured before: 184 MiB after 40 parallel wrong attempts, growing 19 MiB with each
 /// verification).
 struct VerifyPool {
