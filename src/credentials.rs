@@ -153,9 +153,9 @@ pub fn argon2_hash_with_memory(secret: &str, memory: &mut Vec<Block>) -> Result<
 }
 
 /// The controller's verifications of an interrupted issuance's secret (Argon2 when the
-/// verifier is one an earlier release wrote): one at a time, on a blocking thread rather than an async worker,
-/// in one working memory that is kept while more work waits and given back when the last
-/// is done. Measured before: each hash allocated its own 19 MiB on an async worker, so
+/// verifier is one an earlier release wrote): one at a time, on a blocking thread rather
+/// than an async worker, in one working memory that is kept while more work waits and
+/// given back when the last is done. Measured before: each hash allocated its own 19 MiB on an async worker, so
 /// the Membership reconciles in flight held up to 8 x 19 MiB at once (38 of the 53 MiB
 /// peak heap at the benchmark's 1x).
 #[derive(Default, Clone)]
