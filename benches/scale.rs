@@ -142,7 +142,7 @@ impl ControlPlane {
     /// CPU seconds used so far by each part of the control plane: the supervisor (etcd runs
     /// inside it), the API server and the controller-manager (children named by their
     /// first argument).
-    fn cpu_by_process(&self) -> BTreeMap<String, f64> {
+    fn cpu_by_part(&self) -> BTreeMap<String, f64> {
         self.pids()
             .into_iter()
             .map(|pid| {
@@ -316,9 +316,8 @@ impl Metrics {
 }
 
 /// Keeps the API server's own request counts (`apiserver_request_total`: every client,
-/// by verb, resource and code) in `file`, for a reader of the run.
-/// Keeps the API server's request counts in `file`, and all its metrics beside it
-/// (`apiserver-metrics.txt`: storage, watch cache and admission, for a reader of the run).
+/// by verb, resource and code) in `file`, and all its metrics beside it
+/// (`apiserver-metrics.txt`: storage, watch cache and admission), for a reader of the run.
 async fn save_apiserver_requests(client: &Client, file: &Path) {
     let req = http::Request::get("/metrics").body(Vec::new());
     let Ok(req) = req else { return };
@@ -332,7 +331,7 @@ async fn save_apiserver_requests(client: &Client, file: &Path) {
     }
 }
 
-/// Each part's CPU seconds from `before` to `after` ([`ControlPlane::cpu_by_process`]).
+/// Each part's CPU seconds from `before` to `after` ([`ControlPlane::cpu_by_part`]).
 fn cpu_between(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
@@ -874,8 +873,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     )
     .await?;
     let pid = controller.child.id();
-    let cp_cpu0: f64 = cp.pids().iter().map(|p| cpu_seconds(*p)).sum();
-    let cp_parts0 = cp.cpu_by_process();
+    let cp_parts0 = cp.cpu_by_part();
     let cpu0 = cpu_seconds(pid);
     let m0 = controller.metrics().await;
 
@@ -1012,8 +1010,8 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     save_apiserver_requests(&client, &dir.join("apiserver-requests.txt")).await;
     let m1 = controller.metrics().await;
     let controller_cpu_seconds = cpu_seconds(pid) - cpu0;
-    let controlplane_cpu_seconds = cp.pids().iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cp_cpu0;
-    let controlplane_cpu_by_part = cpu_between(&cp_parts0, &cp.cpu_by_process());
+    let controlplane_cpu_by_part = cpu_between(&cp_parts0, &cp.cpu_by_part());
+    let controlplane_cpu_seconds = controlplane_cpu_by_part.values().sum::<f64>();
     let requests = m1.requests_by_verb(&m0);
     let peak_rss_mib = status_mib(pid, "VmHWM:");
     eprintln!(
@@ -1167,13 +1165,12 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             if limit == Limit::Fair {
                 install(&client, !args.without_mutating_policy).await?;
             }
-            let cpu0: f64 = cp.pids().iter().map(|p| cpu_seconds(*p)).sum();
-            let parts0 = cp.cpu_by_process();
+            let parts0 = cp.cpu_by_part();
             let t = Instant::now();
             let n = replay(&client, &snap, parallel, limit, args.limit_writes).await?;
             let secs = t.elapsed().as_secs_f64();
-            let cpu = cp.pids().iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
-            let parts = cpu_between(&parts0, &cp.cpu_by_process());
+            let parts = cpu_between(&parts0, &cp.cpu_by_part());
+            let cpu = parts.values().sum::<f64>();
             save_apiserver_requests(&client, &dir.join(name).join("apiserver-requests.txt")).await;
             cp.stop();
             match limit {
