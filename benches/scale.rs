@@ -177,9 +177,15 @@ impl ControlPlane {
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
+        self.client_with(true).await
+    }
+
+    /// A client; `retry`: kube's default retry of 429, 503 and 504 answers.
+    async fn client_with(&self, retry: bool) -> anyhow::Result<Client> {
         let kc = Kubeconfig::read_from(&self.kubeconfig)?;
         let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
         config.read_timeout = Some(Duration::from_secs(300));
+        config.default_retry = retry;
         Ok(Client::try_from(config)?)
     }
 
@@ -485,7 +491,12 @@ fn watch_ready(
 
 // ---------- applying ----------
 
-async fn install(client: &Client, mutating_policy: bool) -> anyhow::Result<()> {
+/// Installs Tenantry's CRDs, roles and admission policies, and returns once the API server
+/// admits Organizations: with `tenantry-finalizers`, it refuses them (503) for up to about
+/// 10 s after the CRDs ([`tenantry::policy::await_admission`]), and the apply's clock
+/// must not count that (kube's client retried those 503s with a backoff: 117 of them in
+/// a 1x run, seconds before the first Organization was created).
+async fn install(cp: &ControlPlane, client: &Client, mutating_policy: bool) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let pp = PatchParams::apply("tenantry-bench").force();
     for crd in tenantry::api::crds() {
@@ -519,6 +530,16 @@ async fn install(client: &Client, mutating_policy: bool) -> anyhow::Result<()> {
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await?;
+    if mutating_policy {
+        let probe = cp.client_with(false).await?;
+        let took = tenantry::policy::await_admission(&probe, Duration::from_secs(120))
+            .await
+            .context("the API server did not admit an Organization")?;
+        eprintln!(
+            "bench: Organizations admitted {:.1} s after the install",
+            took.as_secs_f64()
+        );
+    }
     Ok(())
 }
 
@@ -864,7 +885,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
 
     let cp = ControlPlane::start(&dir.join("controlplane"), &args.apiserver_arg)?;
     let client = cp.client().await?;
-    install(&client, !args.without_mutating_policy).await?;
+    install(&cp, &client, !args.without_mutating_policy).await?;
     let controller = Controller::start(
         &cp.kubeconfig,
         args.concurrency,
@@ -1163,7 +1184,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             let cp = ControlPlane::start(&dir.join(name), &args.apiserver_arg)?;
             let client = cp.client().await?;
             if limit == Limit::Fair {
-                install(&client, !args.without_mutating_policy).await?;
+                install(&cp, &client, !args.without_mutating_policy).await?;
             }
             let parts0 = cp.cpu_by_part();
             let t = Instant::now();

@@ -410,6 +410,58 @@ pub fn mutating_policies() -> Vec<MutatingAdmissionPolicy> {
     )]
 }
 
+/// Waits, up to `within`, until the API server admits an Organization (a dry-run
+/// create: nothing is stored); returns how long that took.
+///
+/// With `tenantry-finalizers` installed, the API server refuses to create Organizations
+/// and Workspaces (503, "Resource kind ... not found") until its mutating admission has
+/// the CRDs' schema: it polls `/openapi/v3` every 5 s, so for up to about 10 s after the
+/// CRDs are established (Kubernetes 1.37, `TypeConverterManager`). Whoever installs and
+/// then creates at once (the demo, the benchmark) waits for this first. The policy's
+/// `failurePolicy: Ignore` does not cover it: the API server returns that error as is.
+/// Use a client without kube's default retry (it would retry the 503 itself, with a
+/// backoff that overshoots the window). A 404 (the CRD not served yet) is waited out
+/// too; a caller RBAC does not let create Organizations cannot tell (an error); any
+/// other answer means admission got past the mutating policy (a refusal by a
+/// validating policy, which runs after it, included).
+pub async fn await_admission(
+    client: &kube::Client,
+    within: std::time::Duration,
+) -> Result<std::time::Duration, kube::Error> {
+    use crate::api::{Organization, OrganizationSpec, Subject};
+    let probe = Organization::new(
+        "tenantry-admission-probe",
+        OrganizationSpec {
+            display_name: "admission probe".into(),
+            owners: vec![Subject::user("probe@tenantry.invalid")],
+            ..Default::default()
+        },
+    );
+    let api = kube::Api::<Organization>::all(client.clone());
+    let dry = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        match api.create(&dry, &probe).await {
+            Err(kube::Error::Api(s)) if matches!(s.code, 404 | 503) => {
+                if start.elapsed() >= within {
+                    return Err(kube::Error::Api(s));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(kube::Error::Api(s))
+                if s.code == 401 || (s.code == 403 && s.message.contains("cannot create")) =>
+            {
+                return Err(kube::Error::Api(s));
+            }
+            Ok(_) | Err(kube::Error::Api(_)) => return Ok(start.elapsed()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// One binding per mutating policy.
 pub fn mutating_bindings() -> Vec<MutatingAdmissionPolicyBinding> {
     mutating_policies()

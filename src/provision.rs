@@ -68,9 +68,9 @@ fn asked<K: Projected>(desired: &K) -> Result<crate::slim::Desired> {
 }
 
 /// The one write path of every object Tenantry makes: nothing when the cache shows it up
-/// to date; when the cache does not have it, one POST with the whole object (or, with
-/// [`FirstWrite::Apply`], a server-side apply that creates); otherwise (it drifted) a
-/// server-side apply, after [`own_created_fields`] for what was created by POST.
+/// to date; when the cache does not have it, one POST with the whole object; otherwise
+/// (it drifted, or the build changed) a server-side apply, after [`own_created_fields`]
+/// (or, with [`FirstWrite::Replace`], one PUT of the whole object).
 ///
 /// A POST records its fields under an `Update` entry of Tenantry's field manager, and an
 /// apply removes a field it no longer sets only when no other entry owns it. So before
@@ -102,35 +102,61 @@ async fn apply_with<K: Projected>(
         // Kind and name only: a Secret's values never reach a log.
         tracing::debug!(kind = %K::kind(&()), name = %name, "live object differs from desired: applying");
     }
-    if live.is_none() {
-        // Exists although the cache does not show it yet (or someone else made it):
-        // apply over it, as before.
-        if first == FirstWrite::Post && create(&api, desired).await? {
-            return Ok(true);
-        }
-    } else if first == FirstWrite::Post {
-        own_created_fields(&api, &name).await?;
+    // Not in the cache: one POST. A 409 says it exists although the cache does not show
+    // it yet (or someone else made it): it is written over, as a change is.
+    if live.is_none() && create(&api, desired).await? {
+        return Ok(true);
     }
-    force_apply(&api, &name, desired).await?;
+    match first {
+        FirstWrite::Replace => replace(&api, &name, desired).await?,
+        FirstWrite::Post => {
+            if live.is_some() {
+                own_created_fields(&api, &name).await?;
+            }
+            force_apply(&api, &name, desired).await?;
+        }
+    }
     Ok(true)
 }
 
-/// How the applier writes an object the cache does not have.
+/// One unconditional PUT of the whole `desired` object (already [`stamped`]) with
+/// Tenantry's field manager, counted as a write; gone meanwhile: created.
+async fn replace<K: Object>(api: &Api<K>, name: &str, desired: &K) -> Result<()> {
+    crate::metrics::write("replace", K::kind(&()).as_ref());
+    let pp = PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api.replace(name, &pp, desired).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => create(api, desired).await.map(|_| ()),
+        Err(source) => Err(Error::Kube {
+            action: format!("replacing {} {}", K::kind(&()), object_path(desired)),
+            source,
+        }),
+    }
+}
+
+/// How the applier writes an object: it is always created by one POST; this says how a
+/// change is written.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FirstWrite {
-    /// One POST: for what seldom changes once made (most objects). Its first change then
-    /// costs a read and a takeover of the created fields ([`own_created_fields`]) before
-    /// the apply.
+    /// Each change a server-side apply, which keeps what others set: for what seldom
+    /// changes once made and what others may write to as well (namespaces, quotas,
+    /// limit ranges, network policies, ServiceAccounts). The first change costs a read
+    /// and a takeover of the created fields ([`own_created_fields`]) before the apply.
     Post,
-    /// A server-side apply that creates: for what is made before it is complete and
-    /// changes as members arrive (an organization's bindings, made when the
-    /// Organization is and completed as its Memberships are applied), so each change is
-    /// one apply. Measured at the 5x benchmark size: 3,000 ClusterRoleBindings created
-    /// by POST then cost 2,016 reads, as many takeovers and applies. No takeover: an
-    /// object of this kind that an older release created by POST keeps its created
-    /// fields under the `Update` entry; its atomic lists (subjects, rules) are still
-    /// replaced whole by the apply.
-    Apply,
+    /// One POST; each change then one unconditional PUT of the whole object (an update:
+    /// what the build dropped goes, whoever set it). For the RBAC objects that follow the
+    /// members (an organization's bindings and credentials Roles, a workspace's
+    /// bindings): only Tenantry writes them (the tracking-labels policy keeps its labels
+    /// its own; their subjects and rules are atomic lists, replaced whole by any writer),
+    /// and they change as members arrive. A PUT costs the API server less than a
+    /// server-side apply (no merge of the applied configuration), a POST less than an
+    /// apply that creates (no read first); measured in docs/benchmarks.md. An object an
+    /// earlier release wrote by apply keeps that `Apply` entry beside the `Update` one: the
+    /// PUT still sets the object whole.
+    Replace,
 }
 
 /// Server-side applies `desired` (already [`stamped`]) over object `name`, which Tenantry

@@ -320,7 +320,9 @@ pub fn operator_role() -> ClusterRole {
             &["get", "list", "watch", "create", "patch", "delete"],
         ),
         // Bindings of organization and workspace roles; per-organization ClusterRoles.
-        // (Roles: the one that lets an invited user accept.)
+        // (Roles: the one that lets an invited user accept.) `update`: a binding that
+        // follows the members is changed by one PUT (`provision::FirstWrite::Replace`),
+        // no more than `patch` allows.
         rule(
             &[API_GROUP],
             &[
@@ -329,7 +331,9 @@ pub fn operator_role() -> ClusterRole {
                 "clusterroles",
                 "clusterrolebindings",
             ],
-            &["get", "list", "watch", "create", "patch", "delete"],
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
         ),
         // Bind only the roles Tenantry hands out.
         PolicyRule {

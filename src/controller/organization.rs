@@ -353,8 +353,8 @@ async fn apply_children(
     let bindings = provision::org_labels(&org_name, Component::OrganizationBinding);
     let credentials = provision::org_labels(&org_name, Component::ClientCredentialsAccess);
     // What follows the members (bindings, the credentials Role's names) is made before
-    // they have all arrived and changes as they do: created by apply, each change is one
-    // apply (provision::FirstWrite).
+    // they have all arrived and changes as they do: created by POST, each change is one
+    // PUT (provision::FirstWrite).
     macro_rules! converge {
         ($cache:ident, $labels:expr, $built:expr) => {
             provision::converge_first(
@@ -362,7 +362,7 @@ async fn apply_children(
                 &s.$cache,
                 (ns, &$labels),
                 $built,
-                FirstWrite::Apply,
+                FirstWrite::Replace,
             )
         };
     }
@@ -382,7 +382,7 @@ async fn apply_children(
                 &ctx.client,
                 &s.cluster_role_bindings,
                 binding,
-                FirstWrite::Apply,
+                FirstWrite::Replace,
             )
         })),
     )?;

@@ -479,7 +479,17 @@ async fn provision(
     let mut refusals = quota;
     refusals.extend(limits);
     refusals.extend(isolation);
-    refusals.extend(converge!(role_bindings, &built.bindings).await?);
+    // The bindings follow the members: each change one PUT (provision::FirstWrite).
+    refusals.extend(
+        provision::converge_first(
+            &ctx.client,
+            &s.role_bindings,
+            (&name, &owner),
+            &built.bindings,
+            FirstWrite::Replace,
+        )
+        .await?,
+    );
     let outcome = if refusals.is_empty() {
         Outcome::ready(
             reason::PROVISIONED,
