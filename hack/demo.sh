@@ -12,11 +12,15 @@ echo "== control plane"
 hack/up.sh
 echo "== build tenantry"
 cargo build --locked --quiet
-echo "== install the CRDs and the ClusterRoles Tenantry binds"
+echo "== install the CRDs, the ClusterRoles Tenantry binds and the admission policies"
 $bin crd | kubectl apply --server-side -f - >/dev/null
-$bin manifests | kubectl apply --server-side -f - >/dev/null
+# With tenantry-finalizers (the bundled control plane serves MutatingAdmissionPolicy):
+# the API server refuses new Organizations for a few seconds, until its admission has
+# the new CRDs' schema; await-admission returns once one is admitted.
+$bin manifests --mutating=include | kubectl apply --server-side -f - >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/organizations.tenantry.dev crd/workspaces.tenantry.dev crd/memberships.tenantry.dev >/dev/null
+$bin await-admission --timeout-seconds 120
 
 # The operator's namespace: its leader-election Lease lives there.
 kubectl create namespace tenantry-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null

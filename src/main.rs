@@ -68,11 +68,22 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bindings: bool,
         /// The MutatingAdmissionPolicy that creates Organizations and Workspaces with
-        /// their finalizer (Kubernetes 1.36 and newer; optional, opt-in): `exclude`d,
-        /// `include`d, or `only` it. Apply it once the CRDs are served: right after
-        /// they are created, the API server refuses the kinds it matches for a while.
+        /// their finalizer (Kubernetes 1.36 and newer, where the kind is served; so not
+        /// by default here): `exclude`d, `include`d, or `only` it. For a few seconds after
+        /// the CRDs are installed the API server refuses the kinds it matches: run
+        /// `tenantry await-admission` before creating tenants.
         #[arg(long, value_enum, default_value_t = tenantry::Mutating::Exclude)]
         mutating: tenantry::Mutating,
+    },
+    /// Wait until the API server admits Organizations (a dry-run create), then exit 0;
+    /// 1 after `--timeout-seconds`. Right after the CRDs are installed it refuses them
+    /// for a few seconds: 404 until the CRDs are served, and with `tenantry-finalizers`
+    /// 503 until its admission has their schema. Run it between the install and the
+    /// first tenants (`make demo` and the chart's post-install hook do).
+    AwaitAdmission {
+        /// How long to wait at most.
+        #[arg(long, default_value_t = 120)]
+        timeout_seconds: u64,
     },
     /// Print a generated tenancy as YAML (load tests, demos): organizations with their
     /// declared namespaces, workspaces, members and machine clients, in one stream that
@@ -128,6 +139,23 @@ async fn main() -> anyhow::Result<()> {
             tenantry::synthetic::to_yaml(&tenantry::synthetic::tenancy(&prefix, size))?
         ),
         Command::Crd => print!("{}", tenantry::api::crds_yaml()?),
+        Command::AwaitAdmission { timeout_seconds } => {
+            // kube's default retry would retry the 503 itself, with a backoff that
+            // overshoots the moment it ends.
+            let mut config = kube::Config::infer().await?;
+            config.default_retry = false;
+            let client = kube::Client::try_from(config)?;
+            let within = std::time::Duration::from_secs(timeout_seconds);
+            match tenantry::policy::await_admission(&client, within).await {
+                Ok(took) => eprintln!(
+                    "tenantry: the API server admits Organizations (waited {:.1} s)",
+                    took.as_secs_f64()
+                ),
+                Err(e) => anyhow::bail!(
+                    "the API server did not admit an Organization within {timeout_seconds} s: {e}"
+                ),
+            }
+        }
         Command::Manifests {
             settings,
             bindings,

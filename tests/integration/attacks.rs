@@ -272,6 +272,38 @@ async fn an_admin_cannot_delete_or_pin_the_organization() {
     crate::core::delete_org(&client, &org).await;
 }
 
+/// `tenantry await-admission` (what `make demo` and the chart's post-install hook run
+/// between the install and the first tenants) exits 0 once the API server admits an
+/// Organization (here at once: the suite's install waited for its policies), and not 0
+/// when it cannot tell (no API server answers).
+#[tokio::test]
+async fn await_admission_exits_once_organizations_are_admitted() {
+    let run = |kubeconfig: &std::path::Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["await-admission", "--timeout-seconds", "30"])
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+    };
+    let out = run(&crate::harness::cluster().kubeconfig).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "await-admission failed: {said}");
+    assert!(said.contains("admits Organizations"), "{said}");
+
+    let nowhere = std::env::temp_dir().join(unique("nowhere.kubeconfig"));
+    std::fs::write(
+        &nowhere,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let out = run(&nowhere).await.unwrap();
+    let _ = std::fs::remove_file(&nowhere);
+    assert!(
+        !out.status.success(),
+        "no API server, yet: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Organizations and Workspaces are created with their finalizer (the admission policy
 /// `tenantry-finalizers`: no write of the reconciler's own before its first build), which
 /// opens no door: a tenant still cannot create one pinned by any other finalizer, nor a

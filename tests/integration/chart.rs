@@ -97,6 +97,19 @@ async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
             .contains("kind: MutatingAdmissionPolicy\n"),
         "the chart renders tenantry-finalizers when asked"
     );
+    let whole_text = std::fs::read_to_string(&whole).unwrap();
+    assert!(
+        whole_text.contains("name: tenantry-await-admission")
+            && whole_text.contains("helm.sh/hook: post-install,post-upgrade")
+            && whole_text.contains(r#"args: ["await-admission""#),
+        "with the policy comes the hook that waits for it to take effect"
+    );
+    assert!(
+        !std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("tenantry-await-admission"),
+        "no hook without the policy"
+    );
     let kubectl = |args: &[&str]| {
         std::process::Command::new("kubectl")
             .env("KUBECONFIG", &cluster().kubeconfig)
@@ -147,6 +160,14 @@ async fn the_rendered_chart_installs_and_its_rbac_is_least_privilege() {
     for (verb, group, resource, name) in [
         ("create", "", "namespaces", None),
         ("patch", "rbac.authorization.k8s.io", "rolebindings", None),
+        (
+            "update",
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            None,
+        ),
+        // (the hook Job: a dry-run create of an Organization)
+        ("create", "tenantry.dev", "organizations", None),
         (
             "bind",
             "rbac.authorization.k8s.io",
