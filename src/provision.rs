@@ -70,7 +70,7 @@ fn asked<K: Projected>(desired: &K) -> Result<crate::slim::Desired> {
 /// The one write path of every object Tenantry makes: nothing when the cache shows it up
 /// to date; when the cache does not have it, one POST with the whole object; otherwise
 /// (it drifted, or the build changed) a server-side apply, after [`own_created_fields`]
-/// (or, with [`FirstWrite::Replace`], one PUT of the whole object).
+/// (or, with [`ChangedBy::Replace`], one PUT of the whole object).
 ///
 /// A POST records its fields under an `Update` entry of Tenantry's field manager, and an
 /// apply removes a field it no longer sets only when no other entry owns it. So before
@@ -82,7 +82,7 @@ async fn apply_with<K: Projected>(
     api: Api<K>,
     store: &Children<K>,
     desired: &K,
-    first: FirstWrite,
+    changes: ChangedBy,
 ) -> Result<bool> {
     let name = desired
         .meta()
@@ -107,9 +107,9 @@ async fn apply_with<K: Projected>(
     if live.is_none() && create(&api, desired).await? {
         return Ok(true);
     }
-    match first {
-        FirstWrite::Replace => replace(&api, &name, desired).await?,
-        FirstWrite::Post => {
+    match changes {
+        ChangedBy::Replace => replace(&api, &name, desired).await?,
+        ChangedBy::Apply => {
             if live.is_some() {
                 own_created_fields(&api, &name).await?;
             }
@@ -137,25 +137,25 @@ async fn replace<K: Object>(api: &Api<K>, name: &str, desired: &K) -> Result<()>
     }
 }
 
-/// How the applier writes an object: it is always created by one POST; this says how a
-/// change is written.
+/// How the applier writes a change to an object it made (it always creates by one POST).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FirstWrite {
-    /// Each change a server-side apply, which keeps what others set: for what seldom
-    /// changes once made and what others may write to as well (namespaces, quotas,
-    /// limit ranges, network policies, ServiceAccounts). The first change costs a read
-    /// and a takeover of the created fields ([`own_created_fields`]) before the apply.
-    Post,
-    /// One POST; each change then one unconditional PUT of the whole object (an update:
-    /// what the build dropped goes, whoever set it). For the RBAC objects that follow the
-    /// members (an organization's bindings and credentials Roles, a workspace's
-    /// bindings): only Tenantry writes them (the tracking-labels policy keeps its labels
-    /// its own; their subjects and rules are atomic lists, replaced whole by any writer),
-    /// and they change as members arrive. A PUT costs the API server less than a
-    /// server-side apply (no merge of the applied configuration), a POST less than an
-    /// apply that creates (no read first); measured in docs/benchmarks.md. An object an
-    /// earlier release wrote by apply keeps that `Apply` entry beside the `Update` one: the
-    /// PUT still sets the object whole.
+pub enum ChangedBy {
+    /// A server-side apply, which keeps what others set: for what seldom changes once
+    /// made and what others may write to as well (namespaces, quotas, limit ranges,
+    /// network policies, ServiceAccounts). The first change costs a read and a takeover
+    /// of the created fields ([`own_created_fields`]) before the apply.
+    Apply,
+    /// One unconditional PUT of the whole object (an update: what the build dropped
+    /// goes, whoever set it). For the RBAC objects that follow the members (an
+    /// organization's bindings and credentials Roles, a workspace's bindings): only
+    /// Tenantry writes them (the tracking-labels policy keeps its labels its own; their
+    /// subjects and rules are atomic lists, replaced whole by any writer), and they
+    /// change as members arrive: one request per change, no read or takeover. Until
+    /// `f3c34fb` an organization's bindings were created by apply; at 1x the change
+    /// took 2,603 applies and 178 takeovers off the API server, which then spent the same
+    /// CPU within the noise (docs/benchmarks.md). An object an earlier release wrote by
+    /// apply keeps that `Apply` entry beside the `Update` one: the PUT still sets the
+    /// object whole.
     Replace,
 }
 
@@ -270,12 +270,12 @@ pub async fn merge_patch<K: Object>(
 }
 
 /// Server-side applies a namespaced object unless the cache shows it up to date, writing
-/// one the cache does not have as `first` says. Returns whether it wrote.
+/// a change as `changes` says. Returns whether it wrote.
 pub async fn apply<K>(
     client: &Client,
     store: &Children<K>,
     desired: &K,
-    first: FirstWrite,
+    changes: ChangedBy,
 ) -> Result<bool>
 where
     K: Projected + Resource<Scope = NamespaceResourceScope>,
@@ -285,7 +285,13 @@ where
         .namespace
         .clone()
         .ok_or_else(|| Error::MissingKey(desired.name_any()))?;
-    apply_with(Api::namespaced(client.clone(), &ns), store, desired, first).await
+    apply_with(
+        Api::namespaced(client.clone(), &ns),
+        store,
+        desired,
+        changes,
+    )
+    .await
 }
 
 /// [`apply`] for a cluster-scoped object.
@@ -293,12 +299,12 @@ pub async fn apply_cluster<K>(
     client: &Client,
     store: &Children<K>,
     desired: &K,
-    first: FirstWrite,
+    changes: ChangedBy,
 ) -> Result<bool>
 where
     K: Projected + Resource<Scope = ClusterResourceScope>,
 {
-    apply_with(Api::all(client.clone()), store, desired, first).await
+    apply_with(Api::all(client.clone()), store, desired, changes).await
 }
 
 async fn delete_with<K: Object>(api: Api<K>, what: String, name: &str) -> Result<bool> {
@@ -331,16 +337,16 @@ pub async fn converge<K>(
 where
     K: Projected + Resource<Scope = NamespaceResourceScope>,
 {
-    converge_first(client, store, (ns, owner), desired, FirstWrite::Post).await
+    converge_by(client, store, (ns, owner), desired, ChangedBy::Apply).await
 }
 
-/// [`converge`], writing an object the cache does not have as `first` says.
-pub async fn converge_first<K>(
+/// [`converge`], writing a change as `changes` says.
+pub async fn converge_by<K>(
     client: &Client,
     store: &Children<K>,
     (ns, owner): (&str, &BTreeMap<String, String>),
     desired: &[K],
-    first: FirstWrite,
+    changes: ChangedBy,
 ) -> Result<Vec<String>>
 where
     K: Projected + Resource<Scope = NamespaceResourceScope>,
@@ -349,7 +355,7 @@ where
     let applied = futures::future::join_all(
         desired
             .iter()
-            .map(|object| apply(client, store, object, first)),
+            .map(|object| apply(client, store, object, changes)),
     )
     .await;
     for result in applied {

@@ -321,7 +321,7 @@ pub fn operator_role() -> ClusterRole {
         ),
         // Bindings of organization and workspace roles; per-organization ClusterRoles.
         // (Roles: the one that lets an invited user accept.) `update`: a binding that
-        // follows the members is changed by one PUT (`provision::FirstWrite::Replace`),
+        // follows the members is changed by one PUT (`provision::ChangedBy::Replace`),
         // no more than `patch` allows.
         rule(
             &[API_GROUP],

@@ -32,7 +32,7 @@ use crate::build::client;
 use crate::error::{Context as _, Error, Result};
 use crate::grants::{self, MemberState};
 use crate::labels::Component;
-use crate::provision::{self, FirstWrite};
+use crate::provision::{self, ChangedBy};
 use crate::status::{self, Outcome};
 use crate::{credentials, labels, names};
 
@@ -793,7 +793,7 @@ async fn ensure_client(
         &ctx.client,
         &ctx.stores.service_accounts,
         &sa,
-        FirstWrite::Post,
+        ChangedBy::Apply,
     )
     .await?;
     // Issued before, and the Secret is gone (confirmed on the live object when the cache

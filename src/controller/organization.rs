@@ -30,7 +30,7 @@ use crate::build::organization as build;
 use crate::error::{Context as _, Error, Result};
 use crate::grants;
 use crate::labels::Component;
-use crate::provision::{self, FirstWrite, NamespaceClaim};
+use crate::provision::{self, ChangedBy, NamespaceClaim};
 use crate::status::{self, Outcome};
 use crate::{labels, names, rbac};
 
@@ -322,7 +322,7 @@ async fn provision_org(
                             &ctx.client,
                             &s.namespaces,
                             &built.namespace,
-                            FirstWrite::Post,
+                            ChangedBy::Apply,
                         )
                         .await?;
                         if matches!(claim, NamespaceClaim::Declared) {
@@ -354,15 +354,15 @@ async fn apply_children(
     let credentials = provision::org_labels(&org_name, Component::ClientCredentialsAccess);
     // What follows the members (bindings, the credentials Role's names) is made before
     // they have all arrived and changes as they do: created by POST, each change is one
-    // PUT (provision::FirstWrite).
+    // PUT (provision::ChangedBy).
     macro_rules! converge {
         ($cache:ident, $labels:expr, $built:expr) => {
-            provision::converge_first(
+            provision::converge_by(
                 &ctx.client,
                 &s.$cache,
                 (ns, &$labels),
                 $built,
-                FirstWrite::Replace,
+                ChangedBy::Replace,
             )
         };
     }
@@ -371,7 +371,7 @@ async fn apply_children(
     let (roles, _) = futures::try_join!(
         converge!(roles, credentials, &built.credentials_roles),
         futures::future::try_join_all(built.cluster_roles.iter().map(|role| {
-            provision::apply_cluster(&ctx.client, &s.cluster_roles, role, FirstWrite::Post)
+            provision::apply_cluster(&ctx.client, &s.cluster_roles, role, ChangedBy::Apply)
         })),
     )?;
     let (org_bindings, credentials_bindings, _) = futures::try_join!(
@@ -382,7 +382,7 @@ async fn apply_children(
                 &ctx.client,
                 &s.cluster_role_bindings,
                 binding,
-                FirstWrite::Replace,
+                ChangedBy::Replace,
             )
         })),
     )?;

@@ -22,7 +22,7 @@ use tracing::{info, instrument};
 use super::{Change, Context, Feeds, feed, log_result, requeue_on_error, workspaces_of};
 use crate::api::{DeletionPolicy, Membership, Organization, Workspace, WorkspaceStatus, reason};
 use crate::error::{Context as _, Error, Result};
-use crate::provision::{self, FirstWrite, NamespaceClaim};
+use crate::provision::{self, ChangedBy, NamespaceClaim};
 use crate::slim::Slim;
 use crate::status::{self, Outcome};
 use crate::{labels, names};
@@ -440,7 +440,7 @@ async fn provision(
                 &ctx.client,
                 &s.namespaces,
                 &built.namespace,
-                FirstWrite::Post,
+                ChangedBy::Apply,
             )
             .await?;
         }
@@ -479,14 +479,14 @@ async fn provision(
     let mut refusals = quota;
     refusals.extend(limits);
     refusals.extend(isolation);
-    // The bindings follow the members: each change one PUT (provision::FirstWrite).
+    // The bindings follow the members: each change one PUT (provision::ChangedBy).
     refusals.extend(
-        provision::converge_first(
+        provision::converge_by(
             &ctx.client,
             &s.role_bindings,
             (&name, &owner),
             &built.bindings,
-            FirstWrite::Replace,
+            ChangedBy::Replace,
         )
         .await?,
     );
