@@ -119,14 +119,19 @@ async fn apply_with<K: Projected>(
     Ok(true)
 }
 
+/// A POST's or PUT's parameters: Tenantry's field manager.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
 /// One unconditional PUT of the whole `desired` object (already [`stamped`]) with
 /// Tenantry's field manager, counted as a write; gone meanwhile: created.
 async fn replace<K: Object>(api: &Api<K>, name: &str, desired: &K) -> Result<()> {
     crate::metrics::write("replace", K::kind(&()).as_ref());
-    let pp = PostParams {
-        field_manager: Some(labels::FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
+    let pp = post_params();
     match api.replace(name, &pp, desired).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => create(api, desired).await.map(|_| ()),
@@ -194,10 +199,7 @@ where
 /// (the default and personal workspaces, a personal organization).
 pub async fn create<K: Object>(api: &Api<K>, obj: &K) -> Result<bool> {
     crate::metrics::write("create", K::kind(&()).as_ref());
-    let pp = PostParams {
-        field_manager: Some(labels::FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
+    let pp = post_params();
     match api.create(&pp, obj).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
