@@ -1,9 +1,7 @@
 //! Prometheus metrics: reconciles by kind and result, their duration, errors by reason,
 //! objects managed, and the API writes Tenantry makes.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::AtomicU64;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+mod organizations;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -43,18 +43,6 @@ pub struct ViewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OrganizationLabels {
-    pub organization: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResourceLabels {
-    pub organization: String,
-    /// A quota resource (`requests.cpu`, `pods`, ...).
-    pub resource: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub verb: String,
     pub resource: String,
@@ -72,17 +60,8 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub views: Family<ViewLabels, Counter>,
-    pub expiring: Family<OrganizationLabels, Gauge>,
-    pub expired: Family<OrganizationLabels, Gauge>,
-    pub org_workspaces: Family<OrganizationLabels, Gauge>,
-    pub org_members: Family<OrganizationLabels, Gauge>,
-    pub org_clients: Family<OrganizationLabels, Gauge>,
-    pub quota_allocated: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
-    pub quota_used: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
-    pub pool_hard: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
-    pub pool_not_granted: Family<OrganizationLabels, Gauge>,
-    /// The resources each organization has series of (to drop those it no longer has).
-    resources: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// The per-organization series, one record per organization.
+    pub organizations: std::sync::Arc<organizations::Organizations>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -142,73 +121,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Organization views the reconcilers asked for, reused or built again",
         views.clone(),
     );
-    let expiring = Family::<OrganizationLabels, Gauge>::default();
-    registry.register(
-        "memberships_expiring_soon",
-        "Memberships of an organization that expire within 7 days (spec.expiresAt or membership.expireAfterDays)",
-        expiring.clone(),
-    );
-    let expired = Family::<OrganizationLabels, Gauge>::default();
-    registry.register(
-        "memberships_expired",
-        "Memberships of an organization that have expired and grant nothing until renewed",
-        expired.clone(),
-    );
-    let org_workspaces = Family::<OrganizationLabels, Gauge>::default();
-    registry.register(
-        "organization_workspaces",
-        "Workspaces an organization has provisioned (status.usage.workspaces)",
-        org_workspaces.clone(),
-    );
-    let org_members = Family::<OrganizationLabels, Gauge>::default();
-    registry.register(
-        "organization_members",
-        "Owners and members an organization grants access now, clients apart (status.usage.members)",
-        org_members.clone(),
-    );
-    let org_clients = Family::<OrganizationLabels, Gauge>::default();
-    registry.register(
-        "organization_clients",
-        "Machine clients an organization grants access now (status.usage.clients)",
-        org_clients.clone(),
-    );
-    let quota_allocated = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
-    registry.register(
-        "organization_quota_allocated",
-        "The sum of an organization's workspace ResourceQuotas, per resource, in the resource's unit (cores, bytes, objects)",
-        quota_allocated.clone(),
-    );
-    let quota_used = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
-    registry.register(
-        "organization_quota_used",
-        "What an organization's workspaces use of their ResourceQuotas, per resource, in the resource's unit",
-        quota_used.clone(),
-    );
-    let pool_hard = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
-    registry.register(
-        "organization_quota_pool",
-        "An organization's pooled quota (spec.quota), per resource, in the resource's unit",
-        pool_hard.clone(),
-    );
-    let pool_not_granted = Family::<OrganizationLabels, Gauge>::default();
-    registry.register(
-        "organization_quota_pool_not_granted",
-        "Workspaces of an organization whose quota did not fit in its pooled quota",
-        pool_not_granted.clone(),
-    );
+    let organizations = std::sync::Arc::new(organizations::Organizations::default());
+    registry.register_collector(Box::new(organizations.clone()));
     Metrics {
         registry,
-        org_workspaces,
-        org_members,
-        org_clients,
-        quota_allocated,
-        quota_used,
-        pool_hard,
-        pool_not_granted,
-        resources: Default::default(),
+        organizations,
         views,
-        expiring,
-        expired,
         requests,
         reconciles,
         duration,
@@ -254,110 +172,25 @@ pub fn view(reused: bool) {
 /// How soon "expiring soon" is.
 pub const EXPIRING_SOON: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Publishes organization `org`'s Memberships expiring soon and expired, from its view.
-pub fn memberships_expiry(
+/// Publishes organization `org`'s figures: its Memberships expiring soon and expired (from
+/// its view), what it uses and its pooled quota (its status).
+pub fn organization(
     org: &str,
     view: &crate::view::OrgView,
     now: k8s_openapi::jiff::Timestamp,
-) {
-    let labels = OrganizationLabels {
-        organization: org.to_string(),
-    };
-    let (soon, expired) =
-        crate::grants::expiry_counts(&view.org, &view.membership_refs(), now, EXPIRING_SOON);
-    METRICS.expiring.get_or_create(&labels).set(soon as i64);
-    METRICS.expired.get_or_create(&labels).set(expired as i64);
-}
-
-/// Publishes what organization `org` uses and its pooled quota (its status).
-pub fn organization_usage(
-    org: &str,
-    usage: Option<&crate::api::Usage>,
+    usage: &crate::api::Usage,
     quota: Option<&crate::api::QuotaStatus>,
 ) {
-    let m = &*METRICS;
-    let labels = OrganizationLabels {
-        organization: org.to_string(),
-    };
-    let Some(usage) = usage else { return };
-    m.org_workspaces
-        .get_or_create(&labels)
-        .set(i64::from(usage.workspaces));
-    m.org_members
-        .get_or_create(&labels)
-        .set(i64::from(usage.members));
-    m.org_clients
-        .get_or_create(&labels)
-        .set(i64::from(usage.clients));
-    let units = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
-        crate::quantity::nanos(&q.0).map_or(0.0, |n| n as f64 / 1e9)
-    };
-    let series = |resource: &str| ResourceLabels {
-        organization: org.to_string(),
-        resource: resource.to_string(),
-    };
-    let mut now = BTreeSet::new();
-    for (family, list) in [
-        (&m.quota_allocated, Some(&usage.allocated)),
-        (&m.quota_used, Some(&usage.used)),
-        (&m.pool_hard, quota.map(|q| &q.hard)),
-    ] {
-        for (resource, q) in list.into_iter().flatten() {
-            family.get_or_create(&series(resource)).set(units(q));
-            now.insert(resource.clone());
-        }
-    }
-    m.pool_not_granted
-        .get_or_create(&labels)
-        .set(quota.map_or(0, |q| q.not_granted.len() as i64));
-    let mut known = m.resources.lock().unwrap_or_else(|e| e.into_inner());
-    let before = known
-        .insert(org.to_string(), now.clone())
-        .unwrap_or_default();
-    for gone in before.difference(&now) {
-        forget_resource(&series(gone));
-    }
-    if quota.is_none() {
-        for resource in &now {
-            m.pool_hard.remove(&series(resource));
-        }
-    }
-}
-
-fn forget_resource(labels: &ResourceLabels) {
-    METRICS.quota_allocated.remove(labels);
-    METRICS.quota_used.remove(labels);
-    METRICS.pool_hard.remove(labels);
+    let expiry =
+        crate::grants::expiry_counts(&view.org, &view.membership_refs(), now, EXPIRING_SOON);
+    METRICS
+        .organizations
+        .set(org, organizations::Figures::new(expiry, usage, quota));
 }
 
 /// Drops the series of a deleted organization.
 pub fn forget_organization(org: &str) {
-    let m = &*METRICS;
-    let labels = OrganizationLabels {
-        organization: org.to_string(),
-    };
-    for family in [
-        &m.expiring,
-        &m.expired,
-        &m.org_workspaces,
-        &m.org_members,
-        &m.org_clients,
-        &m.pool_not_granted,
-    ] {
-        family.remove(&labels);
-    }
-    let known = m
-        .resources
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(org)
-        .unwrap_or_default();
-    for resource in known {
-        forget_resource(&ResourceLabels {
-            organization: org.to_string(),
-            resource,
-        });
-    }
+    METRICS.organizations.forget(org);
 }
 
 /// Counts one write.
@@ -462,7 +295,7 @@ pub fn encode() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::classify;
+    use super::{classify, organizations};
     use http::Method;
 
     #[test]
@@ -527,6 +360,8 @@ mod tests {
             .split("registry.register(")
             .skip(1)
             .filter_map(|rest| rest.split('"').nth(1))
+            .chain(organizations::ORGANIZATION_SERIES.map(|(name, ..)| name))
+            .chain(organizations::RESOURCE_SERIES.map(|(name, ..)| name))
             .map(|name| format!("tenantry_{name}"))
             .collect();
         assert!(exported.len() > 10, "{exported:?}");

@@ -253,8 +253,9 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
     };
     // Back when a Membership expires: its organization role bindings end then.
     let now = k8s_openapi::jiff::Timestamp::now();
-    crate::metrics::memberships_expiry(&name, &view, now);
-    crate::metrics::organization_usage(&name, new.usage.as_ref(), new.quota.as_ref());
+    if let Some(usage) = &new.usage {
+        crate::metrics::organization(&name, &view, now, usage, new.quota.as_ref());
+    }
     let at_expiry = view.until_next_expiry(now);
     let held = if same_status(&old, &new) {
         None
