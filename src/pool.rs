@@ -54,7 +54,7 @@ impl Plan {
 /// The plan for `pool` and the workspaces that may be provisioned, oldest first, each with
 /// its quota as built (the Workspace's, else the defaults, under the platform's ceiling).
 pub fn plan<'a>(
-    pool: &Resources,
+    pool: &crate::api::ResourceList,
     workspaces: impl IntoIterator<Item = (String, Option<&'a Resources>)>,
 ) -> Plan {
     // What is left of each pooled resource; a pool value that cannot be read grants none.
@@ -106,7 +106,7 @@ pub fn plan<'a>(
         })
         .collect();
     Plan {
-        hard: pool.clone(),
+        hard: pool.to_map(),
         shares,
         allocated,
     }
@@ -117,7 +117,7 @@ pub fn plan<'a>(
 /// pool: its own, unchanged.
 pub fn enforce(
     quota: Option<Resources>,
-    pool: &Resources,
+    pool: &crate::api::ResourceList,
     share: Option<&Share>,
 ) -> Option<Resources> {
     if pool.is_empty() {
@@ -159,7 +159,7 @@ mod tests {
         let huge = list(&[("requests.cpu", "2"), ("requests.memory", "1Gi")]);
         let small = list(&[("requests.cpu", "500m"), ("requests.memory", "1Gi")]);
         let plan = plan(
-            &pool,
+            &pool.clone().into(),
             [
                 ("a".to_string(), Some(&big)),
                 ("b".to_string(), Some(&huge)),
@@ -187,7 +187,11 @@ mod tests {
         let pool = list(&[("requests.cpu", "4"), ("limits.memory", "8Gi")]);
         let own = list(&[("requests.cpu", "2"), ("pods", "10")]);
         assert_eq!(
-            enforce(Some(own.clone()), &pool, Some(&Share::Granted)),
+            enforce(
+                Some(own.clone()),
+                &pool.clone().into(),
+                Some(&Share::Granted)
+            ),
             Some(list(&[
                 ("requests.cpu", "2"),
                 ("limits.memory", "0"),
@@ -196,7 +200,11 @@ mod tests {
             "granted: its own, what it does not name at 0 (never unlimited)"
         );
         assert_eq!(
-            enforce(Some(own.clone()), &pool, Some(&Share::NotGranted(vec![]))),
+            enforce(
+                Some(own.clone()),
+                &pool.clone().into(),
+                Some(&Share::NotGranted(vec![]))
+            ),
             Some(list(&[
                 ("requests.cpu", "0"),
                 ("limits.memory", "0"),
@@ -205,15 +213,22 @@ mod tests {
             "not granted: 0 of the pool, the rest kept"
         );
         assert_eq!(
-            enforce(None, &pool, None),
+            enforce(None, &pool.clone().into(), None),
             Some(list(&[("requests.cpu", "0"), ("limits.memory", "0")])),
             "not in the plan (not provisionable): nothing of the pool"
         );
         assert_eq!(
-            enforce(Some(own.clone()), &Resources::new(), None),
+            enforce(
+                Some(own.clone()),
+                &crate::api::ResourceList::default(),
+                None
+            ),
             Some(own)
         );
-        assert_eq!(enforce(None, &Resources::new(), None), None);
+        assert_eq!(
+            enforce(None, &crate::api::ResourceList::default(), None),
+            None
+        );
     }
 
     #[test]
@@ -222,7 +237,7 @@ mod tests {
         let odd = list(&[("requests.cpu", "x"), ("pods", "-1")]);
         let fine = list(&[("requests.cpu", "0"), ("pods", "10")]);
         let plan = plan(
-            &pool,
+            &pool.clone().into(),
             [
                 ("odd".to_string(), Some(&odd)),
                 ("fine".to_string(), Some(&fine)),

@@ -89,11 +89,11 @@ pub fn nanos(q: &str) -> Option<i128> {
 /// `asked` leaves out gets the ceiling's value (absent would mean unlimited). Returns the
 /// quota to enforce and the resources that were above the ceiling, as
 /// `name asked > ceiling`.
-pub fn cap(
-    asked: Option<&BTreeMap<String, Quantity>>,
-    ceiling: &BTreeMap<String, Quantity>,
+pub fn cap<'a>(
+    asked: Option<BTreeMap<String, Quantity>>,
+    ceiling: impl IntoIterator<Item = (&'a String, &'a Quantity)>,
 ) -> (BTreeMap<String, Quantity>, Vec<String>) {
-    let mut quota = asked.cloned().unwrap_or_default();
+    let mut quota = asked.unwrap_or_default();
     let mut above = Vec::new();
     for (resource, max) in ceiling {
         let Some(limit) = nanos(&max.0) else { continue };
@@ -225,7 +225,7 @@ mod tests {
         };
         let ceiling = list(&[("requests.cpu", "8"), ("requests.memory", "16Gi")]);
         let (quota, above) = cap(
-            Some(&list(&[("requests.cpu", "100"), ("pods", "10000")])),
+            Some(list(&[("requests.cpu", "100"), ("pods", "10000")])),
             &ceiling,
         );
         assert_eq!(
@@ -238,7 +238,7 @@ mod tests {
             "capped, filled in, the rest kept"
         );
         assert_eq!(above, vec!["requests.cpu 100 > 8".to_string()]);
-        let (quota, above) = cap(Some(&list(&[("requests.cpu", "7500m")])), &ceiling);
+        let (quota, above) = cap(Some(list(&[("requests.cpu", "7500m")])), &ceiling);
         assert_eq!(quota["requests.cpu"].0, "7500m");
         assert!(above.is_empty());
         let (quota, above) = cap(None, &ceiling);
@@ -247,7 +247,7 @@ mod tests {
             "no quota asked: the ceiling, never unlimited"
         );
         assert!(above.is_empty());
-        let (_, above) = cap(Some(&list(&[("requests.cpu", "not a quantity")])), &ceiling);
+        let (_, above) = cap(Some(list(&[("requests.cpu", "not a quantity")])), &ceiling);
         assert_eq!(above.len(), 1, "what cannot be compared is not allowed");
     }
 

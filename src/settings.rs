@@ -38,7 +38,7 @@ pub struct Settings {
     /// ResourceQuota hard limits of workspaces that set none (and whose organization sets
     /// none), as `name=quantity` pairs: `pods=50,requests.cpu=4,requests.memory=8Gi`.
     #[arg(long, env = "TENANTRY_DEFAULT_QUOTA", value_parser = parse_quota)]
-    pub default_quota: Option<BTreeMap<String, Quantity>>,
+    pub default_quota: Option<crate::api::ResourceList>,
 
     /// Network isolation of workspaces that set none.
     #[arg(long, env = "TENANTRY_DEFAULT_NETWORK_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -136,7 +136,7 @@ impl Settings {
     }
 }
 
-fn parse_quota(s: &str) -> Result<BTreeMap<String, Quantity>, String> {
+fn parse_quota(s: &str) -> Result<crate::api::ResourceList, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| match pair.split_once('=') {
@@ -145,7 +145,8 @@ fn parse_quota(s: &str) -> Result<BTreeMap<String, Quantity>, String> {
             }
             _ => Err(format!("{pair:?} is not name=quantity")),
         })
-        .collect()
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map(Into::into)
 }
 
 fn parse_level(s: &str) -> Result<PodSecurityLevel, String> {
@@ -238,8 +239,8 @@ mod tests {
     #[test]
     fn quotas_parse_from_pairs() {
         let q = parse_quota("pods=50, requests.cpu=4").unwrap();
-        assert_eq!(q["pods"].0, "50");
-        assert_eq!(q["requests.cpu"].0, "4");
+        assert_eq!(q.get("pods").unwrap().0, "50");
+        assert_eq!(q.get("requests.cpu").unwrap().0, "4");
         assert!(parse_quota("pods").is_err());
         assert!(parse_quota("=3").is_err());
         assert!(parse_quota("").unwrap().is_empty());

@@ -9,8 +9,6 @@
 //! Member, ...), the narrower roles with one or two workspace grants; and `clients`
 //! machine clients (role Member, Editor of `w0`).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::api::{
@@ -162,7 +160,7 @@ pub fn tenancy(prefix: &str, size: Size) -> Tenancy {
 }
 
 fn policy() -> WorkspacePolicy {
-    let q = |pairs: &[(&str, &str)]| -> BTreeMap<String, Quantity> {
+    let q = |pairs: &[(&str, &str)]| -> crate::api::ResourceList {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))

@@ -62,7 +62,7 @@ impl Meaning {
         memberships: &[Arc<Membership>],
         workspaces: &[Arc<Workspace>],
         gates: Gates,
-        operator_quota: Option<&crate::pool::Resources>,
+        operator_quota: Option<&crate::api::ResourceList>,
     ) -> Self {
         let m: Vec<&Membership> = memberships.iter().map(AsRef::as_ref).collect();
         let w: Vec<&Workspace> = workspaces.iter().map(AsRef::as_ref).collect();
@@ -104,7 +104,7 @@ impl OrgView {
         memberships: Vec<Arc<Membership>>,
         workspaces: Vec<Arc<Workspace>>,
         gates: Gates,
-        operator_quota: Option<&crate::pool::Resources>,
+        operator_quota: Option<&crate::api::ResourceList>,
     ) -> Self {
         let meaning = Arc::new(Meaning::new(
             &org,
@@ -235,7 +235,7 @@ impl Views {
         memberships: Vec<Arc<Membership>>,
         workspaces: Vec<Arc<Workspace>>,
         gates: Gates,
-        operator_quota: Option<&crate::pool::Resources>,
+        operator_quota: Option<&crate::api::ResourceList>,
     ) -> Arc<OrgView> {
         let key = fingerprint(&org, &memberships, &workspaces);
         let held = {

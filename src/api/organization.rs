@@ -85,7 +85,7 @@ pub struct OrganizationSpec {
     /// admins only, like `limits`. Unset: no pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::common::resource_list")]
-    pub quota: Option<BTreeMap<String, Quantity>>,
+    pub quota: Option<super::ResourceList>,
 
     /// ConfigMaps and Secrets copied into the organization's workspaces (image pull
     /// secrets, CA bundles, settings), kept in step with their source and removed when
@@ -199,7 +199,7 @@ pub struct Limits {
     /// would mean unlimited). Unset: no ceiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::common::resource_list")]
-    pub workspace_quota: Option<BTreeMap<String, Quantity>>,
+    pub workspace_quota: Option<super::ResourceList>,
 }
 
 /// The workspace created together with the organization.
@@ -406,7 +406,7 @@ impl OrganizationSpec {
             .map(|d| i64::from(d.max(0)))
     }
     /// The pooled quota, when one is set (an empty one is none).
-    pub fn pool(&self) -> Option<&BTreeMap<String, Quantity>> {
+    pub fn pool(&self) -> Option<&super::ResourceList> {
         self.quota.as_ref().filter(|q| !q.is_empty())
     }
     pub fn max_members(&self) -> Option<usize> {

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::ResourceList;
+
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
 };
@@ -113,7 +115,7 @@ pub enum Capped {
 pub fn quota(
     org: &Organization,
     ws: &Workspace,
-    operator_quota: Option<&pool::Resources>,
+    operator_quota: Option<&ResourceList>,
 ) -> (Option<pool::Resources>, Vec<String>) {
     let asked = ws
         .spec
@@ -121,7 +123,8 @@ pub fn quota(
         .quota
         .as_ref()
         .or_else(|| org.spec.workspace_defaults.as_ref()?.quota.as_ref())
-        .or(operator_quota);
+        .or(operator_quota)
+        .map(ResourceList::to_map);
     match org
         .spec
         .limits
@@ -132,7 +135,7 @@ pub fn quota(
             let (quota, above) = quantity::cap(asked, max);
             (Some(quota), above)
         }
-        None => (asked.cloned(), Vec::new()),
+        None => (asked, Vec::new()),
     }
 }
 
@@ -170,9 +173,9 @@ pub fn policy(input: &Input<'_>) -> (WorkspacePolicy, Vec<Capped>) {
         if let Some(pool::Share::NotGranted(short)) = input.share {
             capped.push(Capped::Pool(short.clone()));
         }
-        policy.quota = pool::enforce(quota, pool, input.share);
+        policy.quota = pool::enforce(quota, pool, input.share).map(ResourceList::from);
     } else {
-        policy.quota = quota;
+        policy.quota = quota.map(ResourceList::from);
     }
     (policy, capped)
 }
@@ -191,7 +194,7 @@ pub fn children(input: &Input<'_>) -> Children {
     let quota = policy.quota.as_ref().map(|hard| ResourceQuota {
         metadata: meta(QUOTA, Component::WorkspaceQuota),
         spec: Some(ResourceQuotaSpec {
-            hard: Some(hard.clone()),
+            hard: Some(hard.to_map()),
             ..Default::default()
         }),
         ..Default::default()
@@ -205,9 +208,9 @@ pub fn children(input: &Input<'_>) -> Children {
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".into(),
-                    default: l.default.clone(),
-                    default_request: l.default_request.clone(),
-                    max: l.max.clone(),
+                    default: l.default.as_ref().map(ResourceList::to_map),
+                    default_request: l.default_request.as_ref().map(ResourceList::to_map),
+                    max: l.max.as_ref().map(ResourceList::to_map),
                     ..Default::default()
                 }],
             }),

@@ -36,9 +36,7 @@ pub async fn put_configmap(client: &Client, ns: &str, name: &str) {
 }
 
 /// A resource list, e.g. `quantities(&[("pods", "10")])`.
-pub fn quantities(
-    items: &[(&str, &str)],
-) -> std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+pub fn quantities(items: &[(&str, &str)]) -> tenantry::api::ResourceList {
     items
         .iter()
         .map(|(k, v)| {
