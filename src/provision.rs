@@ -120,7 +120,7 @@ async fn apply_with<K: Projected>(
 }
 
 /// A POST's or PUT's parameters: Tenantry's field manager.
-fn post_params() -> PostParams {
+pub(crate) fn post_params() -> PostParams {
     PostParams {
         field_manager: Some(labels::FIELD_MANAGER.to_string()),
         ..Default::default()

@@ -698,7 +698,7 @@ async fn ensure_client(
         // was killed, the API server went away) left a delivered secret that no verifier
         // accepts yet: finish that issuance instead of issuing another, so a secret once
         // delivered is never replaced by a restart.
-        let interrupted = interrupted_issuance(
+        let found = live_secret(
             ctx,
             ns,
             &secret_name,
@@ -707,10 +707,12 @@ async fn ensure_client(
             live_verifier.get(credentials::HASH),
         )
         .await?;
-        let adopted = interrupted.is_some();
-        let secret_value = match interrupted {
-            Some(value) => value,
-            None => credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
+        let (secret_value, adopted) = match &found {
+            LiveSecret::Interrupted(value) => (value.clone(), true),
+            LiveSecret::Nothing | LiveSecret::Other => (
+                credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
+                false,
+            ),
         };
         // Microseconds: SHA-256 of a salt and 256 random bits (credentials' module doc).
         new_hash = Some(credentials::hash(&secret_value).map_err(Error::Random)?);
@@ -734,16 +736,31 @@ async fn ensure_client(
             ),
             ..Default::default()
         };
-        if !adopted {
-            crate::metrics::write("apply", "Secret");
-            Api::<Secret>::namespaced(ctx.client.clone(), ns)
-                .patch(
-                    &secret_name,
-                    &PatchParams::apply(labels::FIELD_MANAGER).force(),
-                    &Patch::Apply(&secret),
-                )
-                .await
-                .context(|| format!("writing Secret {ns}/{secret_name}"))?;
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+        match found {
+            LiveSecret::Interrupted(_) => {}
+            // None there: created, never written over. One that appeared since it was
+            // read is a conflict (409); the next pass reads it and decides again.
+            LiveSecret::Nothing => {
+                crate::metrics::write("create", "Secret");
+                secrets
+                    .create(&provision::post_params(), &secret)
+                    .await
+                    .context(|| format!("creating Secret {ns}/{secret_name}"))?;
+            }
+            // A rotation's (the earlier secret is replaced), or one that is not this
+            // Membership's issuance: Tenantry's Secret holds the new secret.
+            LiveSecret::Other => {
+                crate::metrics::write("apply", "Secret");
+                secrets
+                    .patch(
+                        &secret_name,
+                        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+                        &Patch::Apply(&secret),
+                    )
+                    .await
+                    .context(|| format!("writing Secret {ns}/{secret_name}"))?;
+            }
         }
         // A revocation replaces the ServiceAccount: tokens are bound to its UID, so every
         // token issued before is rejected from now on. The Secret above comes first: a
@@ -827,23 +844,34 @@ struct ClientState {
     refused: Option<String>,
 }
 
-/// The secret in the live credentials Secret when it is an issuance whose verifier was
-/// never written: Tenantry's Secret for this very Membership (owner reference by UID,
-/// same client id) holding a secret that the current verifier, if any, does not accept.
-async fn interrupted_issuance(
+/// What the live credentials Secret holds before an issuance.
+enum LiveSecret {
+    /// No Secret.
+    Nothing,
+    /// An issuance whose verifier was never written: Tenantry's Secret for this very
+    /// Membership (owner reference by UID, same client id) holding a secret that the
+    /// current verifier, if any, does not accept. Its secret, to finish the issuance with.
+    Interrupted(String),
+    /// Any other Secret of that name (the secret being rotated, or not this issuance).
+    Other,
+}
+
+/// Reads the live credentials Secret (never the cache: it may not have Tenantry's last
+/// write yet, and a secret must never be issued twice).
+async fn live_secret(
     ctx: &Context,
     ns: &str,
     secret_name: &str,
     membership_uid: &str,
     client_id: &str,
     current_hash: Option<&String>,
-) -> Result<Option<String>> {
+) -> Result<LiveSecret> {
     let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), ns)
         .get_opt(secret_name)
         .await
         .context(|| format!("reading Secret {ns}/{secret_name}"))?
     else {
-        return Ok(None);
+        return Ok(LiveSecret::Nothing);
     };
     let ours = secret
         .owner_references()
@@ -855,20 +883,24 @@ async fn interrupted_issuance(
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
     if !ours || field("client-id").as_deref() != Some(client_id) {
-        return Ok(None);
+        return Ok(LiveSecret::Other);
     }
     // Only a value Tenantry could have generated: whoever else wrote a shorter or chosen
     // one there would make the client's secret guessable from its verifier.
     let Some(value) = field("client-secret").filter(|value| credentials::looks_generated(value))
     else {
-        return Ok(None);
+        return Ok(LiveSecret::Other);
     };
     let Some(current) = current_hash.cloned() else {
-        return Ok(Some(value));
+        return Ok(LiveSecret::Interrupted(value));
     };
     ctx.hashing
         .run(move |memory| {
-            (!credentials::verify_with_memory(&value, &current, memory)).then_some(value)
+            if credentials::verify_with_memory(&value, &current, memory) {
+                LiveSecret::Other
+            } else {
+                LiveSecret::Interrupted(value)
+            }
         })
         .await
         .map_err(|e| Error::Random(e.to_string()))
