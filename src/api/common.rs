@@ -148,7 +148,7 @@ pub struct ResourceList(Box<[(String, Quantity)]>);
 impl ResourceList {
     /// The entries, sorted by resource name.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Quantity)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.into_iter()
     }
 
     /// The amount of `resource`, if listed.

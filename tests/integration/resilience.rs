@@ -166,6 +166,21 @@ impl Operator {
         }
     }
 
+    /// Waits, `windows` times at most, for a `window` in which this process writes
+    /// nothing; the window it was quiet in.
+    async fn quiet(&self, window: Duration, windows: u32) -> Option<u32> {
+        let mut before = self.metrics().await.writes();
+        for n in 1..=windows {
+            tokio::time::sleep(window).await;
+            let now = self.metrics().await.writes();
+            if now == before {
+                return Some(n);
+            }
+            before = now;
+        }
+        None
+    }
+
     async fn metrics(&self) -> Metrics {
         match self.get("/metrics").await {
             Some((200, body)) => Metrics(body),
@@ -907,23 +922,13 @@ async fn kill_9_at_random_points() {
     // still be due, and the next process would rightly write it (a CI run failed so: the
     // last process was killed 0.2 s after its start, before its first pass, and the one
     // before it had held back six Organizations' usage). Wait for a full pass of this
-    // process and 15 s without a write.
+    // process and a 15 s window without a write.
     operator.wait_ready(deadline).await;
     full_pass(&operator, &t, deadline).await;
-    let mut last = (-1.0, Instant::now());
-    loop {
-        let (writes, _) = operator.metrics().await.writes();
-        if writes != last.0 {
-            last = (writes, Instant::now());
-        } else if last.1.elapsed() >= Duration::from_secs(15) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the controller kept writing after the world converged"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    assert!(
+        operator.quiet(Duration::from_secs(15), 4).await.is_some(),
+        "the controller kept writing after the world converged"
+    );
 
     // One more restart on the converged world: a full pass that writes nothing.
     operator.kill9().await;
@@ -1083,18 +1088,11 @@ async fn api_server_outage_mid_convergence() {
     // a few seconds (the controller manager, back from the same outage, fills in the
     // ResourceQuotas' usage late, which the organizations' status.usage reports); a loop
     // never stops writing, so the test waits for one quiet 5 s window, at most six.
-    let mut before = operator.metrics().await.writes();
-    let mut quiet = false;
-    for window in 1..=6 {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let now = operator.metrics().await.writes();
-        if now == before {
-            println!("resilience: quiet in idle window {window} of 5 s");
-            quiet = true;
-            break;
-        }
-        before = now;
+    let quiet = operator.quiet(Duration::from_secs(5), 6).await;
+    if let Some(window) = quiet {
+        println!("resilience: quiet in idle window {window} of 5 s");
     }
+    let quiet = quiet.is_some();
     let m = operator.metrics().await;
     assert!(
         quiet,
