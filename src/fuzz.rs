@@ -90,7 +90,7 @@ pub fn resources(data: &[u8]) {
     let org_refs: Vec<&Organization> = orgs.iter().collect();
     let ws_refs: Vec<&Workspace> = workspaces.iter().collect();
     let m_refs: Vec<&Membership> = memberships.iter().collect();
-    let _ = grants::admin_readable_credentials(&m_refs);
+    let _ = grants::admin_readable_credentials(&m_refs, |_| true);
     for org in &orgs {
         for require_verification in [false, true] {
             let states = grants::member_states(

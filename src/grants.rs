@@ -408,12 +408,19 @@ pub fn org_role_holders(
 
 /// The credentials Secrets an organization Admin may read: those of machine clients whose
 /// organization role is not Owner. An Admin who could read an Owner client's secret
-/// could exchange it for an Owner token; Owners read every client's.
-pub fn admin_readable_credentials(memberships: &[&Membership]) -> Vec<String> {
+/// could exchange it for an Owner token; Owners read every client's. Only Secrets that
+/// Tenantry made for them (`made`, by name): a Secret of that name that someone else made
+/// (a platform's, in a namespace declared for the organization) is not the client's, and
+/// an Admin who creates a Membership must not gain read access to it.
+pub fn admin_readable_credentials(
+    memberships: &[&Membership],
+    made: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut names: Vec<String> = memberships
         .iter()
         .filter(|m| m.spec.subject.kind == SubjectKind::Client && m.spec.role != OrgRole::Owner)
         .map(|m| names::client_secret_name(&m.name_any()))
+        .filter(|name| made(name))
         .collect();
     names.sort();
     names.dedup();
@@ -479,11 +486,17 @@ mod tests {
         let admin = member("ci", Subject::client("ci"), OrgRole::Admin, &[], 2);
         let viewer = member("ro", Subject::client("ro"), OrgRole::Viewer, &[], 3);
         let person = member("ann", Subject::user("ann"), OrgRole::Viewer, &[], 4);
+        let all = [&owner, &admin, &viewer, &person];
         assert_eq!(
-            admin_readable_credentials(&[&owner, &admin, &viewer, &person]),
+            admin_readable_credentials(&all, |_| true),
             vec!["ci-credentials".to_string(), "ro-credentials".to_string()]
         );
-        assert!(admin_readable_credentials(&[&owner]).is_empty());
+        assert!(admin_readable_credentials(&[&owner], |_| true).is_empty());
+        // A Secret Tenantry did not make (or has not made yet) is nobody's to read.
+        assert_eq!(
+            admin_readable_credentials(&all, |name| name != "ci-credentials"),
+            vec!["ro-credentials".to_string()]
+        );
     }
 
     #[test]

@@ -316,8 +316,17 @@ pub fn operator_role() -> ClusterRole {
         // marked), copies written in workspace namespaces.
         rule(
             &[""],
-            &["secrets", "configmaps"],
+            &["configmaps"],
             &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        // `update`: a rotation rewrites Tenantry's credentials Secret whole (one PUT at the
+        // version read), so that nothing another writer added stays beside a new secret.
+        rule(
+            &[""],
+            &["secrets"],
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
         ),
         // Bindings of organization and workspace roles; per-organization ClusterRoles.
         // (Roles: the one that lets an invited user accept.) `update`: a binding that

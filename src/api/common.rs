@@ -330,6 +330,7 @@ pub mod reason {
     pub const INVALID_NAME: &str = "InvalidName";
     pub const INVALID_POLICY: &str = "InvalidPolicy";
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    pub const CREDENTIALS_CONFLICT: &str = "CredentialsConflict";
     pub const POD_SECURITY_NOT_ALLOWED: &str = "PodSecurityNotAllowed";
     pub const QUOTA_NOT_ALLOWED: &str = "QuotaNotAllowed";
     pub const QUOTA_POOL_EXHAUSTED: &str = "QuotaPoolExhausted";

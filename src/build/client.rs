@@ -98,16 +98,6 @@ impl Plan {
     pub fn replaces_service_account(&self) -> bool {
         self.issue == Some(Issue::Revoke)
     }
-
-    /// The last rotation value handled once this pass is done.
-    pub fn rotation(&self) -> Option<String> {
-        self.verifier.get(credentials::ROTATION).cloned()
-    }
-
-    /// The last revocation value handled once this pass is done.
-    pub fn revocation(&self) -> Option<String> {
-        self.verifier.get(credentials::REVOCATION).cloned()
-    }
 }
 
 /// The plan for a client whose ServiceAccount's verifier is `live` (see [`verifier_of`];

@@ -26,6 +26,7 @@ pub(crate) mod fixtures {
         pub organizations: Vec<Organization>,
         pub workspaces: Vec<Workspace>,
         pub memberships: Vec<Membership>,
+        pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
     }
 
     #[derive(Parser)]
@@ -52,6 +53,7 @@ pub(crate) mod fixtures {
                     .push(serde_json::from_value(doc).unwrap()),
                 Some("Workspace") => docs.workspaces.push(serde_json::from_value(doc).unwrap()),
                 Some("Membership") => docs.memberships.push(serde_json::from_value(doc).unwrap()),
+                Some("Secret") => docs.secrets.push(serde_json::from_value(doc).unwrap()),
                 other => panic!("unexpected kind {other:?}"),
             }
         }

@@ -4,6 +4,8 @@
 //! the per-organization ClusterRoles and ClusterRoleBindings on the Organization object
 //! itself. Pure; tested against `tests/fixtures/build/organization/`.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
@@ -34,7 +36,15 @@ pub struct Children {
 }
 
 /// The organization namespace `ns` of `org` (UID `uid`), and what goes in it.
-pub fn children(org: &Organization, view: &OrgView, ns: &str, uid: &str) -> Children {
+/// `credentials`: the client credentials Secrets Tenantry made in `ns`, by name (the
+/// cache holds only those: labels under `tenantry.dev/` are Tenantry's alone).
+pub fn children(
+    org: &Organization,
+    view: &OrgView,
+    ns: &str,
+    uid: &str,
+    credentials: &BTreeSet<String>,
+) -> Children {
     let org_name = org.name_any();
     let holders = &view.holders;
     let subjects = |list: &[(Subject, Option<String>)]| -> Vec<_> {
@@ -67,7 +77,9 @@ pub fn children(org: &Organization, view: &OrgView, ns: &str, uid: &str) -> Chil
     // Admins read the credentials of clients below Owner, by name: an Owner client's
     // secret would be an Owner token. Never a rule with no names: an empty resourceNames
     // means every Secret.
-    let readable = grants::admin_readable_credentials(&view.membership_refs());
+    let readable = grants::admin_readable_credentials(&view.membership_refs(), |name| {
+        credentials.contains(name)
+    });
     let admins = holders.get(&OrgRole::Admin).filter(|a| !a.is_empty());
     let (credentials_roles, credentials_bindings) = match admins {
         Some(admins) if !readable.is_empty() => {
@@ -251,7 +263,17 @@ mod tests {
             );
             let ns = crate::names::org_namespace(&org.name_any());
             let uid = org.uid().unwrap_or_default();
-            fixtures::render_organization(&children(org, &view, &ns, &uid))
+            // The credentials Secrets the fixture says Tenantry made.
+            let credentials = docs
+                .secrets
+                .iter()
+                .filter(|s| {
+                    s.labels().get(labels::COMPONENT).map(String::as_str)
+                        == Some(Component::ClientCredentials.as_str())
+                })
+                .map(|s| s.name_any())
+                .collect();
+            fixtures::render_organization(&children(org, &view, &ns, &uid, &credentials))
         });
     }
 

@@ -7,6 +7,7 @@
 //! Membership removes every binding without a finalizer. A Client's ServiceAccount and
 //! Secret carry an owner reference to the Membership and go with it.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -496,11 +497,7 @@ async fn invitations(
 }
 
 /// The invitation's Role and RoleBinding, labelled `labels`.
-fn invitation(
-    m: &Membership,
-    ns: &str,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> (Role, RoleBinding) {
+fn invitation(m: &Membership, ns: &str, labels: &BTreeMap<String, String>) -> (Role, RoleBinding) {
     let name = names::invitation(&m.name_any());
     let meta = ObjectMeta {
         name: Some(name.clone()),
@@ -544,6 +541,7 @@ async fn granted(
 ) -> Result<Outcome> {
     let mut secret_missing = false;
     let mut refused = None;
+    let mut conflict = None;
     if m.spec.subject.kind == SubjectKind::Client {
         let client = ensure_client(org, m, ns, ctx).await?;
         found.client = Some(Box::new(ClientStatus {
@@ -554,6 +552,7 @@ async fn granted(
         }));
         secret_missing = client.secret_missing;
         refused = client.refused;
+        conflict = client.conflict;
     }
 
     // The organization's workspace of that name, unless it is going away.
@@ -607,7 +606,9 @@ async fn granted(
     } else {
         String::new()
     };
-    Ok(if let Some(why) = refused {
+    Ok(if let Some(why) = conflict {
+        Outcome::stalled(reason::CREDENTIALS_CONFLICT, why)
+    } else if let Some(why) = refused {
         Outcome::stalled(
             reason::INVALID_ANNOTATION,
             format!(
@@ -693,114 +694,148 @@ async fn ensure_client(
     let plan = client::plan(&request, &live_verifier, now);
     let secret_name = names::client_secret_name(&name);
     let mut new_hash = None;
+    // Why no secret can be issued: the Secret's name is taken.
+    let mut conflict = None;
     if let Some(issue) = plan.issue {
-        // An issuance cut short after the Secret and before the verifier (the process
-        // was killed, the API server went away) left a delivered secret that no verifier
-        // accepts yet: finish that issuance instead of issuing another, so a secret once
-        // delivered is never replaced by a restart.
-        let found = live_secret(
-            ctx,
-            ns,
-            &secret_name,
-            &uid,
-            &client_id,
-            live_verifier.get(credentials::HASH),
-        )
-        .await?;
-        let (secret_value, adopted) = match &found {
-            LiveSecret::Interrupted(value) => (value.clone(), true),
-            LiveSecret::Nothing | LiveSecret::Other => (
-                credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
-                false,
-            ),
-        };
-        // Microseconds: SHA-256 of a salt and 256 random bits (credentials' module doc).
-        new_hash = Some(credentials::hash(&secret_value).map_err(Error::Random)?);
-        // The Secret first: if writing the verifier fails, the next pass finds the
-        // Secret (above) and writes the verifier of the same secret.
-        let secret = Secret {
-            metadata: meta(secret_name.clone(), Component::ClientCredentials),
-            type_: Some("tenantry.dev/client-credentials".into()),
-            data: Some(
+        'issue: {
+            // An issuance cut short after the Secret and before the verifier (the process
+            // was killed, the API server went away) left a delivered secret that no verifier
+            // accepts yet: finish that issuance instead of issuing another, so a secret once
+            // delivered is never replaced by a restart.
+            let found = live_secret(
+                ctx,
+                ns,
+                &secret_name,
+                &provision::membership_labels(&org.name_any(), &name, Component::ClientCredentials),
+                &uid,
+                live_verifier.get(credentials::HASH),
+            )
+            .await?;
+            let (secret_value, adopted, replace) = match found {
+                LiveSecret::Foreign => {
+                    conflict = Some(format!(
+                        "Secret {ns}/{secret_name} exists and was not made by Tenantry for this client: nothing is written into it, and nobody is given access to it through Tenantry; once it is deleted or renamed, the client's credentials are issued"
+                    ));
+                    break 'issue;
+                }
+                LiveSecret::Interrupted(value) => (value, true, None),
+                LiveSecret::Nothing => (
+                    credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
+                    false,
+                    None,
+                ),
+                LiveSecret::Ours(version) => (
+                    credentials::generate().map_err(|e| Error::Random(e.to_string()))?,
+                    false,
+                    Some(version),
+                ),
+            };
+            // Microseconds: SHA-256 of a salt and 256 random bits (credentials' module doc).
+            let hash = credentials::hash(&secret_value).map_err(Error::Random)?;
+            new_hash = Some(hash.clone());
+            // The Secret first: if writing the verifier fails, the next pass finds the
+            // Secret (above) and writes the verifier of the same secret. It says, in
+            // annotations only Tenantry may write (the admission policy
+            // `tenantry-tracking-labels`), for which Membership and with which secret's hash
+            // Tenantry wrote it: a value written there by anyone else is never taken up.
+            let mut metadata = meta(secret_name.clone(), Component::ClientCredentials);
+            metadata.annotations = Some(
                 [
-                    (
-                        "client-id".to_string(),
-                        ByteString(client_id.clone().into_bytes()),
-                    ),
-                    (
-                        "client-secret".to_string(),
-                        ByteString(secret_value.into_bytes()),
-                    ),
+                    (labels::OWNER_UID.to_string(), uid.clone()),
+                    (credentials::HASH.to_string(), hash),
                 ]
                 .into(),
-            ),
-            ..Default::default()
-        };
-        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
-        match found {
-            LiveSecret::Interrupted(_) => {}
-            // None there: created, never written over. One that appeared since it was
-            // read is a conflict (409); the next pass reads it and decides again.
-            LiveSecret::Nothing => {
-                crate::metrics::write("create", "Secret");
-                secrets
-                    .create(&provision::post_params(), &secret)
-                    .await
-                    .context(|| format!("creating Secret {ns}/{secret_name}"))?;
-            }
-            // A rotation's (the earlier secret is replaced), or one that is not this
-            // Membership's issuance: Tenantry's Secret holds the new secret.
-            LiveSecret::Other => {
-                crate::metrics::write("apply", "Secret");
-                secrets
-                    .patch(
-                        &secret_name,
-                        &PatchParams::apply(labels::FIELD_MANAGER).force(),
-                        &Patch::Apply(&secret),
-                    )
-                    .await
-                    .context(|| format!("writing Secret {ns}/{secret_name}"))?;
-            }
-        }
-        // A revocation replaces the ServiceAccount: tokens are bound to its UID, so every
-        // token issued before is rejected from now on. The Secret above comes first: a
-        // pass cut short after it finds the new secret there and finishes this one.
-        if let (true, Some(uid)) = (plan.replaces_service_account(), &live_uid) {
-            crate::metrics::write("delete", "ServiceAccount");
-            match Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
-                .delete(
-                    &sa_name,
-                    &DeleteParams {
-                        preconditions: Some(Preconditions {
-                            uid: Some(uid.clone()),
-                            resource_version: None,
-                        }),
-                        ..DeleteParams::default()
-                    },
-                )
-                .await
-            {
-                Ok(_) => {}
-                // Gone already, or replaced since it was read: the next pass sees it.
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(source) => {
-                    return Err(Error::Kube {
-                        action: format!("replacing ServiceAccount {ns}/{sa_name}"),
-                        source,
-                    });
+            );
+            metadata.resource_version = replace.clone();
+            let secret = Secret {
+                metadata,
+                type_: Some("tenantry.dev/client-credentials".into()),
+                data: Some(
+                    [
+                        (
+                            "client-id".to_string(),
+                            ByteString(client_id.clone().into_bytes()),
+                        ),
+                        (
+                            "client-secret".to_string(),
+                            ByteString(secret_value.into_bytes()),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            };
+            let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+            if !adopted {
+                match replace {
+                    // None there: created, never written over. One that appeared since it was
+                    // read is a conflict (409); the next pass reads it and decides again.
+                    None => {
+                        crate::metrics::write("create", "Secret");
+                        secrets
+                            .create(&provision::post_params(), &secret)
+                            .await
+                            .context(|| format!("creating Secret {ns}/{secret_name}"))?;
+                    }
+                    // Tenantry's Secret (the secret being rotated, or a value Tenantry did not
+                    // write): rewritten whole, at the version read, so that nothing another
+                    // writer added to it (an annotation that copies it elsewhere, an owner)
+                    // stays on an object that holds the new secret. Changed since: a conflict.
+                    Some(_) => {
+                        crate::metrics::write("replace", "Secret");
+                        secrets
+                            .replace(&secret_name, &provision::post_params(), &secret)
+                            .await
+                            .context(|| format!("writing Secret {ns}/{secret_name}"))?;
+                    }
                 }
             }
+            // A revocation replaces the ServiceAccount: tokens are bound to its UID, so every
+            // token issued before is rejected from now on. The Secret above comes first: a
+            // pass cut short after it finds the new secret there and finishes this one.
+            if let (true, Some(uid)) = (plan.replaces_service_account(), &live_uid) {
+                crate::metrics::write("delete", "ServiceAccount");
+                match Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
+                    .delete(
+                        &sa_name,
+                        &DeleteParams {
+                            preconditions: Some(Preconditions {
+                                uid: Some(uid.clone()),
+                                resource_version: None,
+                            }),
+                            ..DeleteParams::default()
+                        },
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    // Gone already, or replaced since it was read: the next pass sees it.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(source) => {
+                        return Err(Error::Kube {
+                            action: format!("replacing ServiceAccount {ns}/{sa_name}"),
+                            source,
+                        });
+                    }
+                }
+            }
+            let what = match (issue, adopted) {
+                (client::Issue::Revoke, _) => "revoked the client: new secret and ServiceAccount",
+                (_, true) => "completed an interrupted issuance of the client secret",
+                (client::Issue::Rotate, false) => "rotated the client secret",
+                (client::Issue::First, false) => "issued client credentials",
+            };
+            info!(secret = %secret_name, client_id = %client_id, "{what}");
         }
-        let what = match (issue, adopted) {
-            (client::Issue::Revoke, _) => "revoked the client: new secret and ServiceAccount",
-            (_, true) => "completed an interrupted issuance of the client secret",
-            (client::Issue::Rotate, false) => "rotated the client secret",
-            (client::Issue::First, false) => "issued client credentials",
-        };
-        info!(secret = %secret_name, client_id = %client_id, "{what}");
     }
+    // Nothing issued because of a conflict: the verifier stays as it is (none, for a new
+    // client: it cannot authenticate until it is issued its credentials).
+    let verifier = match conflict {
+        Some(_) => live_verifier,
+        None => plan.verifier_with(new_hash),
+    };
     let mut sa_meta = meta(sa_name.clone(), Component::ClientServiceAccount);
-    sa_meta.annotations = Some(plan.verifier_with(new_hash));
+    sa_meta.annotations = Some(verifier.clone());
     let sa = ServiceAccount {
         metadata: sa_meta,
         automount_service_account_token: Some(false),
@@ -825,10 +860,11 @@ async fn ensure_client(
     Ok(ClientState {
         service_account: sa_name,
         client_id,
-        rotation: plan.rotation(),
-        revocation: plan.revocation(),
+        rotation: verifier.get(credentials::ROTATION).cloned(),
+        revocation: verifier.get(credentials::REVOCATION).cloned(),
         secret_missing,
         refused: plan.refused,
+        conflict,
     })
 }
 
@@ -842,28 +878,37 @@ struct ClientState {
     secret_missing: bool,
     /// Why an annotation of the Membership cannot be honoured (a rotation asked for waits).
     refused: Option<String>,
+    /// Why no secret can be issued: a Secret Tenantry did not make holds the name.
+    conflict: Option<String>,
 }
 
 /// What the live credentials Secret holds before an issuance.
 enum LiveSecret {
     /// No Secret.
     Nothing,
-    /// An issuance whose verifier was never written: Tenantry's Secret for this very
-    /// Membership (owner reference by UID, same client id) holding a secret that the
-    /// current verifier, if any, does not accept. Its secret, to finish the issuance with.
+    /// A Secret Tenantry did not make for a client of this Membership's name (it lacks
+    /// the labels only Tenantry may set): never written, never made readable to anyone.
+    Foreign,
+    /// An issuance whose verifier was never written: the secret Tenantry wrote there for
+    /// this very Membership (its annotations say so, and hold that secret's hash), which
+    /// the current verifier, if any, does not accept. Its secret, to finish the issuance
+    /// with.
     Interrupted(String),
-    /// Any other Secret of that name (the secret being rotated, or not this issuance).
-    Other,
+    /// Tenantry's Secret for a client of this name, holding anything else: the secret
+    /// being rotated, a previous Membership's, or a value Tenantry did not write. Its
+    /// resourceVersion: it is rewritten whole, at that version.
+    Ours(String),
 }
 
 /// Reads the live credentials Secret (never the cache: it may not have Tenantry's last
-/// write yet, and a secret must never be issued twice).
+/// write yet, and a secret must never be issued twice) and says whose it is and what it
+/// holds. `ours`: the labels Tenantry gives this client's Secret.
 async fn live_secret(
     ctx: &Context,
     ns: &str,
     secret_name: &str,
+    ours: &BTreeMap<String, String>,
     membership_uid: &str,
-    client_id: &str,
     current_hash: Option<&String>,
 ) -> Result<LiveSecret> {
     let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), ns)
@@ -873,31 +918,38 @@ async fn live_secret(
     else {
         return Ok(LiveSecret::Nothing);
     };
-    let ours = secret
-        .owner_references()
-        .iter()
-        .any(|r| r.uid == membership_uid);
-    let data = secret.data.unwrap_or_default();
-    let field = |key: &str| {
-        data.get(key)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    if !ours || field("client-id").as_deref() != Some(client_id) {
-        return Ok(LiveSecret::Other);
+    // Only Tenantry (and the platform) may set labels under `tenantry.dev/`: a Secret that
+    // carries these was made by Tenantry for a client of this name.
+    let live_labels = secret.labels();
+    if !ours.iter().all(|(k, v)| live_labels.get(k) == Some(v)) {
+        return Ok(LiveSecret::Foreign);
     }
-    // Only a value Tenantry could have generated: whoever else wrote a shorter or chosen
-    // one there would make the client's secret guessable from its verifier.
-    let Some(value) = field("client-secret").filter(|value| credentials::looks_generated(value))
-    else {
-        return Ok(LiveSecret::Other);
+    let version = secret.resource_version().unwrap_or_default();
+    let annotations = secret.annotations();
+    let written = annotations.get(credentials::HASH).cloned();
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("client-secret"))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        // Never a value Tenantry could not have generated, whatever the annotations say.
+        .filter(|v| credentials::looks_generated(v));
+    let (Some(value), Some(written), true) = (
+        value,
+        written,
+        annotations.get(labels::OWNER_UID).map(String::as_str) == Some(membership_uid),
+    ) else {
+        return Ok(LiveSecret::Ours(version));
     };
-    let Some(current) = current_hash.cloned() else {
-        return Ok(LiveSecret::Interrupted(value));
-    };
+    let current = current_hash.cloned();
     ctx.hashing
         .run(move |memory| {
-            if credentials::verify_with_memory(&value, &current, memory) {
-                LiveSecret::Other
+            // Not the secret Tenantry wrote there (someone wrote the data since), or the
+            // one the verifier already accepts (a rotation replaces it).
+            if !credentials::verify(&value, &written)
+                || current.is_some_and(|c| credentials::verify_with_memory(&value, &c, memory))
+            {
+                LiveSecret::Ours(version)
             } else {
                 LiveSecret::Interrupted(value)
             }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::api::core::v1::{ResourceQuota, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -72,6 +72,22 @@ pub async fn run(
         (r.name_any() == rbac::CLIENT_CREDENTIALS && r.namespace()? == names::org_namespace(org))
             .then(|| ObjectRef::<Organization>::new(org))
     }))
+    // Its clients' credentials Secrets, made or deleted: the Admins' read access names
+    // only those Tenantry made.
+    .reconcile_on(feeds.secrets.triggers(
+        false,
+        |c: &super::Change<'_, PartialObjectMeta<Secret>>| {
+            !matches!(c, super::Change::Applied { old: Some(_), .. })
+        },
+        |s: &PartialObjectMeta<Secret>| {
+            let l = s.labels();
+            let org = l.get(labels::ORGANIZATION)?;
+            (l.get(labels::COMPONENT).map(String::as_str)
+                == Some(Component::ClientCredentials.as_str())
+                && s.namespace()? == names::org_namespace(org))
+            .then(|| ObjectRef::<Organization>::new(org))
+        },
+    ))
     // Workspaces and Memberships it counts and binds: created, deleted, changed, not
     // their status details.
     .reconcile_on(
@@ -289,8 +305,17 @@ async fn provision_org(
     ctx: &Context,
 ) -> Result<Outcome> {
     let view = ctx.view_of(ns_name, org.clone());
-    let built = build::children(org, &view, ns_name, uid);
     let s = &ctx.stores;
+    let credentials = s
+        .secrets
+        .in_namespace(ns_name)
+        .into_iter()
+        .filter(|(_, secret)| {
+            secret.label(labels::COMPONENT) == Some(Component::ClientCredentials.as_str())
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let built = build::children(org, &view, ns_name, uid, &credentials);
     Ok(
         match provision::claim_namespace(
             &ctx.client,

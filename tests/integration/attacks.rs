@@ -1576,3 +1576,222 @@ async fn wait_event_about(client: &kube::Client, ns: &str, name: &str, reason: &
         "an Event {reason} about {name} in {ns}"
     );
 }
+
+/// A client Membership named after a Secret Tenantry did not make (a platform's, in the
+/// organization namespace): Tenantry wrote the client's secret into it (keeping the
+/// platform's keys, annotations and owners), took it over with an owner reference (so
+/// removing the Membership deleted the platform's Secret), and gave the organization's
+/// Admins read access to it by name. Now the name is a conflict the Membership reports,
+/// the Secret is left alone, and nobody reads it through Tenantry.
+#[tokio::test]
+async fn a_client_never_takes_over_a_secret_tenantry_did_not_make() {
+    use k8s_openapi::ByteString;
+    let _ = controller();
+    let client = admin().await;
+    let boss = "adm@x.example";
+    let org = org_with(
+        &client,
+        "atk-cred",
+        membership("adm", Subject::user(boss), OrgRole::Admin, &[]),
+    )
+    .await;
+    let ns = format!("org-{org}");
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let platform = Secret {
+        metadata: kube::core::ObjectMeta {
+            name: Some("db-credentials".into()),
+            annotations: Some(
+                [("example.com/copy-to".to_string(), "elsewhere".to_string())].into(),
+            ),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "password".to_string(),
+                ByteString(b"platform-only".to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let before = secrets
+        .create(&PostParams::default(), &platform)
+        .await
+        .unwrap();
+    // An Admin adds a client of that name.
+    let as_admin = as_user(boss, &[]).await;
+    let admin_memberships = Api::<Membership>::namespaced(as_admin.clone(), &ns);
+    admin_memberships
+        .create(
+            &PostParams::default(),
+            &in_org(
+                membership("db", Subject::client("db"), OrgRole::Member, &[]),
+                &org,
+            ),
+        )
+        .await
+        .expect("an Admin adds a client");
+    let m = wait_member_reason(&client, &org, "db", "CredentialsConflict").await;
+    let message = m
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(message.contains("db-credentials"), "{message}");
+    wait_event_about(&client, &ns, "db", "CredentialsConflict").await;
+    // Nothing is written into it.
+    let after = secrets.get("db-credentials").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "left alone"
+    );
+    assert!(after.metadata.owner_references.is_none());
+    // Nor may the Admin read it: not even once the Admins' credentials Role has been
+    // rewritten for a later client (which the Admin reads).
+    admin_memberships
+        .create(
+            &PostParams::default(),
+            &in_org(
+                membership("ci", Subject::client("ci"), OrgRole::Member, &[]),
+                &org,
+            ),
+        )
+        .await
+        .unwrap();
+    wait_member_reason(&client, &org, "ci", "Granted").await;
+    let admin_secrets = Api::<Secret>::namespaced(as_admin.clone(), &ns);
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    while admin_secrets.get("ci-credentials").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Admin reads the later client's credentials"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let r = admin_secrets.get("db-credentials").await;
+    assert!(
+        !allowed("the Admin reads the platform's Secret", r),
+        "the platform's Secret is not the client's"
+    );
+    // Once the platform's Secret is gone (and the Membership looked at again), the client
+    // gets its credentials there, readable by the Admin.
+    secrets
+        .delete("db-credentials", &Default::default())
+        .await
+        .unwrap();
+    crate::harness::wait_gone(&secrets, "db-credentials").await;
+    admin_memberships
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/note": "renamed"}}})),
+        )
+        .await
+        .unwrap();
+    wait_member_reason(&client, &org, "db", "Granted").await;
+    let issued = secrets.get("db-credentials").await.unwrap();
+    let value = String::from_utf8(issued.data.unwrap()["client-secret"].0.clone()).unwrap();
+    assert!(tenantry::credentials::looks_generated(&value));
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    while admin_secrets.get("db-credentials").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Admin reads the client's own credentials"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    crate::core::delete_org(&client, &org).await;
+}
+
+/// Someone who may write Secrets in the organization namespace but not read them (a CI
+/// system's account, say) put a value of their own into a client's credentials Secret,
+/// with an annotation that copies the Secret where they can read it; at the next rotation
+/// (or revocation: the answer to a leak) Tenantry took that value for an issuance cut
+/// short and made it the client's secret, and kept the annotation. Now only a secret
+/// Tenantry wrote there is ever taken up (its hash is in an annotation only Tenantry may
+/// write), and a rotation rewrites the Secret whole.
+#[tokio::test]
+async fn a_value_planted_in_a_credentials_secret_never_becomes_the_secret() {
+    let _ = controller();
+    let client = admin().await;
+    let org = org_with(
+        &client,
+        "atk-plant",
+        membership("ci", Subject::client("ci"), OrgRole::Member, &[]),
+    )
+    .await;
+    let ns = format!("org-{org}");
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let sas = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns);
+    let planted = tenantry::credentials::generate().unwrap();
+    secrets
+        .patch(
+            "ci-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"example.com/copy-to": "attacker"}},
+                "stringData": {"client-secret": planted},
+            })),
+        )
+        .await
+        .expect("a Secret writer plants a value");
+    for (key, value) in [
+        (tenantry::credentials::ROTATE, "r1"),
+        (tenantry::credentials::REVOKE, "v1"),
+    ] {
+        Api::<Membership>::namespaced(client.clone(), &ns)
+            .patch(
+                "ci",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .unwrap();
+        let handled = if key == tenantry::credentials::ROTATE {
+            tenantry::credentials::ROTATION
+        } else {
+            tenantry::credentials::REVOCATION
+        };
+        let sa = wait_for(
+            &sas,
+            "ci-client",
+            "handled",
+            |sa: Option<&k8s_openapi::api::core::v1::ServiceAccount>| {
+                sa.is_some_and(|sa| {
+                    sa.annotations().get(handled).map(String::as_str) == Some(value)
+                })
+            },
+        )
+        .await
+        .unwrap();
+        let verifier = sa.annotations()[tenantry::credentials::HASH].clone();
+        let now = secrets.get("ci-credentials").await.unwrap();
+        let issued =
+            String::from_utf8(now.data.clone().unwrap()["client-secret"].0.clone()).unwrap();
+        assert_ne!(
+            issued, planted,
+            "{key}: the planted value is not the secret"
+        );
+        assert!(!tenantry::credentials::verify(&planted, &verifier), "{key}");
+        assert!(tenantry::credentials::verify(&issued, &verifier), "{key}");
+        assert!(
+            !now.annotations().contains_key("example.com/copy-to"),
+            "{key}: the Secret holding the new secret is Tenantry's alone: {:?}",
+            now.annotations()
+        );
+        // Planted again before the revocation.
+        secrets
+            .patch(
+                "ci-credentials",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"client-secret": planted}})),
+            )
+            .await
+            .unwrap();
+    }
+    crate::core::delete_org(&client, &org).await;
+}

@@ -448,7 +448,8 @@ fn expected(t: &Tenancy) -> Expected {
         }
         // Admins read the credentials of clients below Owner, by name.
         let admins = subjects_of(&[OrgRole::Admin]);
-        if !admins.is_empty() && !grants::admin_readable_credentials(&members).is_empty() {
+        if !admins.is_empty() && !grants::admin_readable_credentials(&members, |_| true).is_empty()
+        {
             let binding = rbac::CLIENT_CREDENTIALS.to_string();
             e.bindings
                 .insert((ns.clone(), binding.clone()), (binding, keys(admins)));
@@ -1171,13 +1172,18 @@ async fn an_issuance_cut_short_before_the_verifier_keeps_its_secret() {
         "the new verifier accepts the secret delivered before the cut"
     );
 
-    // A rotation, cut short: the Secret holds the new secret, the verifier is the old one.
+    // A rotation, cut short: the Secret holds the new secret (with its hash, in the
+    // annotation only Tenantry writes), the verifier is the old one.
     let rotated = tenantry::credentials::generate().unwrap();
+    let written = tenantry::credentials::hash(&rotated).unwrap();
     secrets
         .patch(
             "ci-credentials",
             &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"client-secret": rotated}})),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {tenantry::credentials::HASH: written}},
+                "stringData": {"client-secret": rotated},
+            })),
         )
         .await
         .unwrap();
