@@ -671,25 +671,41 @@ async fn ensure_client(
     // cache may not have our last write yet, and a secret must never be issued twice.
     let cached = ctx.stores.service_accounts.get(Some(ns), &sa_name);
     let now = k8s_openapi::jiff::Timestamp::now();
+    // Whose the ServiceAccount is: this Membership's (the annotation only Tenantry writes
+    // names its UID), or an earlier Membership's of the same name (removed with
+    // `--cascade=orphan`, or replaced before the garbage collector came). An earlier
+    // one's is never taken over: its verifier would let the removed client's secret, and
+    // its tokens, act with this Membership's rights.
     let settled = cached.as_ref().is_some_and(|sa| {
-        client::plan(&request, &sa.annotations(), now)
-            .issue
-            .is_none()
+        sa.annotation(labels::OWNER_UID) == Some(uid.as_str())
+            && client::plan(&request, &sa.annotations(), now)
+                .issue
+                .is_none()
     });
-    // Its uid and annotations (the verifier, the rotation state).
+    // Its uid, annotations (the verifier, the rotation state), and whether it is ours.
     let live_sa = if settled {
-        cached.map(|sa| (sa.uid().map(str::to_string), sa.annotations()))
+        cached.map(|sa| (sa.uid().map(str::to_string), sa.annotations(), true))
     } else {
         Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
             .get_opt(&sa_name)
             .await
             .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?
-            .map(|sa| (sa.uid(), sa.annotations().clone()))
+            .map(|sa| {
+                // One a release before the annotation wrote: its owner reference.
+                let ours = match sa.annotations().get(labels::OWNER_UID) {
+                    Some(owner) => *owner == uid,
+                    None => sa.owner_references().iter().any(|r| r.uid == uid),
+                };
+                (sa.uid(), sa.annotations().clone(), ours)
+            })
     };
-    let live_uid = live_sa.as_ref().and_then(|(uid, _)| uid.clone());
+    let live_uid = live_sa.as_ref().and_then(|(uid, _, _)| uid.clone());
+    // An earlier Membership's: replaced (its tokens die with it), after a first issuance.
+    let earlier = live_sa.as_ref().is_some_and(|(_, _, ours)| !ours);
     let live_verifier = live_sa
         .as_ref()
-        .map(|(_, annotations)| client::verifier_of(annotations))
+        .filter(|(_, _, ours)| *ours)
+        .map(|(_, annotations, _)| client::verifier_of(annotations))
         .unwrap_or_default();
     let plan = client::plan(&request, &live_verifier, now);
     let secret_name = names::client_secret_name(&name);
@@ -713,6 +729,11 @@ async fn ensure_client(
             .await?;
             let (secret_value, adopted, replace) = match found {
                 LiveSecret::Foreign => {
+                    // Nothing is issued; an earlier Membership's ServiceAccount goes all the
+                    // same (its tokens, and its secret, must not act for this one).
+                    if let (true, Some(sa_uid)) = (earlier, &live_uid) {
+                        delete_service_account(ctx, ns, &sa_name, sa_uid).await?;
+                    }
                     conflict = Some(format!(
                         "Secret {ns}/{secret_name} exists and was not made by Tenantry for this client: nothing is written into it, and nobody is given access to it through Tenantry; once it is deleted or renamed, the client's credentials are issued"
                     ));
@@ -793,33 +814,14 @@ async fn ensure_client(
             // A revocation replaces the ServiceAccount: tokens are bound to its UID, so every
             // token issued before is rejected from now on. The Secret above comes first: a
             // pass cut short after it finds the new secret there and finishes this one.
-            if let (true, Some(uid)) = (plan.replaces_service_account(), &live_uid) {
-                crate::metrics::write("delete", "ServiceAccount");
-                match Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
-                    .delete(
-                        &sa_name,
-                        &DeleteParams {
-                            preconditions: Some(Preconditions {
-                                uid: Some(uid.clone()),
-                                resource_version: None,
-                            }),
-                            ..DeleteParams::default()
-                        },
-                    )
-                    .await
-                {
-                    Ok(_) => {}
-                    // Gone already, or replaced since it was read: the next pass sees it.
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                    Err(source) => {
-                        return Err(Error::Kube {
-                            action: format!("replacing ServiceAccount {ns}/{sa_name}"),
-                            source,
-                        });
-                    }
-                }
+            // An earlier Membership's ServiceAccount goes the same way.
+            if let (true, Some(sa_uid)) = (plan.replaces_service_account() || earlier, &live_uid) {
+                delete_service_account(ctx, ns, &sa_name, sa_uid).await?;
             }
             let what = match (issue, adopted) {
+                _ if earlier => {
+                    "issued client credentials, replacing an earlier Membership's ServiceAccount"
+                }
                 (client::Issue::Revoke, _) => "revoked the client: new secret and ServiceAccount",
                 (_, true) => "completed an interrupted issuance of the client secret",
                 (client::Issue::Rotate, false) => "rotated the client secret",
@@ -835,7 +837,9 @@ async fn ensure_client(
         None => plan.verifier_with(new_hash),
     };
     let mut sa_meta = meta(sa_name.clone(), Component::ClientServiceAccount);
-    sa_meta.annotations = Some(verifier.clone());
+    let mut annotations = verifier.clone();
+    annotations.insert(labels::OWNER_UID.to_string(), uid.clone());
+    sa_meta.annotations = Some(annotations);
     let sa = ServiceAccount {
         metadata: sa_meta,
         automount_service_account_token: Some(false),
@@ -866,6 +870,32 @@ async fn ensure_client(
         refused: plan.refused,
         conflict,
     })
+}
+
+/// Deletes the client ServiceAccount `name` of uid `uid` (a precondition: never a newer
+/// one of the same name). Gone already, or replaced since it was read: the next pass sees.
+async fn delete_service_account(ctx: &Context, ns: &str, name: &str, uid: &str) -> Result<()> {
+    crate::metrics::write("delete", "ServiceAccount");
+    match Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
+        .delete(
+            name,
+            &DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.to_string()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: format!("replacing ServiceAccount {ns}/{name}"),
+            source,
+        }),
+    }
 }
 
 /// What `ensure_client` found and made.

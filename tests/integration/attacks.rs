@@ -1795,3 +1795,77 @@ async fn a_value_planted_in_a_credentials_secret_never_becomes_the_secret() {
     }
     crate::core::delete_org(&client, &org).await;
 }
+
+/// A client Membership removed with `--cascade=orphan` (or replaced by a GitOps tool
+/// before the garbage collector came) left its ServiceAccount behind; a new Membership of
+/// the same name took it over, verifier and minted tokens included: the removed client's
+/// secret and tokens then acted with the new Membership's rights. Now the new Membership's
+/// client gets a ServiceAccount and a secret of its own.
+#[tokio::test]
+async fn a_new_membership_of_the_same_name_inherits_no_client() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{DeleteParams, PropagationPolicy};
+    let _ = controller();
+    let client = admin().await;
+    let org = org_with(
+        &client,
+        "atk-heir",
+        membership("ci", Subject::client("ci"), OrgRole::Member, &[]),
+    )
+    .await;
+    let ns = format!("org-{org}");
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    let memberships = Api::<Membership>::namespaced(client.clone(), &ns);
+    let value = |s: Secret| String::from_utf8(s.data.unwrap()["client-secret"].0.clone()).unwrap();
+    let old_sa = sas.get("ci-client").await.unwrap();
+    let old_value = value(secrets.get("ci-credentials").await.unwrap());
+    memberships
+        .delete(
+            "ci",
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Orphan),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    crate::harness::wait_gone(&memberships, "ci").await;
+    wait_for(
+        &sas,
+        "ci-client",
+        "orphaned",
+        |sa: Option<&ServiceAccount>| sa.is_some_and(|sa| sa.owner_references().is_empty()),
+    )
+    .await
+    .unwrap();
+    add_member(
+        &client,
+        &org,
+        membership("ci", Subject::client("ci"), OrgRole::Admin, &[]),
+    )
+    .await;
+    wait_member_reason(&client, &org, "ci", "Granted").await;
+    let sa = wait_for(
+        &sas,
+        "ci-client",
+        "a ServiceAccount of its own",
+        |sa: Option<&ServiceAccount>| {
+            sa.is_some_and(|sa| {
+                sa.uid() != old_sa.uid()
+                    && sa.annotations().contains_key(tenantry::credentials::HASH)
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let verifier = &sa.annotations()[tenantry::credentials::HASH];
+    assert!(
+        !tenantry::credentials::verify(&old_value, verifier),
+        "the removed client's secret does not work for the new one"
+    );
+    let issued = value(secrets.get("ci-credentials").await.unwrap());
+    assert_ne!(issued, old_value);
+    assert!(tenantry::credentials::verify(&issued, verifier));
+    crate::core::delete_org(&client, &org).await;
+}
