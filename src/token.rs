@@ -429,7 +429,11 @@ async fn lookup(client: &Client, client_id: &str) -> Option<(ServiceAccount, Str
         .get_opt(&names::client_service_account(membership))
         .await
         .ok()??;
-    Some((sa, ns))
+    // Only the ServiceAccount Tenantry made for this very Membership: never one of that
+    // name someone else made, nor an earlier Membership's (its tokens would act for it).
+    (crate::build::client::whose(&sa, org, membership, m.metadata.uid.as_deref()?)
+        == crate::build::client::Whose::Ours)
+        .then_some((sa, ns))
 }
 
 async fn issue(server: &Server, (ns, sa): &(String, String)) -> Result<(String, i64), kube::Error> {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -168,6 +169,40 @@ pub fn plan(req: &Request, live: &BTreeMap<String, String>, now: Timestamp) -> P
     }
 }
 
+/// Whose a live client ServiceAccount is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose {
+    /// This Membership's.
+    Ours,
+    /// An earlier Membership's of the same name: Tenantry's (its labels), another UID.
+    Earlier,
+    /// Not made by Tenantry for a client of this name (it lacks the labels only Tenantry
+    /// may set).
+    Foreign,
+}
+
+/// Whose `sa` is, for the Membership `membership` of organization `org`, of UID `uid`:
+/// Tenantry's labels for that client (only Tenantry may set labels under `tenantry.dev/`),
+/// then the annotation `tenantry.dev/owner-uid` (Tenantry's alone) names the Membership;
+/// on one written before that annotation, its owner reference does. Read by the
+/// Membership reconciler and by the token endpoint.
+pub fn whose(sa: &ServiceAccount, org: &str, membership: &str, uid: &str) -> Whose {
+    let ours = crate::provision::membership_labels(
+        org,
+        membership,
+        crate::labels::Component::ClientServiceAccount,
+    );
+    let live = sa.labels();
+    if !ours.iter().all(|(k, v)| live.get(k) == Some(v)) {
+        return Whose::Foreign;
+    }
+    let this = match sa.annotations().get(crate::labels::OWNER_UID) {
+        Some(owner) => owner == uid,
+        None => sa.owner_references().iter().any(|r| r.uid == uid),
+    };
+    if this { Whose::Ours } else { Whose::Earlier }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +247,47 @@ mod tests {
             }
             out
         });
+    }
+
+    #[test]
+    fn a_service_account_is_a_memberships_by_tenantrys_labels_and_its_uid() {
+        let sa = |labelled: bool, owner_uid: Option<&str>, owner_ref: Option<&str>| {
+            let mut sa = ServiceAccount::default();
+            if labelled {
+                sa.metadata.labels = Some(crate::provision::membership_labels(
+                    "acme",
+                    "ci",
+                    crate::labels::Component::ClientServiceAccount,
+                ));
+            }
+            sa.metadata.annotations =
+                owner_uid.map(|u| [(crate::labels::OWNER_UID.to_string(), u.to_string())].into());
+            sa.metadata.owner_references = owner_ref.map(|u| {
+                vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: u.into(),
+                        ..Default::default()
+                    },
+                ]
+            });
+            sa
+        };
+        let whose = |sa: &ServiceAccount| whose(sa, "acme", "ci", "u1");
+        assert_eq!(whose(&sa(true, Some("u1"), Some("u1"))), Whose::Ours);
+        // One written before the annotation: its owner reference.
+        assert_eq!(whose(&sa(true, None, Some("u1"))), Whose::Ours);
+        // An earlier Membership's: another UID, or orphaned.
+        assert_eq!(whose(&sa(true, Some("u0"), Some("u1"))), Whose::Earlier);
+        assert_eq!(whose(&sa(true, None, Some("u0"))), Whose::Earlier);
+        assert_eq!(whose(&sa(true, None, None)), Whose::Earlier);
+        // Without Tenantry's labels, whatever else it says.
+        assert_eq!(whose(&sa(false, Some("u1"), Some("u1"))), Whose::Foreign);
+        assert_eq!(whose(&sa(false, None, None)), Whose::Foreign);
+        // Another client's labels.
+        assert_eq!(
+            super::whose(&sa(true, Some("u1"), None), "acme", "cd", "u1"),
+            Whose::Foreign
+        );
     }
 
     #[test]

@@ -684,27 +684,49 @@ async fn ensure_client(
     });
     // Its uid, annotations (the verifier, the rotation state), and whether it is ours.
     let live_sa = if settled {
-        cached.map(|sa| (sa.uid().map(str::to_string), sa.annotations(), true))
+        cached.map(|sa| {
+            (
+                sa.uid().map(str::to_string),
+                sa.annotations(),
+                client::Whose::Ours,
+            )
+        })
     } else {
         Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
             .get_opt(&sa_name)
             .await
             .context(|| format!("reading ServiceAccount {ns}/{sa_name}"))?
             .map(|sa| {
-                // One a release before the annotation wrote: its owner reference.
-                let ours = match sa.annotations().get(labels::OWNER_UID) {
-                    Some(owner) => *owner == uid,
-                    None => sa.owner_references().iter().any(|r| r.uid == uid),
-                };
+                let ours = client::whose(&sa, &org.name_any(), &name, &uid);
                 (sa.uid(), sa.annotations().clone(), ours)
             })
     };
+    // One Tenantry did not make: never written, deleted or bound to a secret (whoever
+    // holds the client's secret would act as it, with whatever rights it has elsewhere).
+    let foreign = live_sa
+        .as_ref()
+        .is_some_and(|(_, _, whose)| *whose == client::Whose::Foreign);
+    if foreign {
+        return Ok(ClientState {
+            conflict: Some(format!(
+                "ServiceAccount {ns}/{sa_name} exists and was not made by Tenantry for this client: nothing is written to it and no secret is issued for it; once it is deleted or renamed, the client's credentials are issued"
+            )),
+            service_account: sa_name,
+            client_id,
+            rotation: None,
+            revocation: None,
+            secret_missing: false,
+            refused: None,
+        });
+    }
     let live_uid = live_sa.as_ref().and_then(|(uid, _, _)| uid.clone());
     // An earlier Membership's: replaced (its tokens die with it), after a first issuance.
-    let earlier = live_sa.as_ref().is_some_and(|(_, _, ours)| !ours);
+    let earlier = live_sa
+        .as_ref()
+        .is_some_and(|(_, _, whose)| *whose == client::Whose::Earlier);
     let live_verifier = live_sa
         .as_ref()
-        .filter(|(_, _, ours)| *ours)
+        .filter(|(_, _, whose)| *whose == client::Whose::Ours)
         .map(|(_, annotations, _)| client::verifier_of(annotations))
         .unwrap_or_default();
     let plan = client::plan(&request, &live_verifier, now);

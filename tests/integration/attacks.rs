@@ -1677,6 +1677,56 @@ async fn a_client_never_takes_over_a_secret_tenantry_did_not_make() {
         !allowed("the Admin reads the platform's Secret", r),
         "the platform's Secret is not the client's"
     );
+    // The same for its ServiceAccount's name: a platform's ServiceAccount `ops-client`
+    // (pods run as it, it has rights elsewhere) is never written to, nor given a verifier
+    // whose secret would mint its tokens at the token endpoint.
+    let sas = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns);
+    let platform_sa = sas
+        .create(
+            &PostParams::default(),
+            &k8s_openapi::api::core::v1::ServiceAccount {
+                metadata: kube::core::ObjectMeta {
+                    name: Some("ops-client".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    admin_memberships
+        .create(
+            &PostParams::default(),
+            &in_org(
+                membership("ops", Subject::client("ops"), OrgRole::Member, &[]),
+                &org,
+            ),
+        )
+        .await
+        .unwrap();
+    let m = wait_member_reason(&client, &org, "ops", "CredentialsConflict").await;
+    let message = format!("{:?}", m.status.unwrap().conditions);
+    assert!(message.contains("ops-client"), "{message}");
+    let after = sas.get("ops-client").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        platform_sa.resource_version(),
+        "left alone"
+    );
+    assert!(
+        secrets.get_opt("ops-credentials").await.unwrap().is_none(),
+        "no secret issued for it"
+    );
+    admin_memberships
+        .delete("ops", &Default::default())
+        .await
+        .unwrap();
+    crate::harness::wait_gone(&admin_memberships, "ops").await;
+    assert!(
+        sas.get_opt("ops-client").await.unwrap().is_some(),
+        "the platform's stays"
+    );
+
     // Once the platform's Secret is gone (and the Membership looked at again), the client
     // gets its credentials there, readable by the Admin.
     secrets
