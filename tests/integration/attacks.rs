@@ -540,14 +540,12 @@ async fn an_admin_cannot_read_an_owner_clients_secret() {
     let owner_secrets =
         Api::<Secret>::namespaced(as_user(&user(OrgRole::Owner, &org), &[]).await, &ns);
     // The Member client's credentials: readable by the Admin (once the Role is written).
-    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
-    while admin_secrets.get("bot-credentials").await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "an Admin reads a Member client's credentials"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_readable(
+        &admin_secrets,
+        "bot-credentials",
+        "an Admin reads a Member client's credentials",
+    )
+    .await;
     let r = admin_secrets.get("root-bot-credentials").await;
     assert!(!allowed("admin reads owner client", r));
     let r = admin_secrets.list(&Default::default()).await;
@@ -568,14 +566,12 @@ async fn an_admin_cannot_read_an_owner_clients_secret() {
         )
         .await
         .expect("the Owner lowers the client");
-    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
-    while admin_secrets.get("root-bot-credentials").await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readable once Admin"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_readable(
+        &admin_secrets,
+        "root-bot-credentials",
+        "readable once Admin",
+    )
+    .await;
     crate::core::delete_org(&client, &org).await;
 }
 
@@ -1553,6 +1549,16 @@ async fn only_the_platform_declares_an_organization_namespace() {
     }
 }
 
+/// Waits until `secrets` (a user's view) may read Secret `name`: RBAC written by Tenantry
+/// takes a moment.
+async fn wait_readable(secrets: &Api<Secret>, name: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    while secrets.get(name).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits for an Event in `ns` about the object named `name` with `reason`.
 async fn wait_event_about(client: &kube::Client, ns: &str, name: &str, reason: &str) {
     use futures::{StreamExt, TryStreamExt};
@@ -1632,14 +1638,7 @@ async fn a_client_never_takes_over_a_secret_tenantry_did_not_make() {
         .await
         .expect("an Admin adds a client");
     let m = wait_member_reason(&client, &org, "db", "CredentialsConflict").await;
-    let message = m
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let message = crate::core::ready_message(&m.status.unwrap().conditions);
     assert!(message.contains("db-credentials"), "{message}");
     wait_event_about(&client, &ns, "db", "CredentialsConflict").await;
     // Nothing is written into it.
@@ -1664,14 +1663,12 @@ async fn a_client_never_takes_over_a_secret_tenantry_did_not_make() {
         .unwrap();
     wait_member_reason(&client, &org, "ci", "Granted").await;
     let admin_secrets = Api::<Secret>::namespaced(as_admin.clone(), &ns);
-    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
-    while admin_secrets.get("ci-credentials").await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Admin reads the later client's credentials"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_readable(
+        &admin_secrets,
+        "ci-credentials",
+        "the Admin reads the later client's credentials",
+    )
+    .await;
     let r = admin_secrets.get("db-credentials").await;
     assert!(
         !allowed("the Admin reads the platform's Secret", r),
@@ -1746,14 +1743,12 @@ async fn a_client_never_takes_over_a_secret_tenantry_did_not_make() {
     let issued = secrets.get("db-credentials").await.unwrap();
     let value = String::from_utf8(issued.data.unwrap()["client-secret"].0.clone()).unwrap();
     assert!(tenantry::credentials::looks_generated(&value));
-    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
-    while admin_secrets.get("db-credentials").await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Admin reads the client's own credentials"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_readable(
+        &admin_secrets,
+        "db-credentials",
+        "the Admin reads the client's own credentials",
+    )
+    .await;
     crate::core::delete_org(&client, &org).await;
 }
 

@@ -77,6 +77,15 @@ fn ready_in(conditions: &[Condition], generation: Option<i64>) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation)
 }
 
+/// The message of the `Ready` condition among `conditions` (empty without one).
+pub fn ready_message(conditions: &[Condition]) -> String {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 fn reason_in(conditions: &[Condition]) -> Option<String> {
     conditions
         .iter()

@@ -106,14 +106,7 @@ async fn a_pooled_quota_caps_the_sum_of_the_workspace_quotas() {
     // A younger one asks 2 CPUs of the 1 left: not granted, none of the pool, said.
     create_ws(&client, &org, "second", WorkspaceSpec::default()).await;
     let ws = wait_ws_reason(&client, &org, "second", "QuotaPoolExhausted").await;
-    let message = ws
-        .status
-        .unwrap_or_default()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let message = crate::core::ready_message(&ws.status.unwrap_or_default().conditions);
     assert!(message.contains("requests.cpu 2 > 1 left"), "{message}");
     let second_ns = format!("{org}--second");
     wait_hard(&client, &second_ns, "requests.cpu", "0").await;
