@@ -416,6 +416,16 @@ pub fn membership_labels(
     l
 }
 
+/// Whether `meta` carries every label of `labels`. Only Tenantry (and the platform) may
+/// set labels under `tenantry.dev/` (the admission policy `tenantry-tracking-labels`):
+/// an object carrying Tenantry's labels for an owner was made by Tenantry for it.
+pub fn carries_labels(meta: &kube::api::ObjectMeta, labels: &BTreeMap<String, String>) -> bool {
+    let live = meta.labels.as_ref();
+    labels
+        .iter()
+        .all(|(k, v)| live.and_then(|l| l.get(k)) == Some(v))
+}
+
 /// `l` and the component label.
 fn with_component(
     mut l: BTreeMap<String, String>,

@@ -192,8 +192,7 @@ pub fn whose(sa: &ServiceAccount, org: &str, membership: &str, uid: &str) -> Who
         membership,
         crate::labels::Component::ClientServiceAccount,
     );
-    let live = sa.labels();
-    if !ours.iter().all(|(k, v)| live.get(k) == Some(v)) {
+    if !crate::provision::carries_labels(&sa.metadata, &ours) {
         return Whose::Foreign;
     }
     let this = match sa.annotations().get(crate::labels::OWNER_UID) {

@@ -970,10 +970,8 @@ async fn live_secret(
     else {
         return Ok(LiveSecret::Nothing);
     };
-    // Only Tenantry (and the platform) may set labels under `tenantry.dev/`: a Secret that
-    // carries these was made by Tenantry for a client of this name.
-    let live_labels = secret.labels();
-    if !ours.iter().all(|(k, v)| live_labels.get(k) == Some(v)) {
+    // Made by Tenantry for a client of this name, or not.
+    if !provision::carries_labels(&secret.metadata, ours) {
         return Ok(LiveSecret::Foreign);
     }
     let version = secret.resource_version().unwrap_or_default();
