@@ -236,7 +236,11 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
             ),
         )
     } else {
-        let outcome = provision_org(&org, &ns_name, &uid, ctx).await?;
+        let Some(outcome) = provision_org(&org, &ns_name, &uid, ctx).await? else {
+            // The namespace was just created: its watch event brings the organization
+            // back, and the status is written then, once.
+            return Ok(ctx.look_again(org.as_ref(), super::NAMESPACE_CREATED_RETRY));
+        };
         if outcome.is_ready() {
             let view = ctx.view_of(&ns_name, org.clone());
             let report = super::shared::mark_sources(ctx, &org, &view).await?;
@@ -303,7 +307,7 @@ async fn provision_org(
     ns_name: &str,
     uid: &str,
     ctx: &Context,
-) -> Result<Outcome> {
+) -> Result<Option<Outcome>> {
     let view = ctx.view_of(ns_name, org.clone());
     let s = &ctx.stores;
     let credentials = s
@@ -316,7 +320,7 @@ async fn provision_org(
         .map(|(name, _)| name)
         .collect();
     let built = build::children(org, &view, ns_name, uid, &credentials);
-    Ok(
+    Ok(Some(
         match provision::claim_namespace(
             &ctx.client,
             &s.namespaces,
@@ -339,7 +343,10 @@ async fn provision_org(
             claim @ (NamespaceClaim::Created | NamespaceClaim::Ours | NamespaceClaim::Declared) => {
                 match claim {
                     NamespaceClaim::Created => {
-                        info!(namespace = %ns_name, "created the organization namespace")
+                        // The rest once the API server has seen it (see
+                        // super::NAMESPACE_CREATED_RETRY).
+                        info!(namespace = %ns_name, "created the organization namespace");
+                        return Ok(None);
                     }
                     _ => {
                         // A declared namespace becomes the organization's here: the build
@@ -361,7 +368,7 @@ async fn provision_org(
                 Outcome::ready(reason::PROVISIONED, format!("namespace {ns_name} is ready"))
             }
         },
-    )
+    ))
 }
 
 /// Applies what the build made in the organization namespace (the one applier, by

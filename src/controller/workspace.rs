@@ -250,7 +250,13 @@ async fn provision_workspace(ws: &Workspace, ctx: &Context) -> Result<Action> {
                             )
                             .with_share(view.share(&ws.name_any())),
                         );
-                        let (outcome, bound) = provision(org, ws, &built, &uid, ctx).await?;
+                        let Some((outcome, bound)) = provision(org, ws, &built, &uid, ctx).await?
+                        else {
+                            // The namespace was just created: its watch event brings the
+                            // workspace back (the retry is only a safety net), and the
+                            // status is written then, once.
+                            return Ok(ctx.look_again(ws, super::NAMESPACE_CREATED_RETRY));
+                        };
                         if bound {
                             members = built.members;
                         }
@@ -393,30 +399,32 @@ fn not_shared(ns: &str, not_copied: &[String]) -> Option<Outcome> {
 
 /// Claims the namespace and applies what the build made in it; what is labelled as this
 /// workspace's and was not built is deleted. Returns the outcome and whether the
-/// bindings were applied.
+/// bindings were applied; `None` when it has just created the namespace.
+///
+/// A namespace just created is all of that pass ([`super::NAMESPACE_CREATED_RETRY`]).
 async fn provision(
     org: &Organization,
     ws: &Workspace,
     built: &build::Children,
     uid: &str,
     ctx: &Context,
-) -> Result<(Outcome, bool)> {
+) -> Result<Option<(Outcome, bool)>> {
     let name = built.namespace.name_any();
     let s = &ctx.stores;
     match provision::claim_namespace(&ctx.client, &s.namespaces, &built.namespace, uid, None)
         .await?
     {
         NamespaceClaim::Foreign(why) => {
-            return Ok((
+            return Ok(Some((
                 Outcome::stalled(
                     reason::NAMESPACE_CONFLICT,
                     format!("{why}: it is left untouched"),
                 ),
                 false,
-            ));
+            )));
         }
         NamespaceClaim::Terminating => {
-            return Ok((
+            return Ok(Some((
                 Outcome::progressing(
                     reason::NAMESPACE_TERMINATING,
                     format!(
@@ -424,17 +432,18 @@ async fn provision(
                     ),
                 ),
                 false,
-            ));
+            )));
         }
         NamespaceClaim::Gone => {
-            return Ok((
+            return Ok(Some((
                 Outcome::progressing(reason::PROGRESSING, format!("creating namespace {name}")),
                 false,
-            ));
+            )));
         }
-        // Just created, whole: the rest is provisioned in the same pass (one status write,
-        // Ready, instead of a Progressing one first).
-        NamespaceClaim::Created => info!(namespace = %name, "created the workspace namespace"),
+        NamespaceClaim::Created => {
+            info!(namespace = %name, "created the workspace namespace");
+            return Ok(None);
+        }
         NamespaceClaim::Ours => {
             provision::apply_cluster(
                 &ctx.client,
@@ -446,7 +455,7 @@ async fn provision(
         }
         // Only organizations adopt a declared namespace (none is offered here).
         NamespaceClaim::Declared => {
-            return Ok((
+            return Ok(Some((
                 Outcome::stalled(
                     reason::NAMESPACE_CONFLICT,
                     format!(
@@ -454,7 +463,7 @@ async fn provision(
                     ),
                 ),
                 false,
-            ));
+            )));
         }
     }
 
@@ -507,7 +516,7 @@ async fn provision(
             ),
         )
     };
-    Ok((outcome, true))
+    Ok(Some((outcome, true)))
 }
 
 async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action> {

@@ -261,6 +261,65 @@ fn lp(selector: &str) -> ListParams {
 
 // ---------- organization ----------
 
+/// A new workspace is provisioned in one status write, Ready: the pass that creates its
+/// namespace writes no status (the namespace's watch event brings the workspace back, and
+/// that pass provisions the rest and says Ready), so nobody sees a Progressing workspace
+/// first and the API server serves one status write per workspace.
+#[tokio::test]
+async fn a_new_workspace_is_written_one_status_ready() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let _ = controller();
+    let client = admin().await;
+    let name = unique("t");
+    create_org(&client, &name, org_spec("alice@acme.example")).await;
+    let api: Api<Workspace> = Api::namespaced(client.clone(), &format!("org-{name}"));
+    let mut statuses = watcher(
+        api.clone(),
+        watcher::Config::default().fields("metadata.name=two"),
+    )
+    .applied_objects()
+    // A status with conditions: the one the controller wrote (a new object's may be the
+    // schema's empty defaults).
+    .try_filter_map(|w: Workspace| {
+        futures::future::ready(Ok(w.status.filter(|s| !s.conditions.is_empty())))
+    })
+    .boxed();
+    // The watch is open (its initial list done) before the workspace exists.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    create_ws(&client, &name, "two", Default::default()).await;
+    let first = tokio::time::timeout(crate::harness::TIMEOUT, statuses.try_next())
+        .await
+        .expect("a status within the timeout")
+        .expect("the watch")
+        .expect("a status");
+    let ready = first
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Provisioned"),
+        "the first status written is Ready: {first:?}"
+    );
+    assert_eq!(
+        first.namespace.as_deref(),
+        Some(format!("{name}--two").as_str())
+    );
+    // Provisioned whole in that pass: quota guards and isolation are there.
+    let ns = format!("{name}--two");
+    assert!(
+        !Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    delete_org(&client, &name).await;
+}
+
 #[tokio::test]
 async fn organization_gets_its_namespace_default_workspace_and_a_stable_code() {
     let _ = controller();
