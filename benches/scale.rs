@@ -88,9 +88,65 @@ struct Args {
     /// `--apiserver-arg=--profiling=true` to take a CPU profile during a run.
     #[arg(long)]
     apiserver_arg: Vec<String>,
+    /// CPU profiles of the API server (it runs with `--profiling=true`): during Tenantry's
+    /// run (from the apply to all Ready) and the fair limit's replay, one 5-second profile
+    /// after another, in `target/bench/x<scale>/profiles/{tenantry,fair}-NNN.pprof`
+    /// (`go tool pprof -top -cum target/bench/x1/profiles/tenantry-*.pprof` merges them).
+    /// Needs kubectl on the PATH.
+    #[arg(long)]
+    apiserver_profile: bool,
     // `cargo bench` passes --bench.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// Successive 5-second CPU profiles of a control plane's API server, each one file, until
+/// [`Profiler::stop`] (which waits for the window in progress).
+struct Profiler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Profiler {
+    fn start(kubeconfig: &Path, dir: &Path, name: &'static str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kubeconfig, dir, flag) = (kubeconfig.to_path_buf(), dir.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut taken = 0;
+            for i in 1.. {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let file = dir.join(format!("{name}-{i:03}.pprof"));
+                let ok = std::fs::File::create(&file).ok().and_then(|out| {
+                    Command::new("kubectl")
+                        .arg("--kubeconfig")
+                        .arg(&kubeconfig)
+                        .args(["get", "--raw", "/debug/pprof/profile?seconds=5"])
+                        .stdout(out)
+                        .stderr(Stdio::null())
+                        .status()
+                        .ok()
+                });
+                if ok.is_some_and(|s| s.success()) {
+                    taken += 1;
+                } else {
+                    let _ = std::fs::remove_file(&file);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            taken
+        });
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops after the profile in progress; says how many were taken.
+    fn stop(self, what: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let taken = self.thread.join().unwrap_or(0);
+        eprintln!("bench: {taken} API server CPU profiles of 5 s for {what}");
+    }
 }
 
 fn root() -> PathBuf {
@@ -883,7 +939,11 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         tenancy.memberships.len()
     );
 
-    let cp = ControlPlane::start(&dir.join("controlplane"), &args.apiserver_arg)?;
+    let mut apiserver_args = args.apiserver_arg.clone();
+    if args.apiserver_profile {
+        apiserver_args.push("--profiling=true".to_string());
+    }
+    let cp = ControlPlane::start(&dir.join("controlplane"), &apiserver_args)?;
     let client = cp.client().await?;
     install(&cp, &client, !args.without_mutating_policy).await?;
     let controller = Controller::start(
@@ -900,6 +960,15 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
 
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let watchers = watch_ready(&client, seen.clone());
+    let profiler = if args.apiserver_profile {
+        Some(Profiler::start(
+            &cp.kubeconfig,
+            &dir.join("profiles"),
+            "tenantry",
+        )?)
+    } else {
+        None
+    };
     let t0 = Instant::now();
     if args.declare_namespaces {
         let declared: Vec<Namespace> = tenancy
@@ -961,6 +1030,9 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converged = Instant::now();
+    if let Some(p) = profiler {
+        p.stop("Tenantry's run, from the apply to all Ready");
+    }
     watchers.iter().for_each(|w| w.abort());
     let converge_seconds = {
         let seen = seen.lock().unwrap();
@@ -1181,16 +1253,28 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
                     ""
                 }
             );
-            let cp = ControlPlane::start(&dir.join(name), &args.apiserver_arg)?;
+            let cp = ControlPlane::start(&dir.join(name), &apiserver_args)?;
             let client = cp.client().await?;
             if limit == Limit::Fair {
                 install(&cp, &client, !args.without_mutating_policy).await?;
             }
             let parts0 = cp.cpu_by_part();
+            let profiler = if args.apiserver_profile && limit == Limit::Fair {
+                Some(Profiler::start(
+                    &cp.kubeconfig,
+                    &dir.join("profiles"),
+                    "fair",
+                )?)
+            } else {
+                None
+            };
             let t = Instant::now();
             let n = replay(&client, &snap, parallel, limit, args.limit_writes).await?;
             let secs = t.elapsed().as_secs_f64();
             let parts = cpu_between(&parts0, &cp.cpu_by_part());
+            if let Some(p) = profiler {
+                p.stop("the fair limit's replay");
+            }
             let cpu = parts.values().sum::<f64>();
             save_apiserver_requests(&client, &dir.join(name).join("apiserver-requests.txt")).await;
             cp.stop();
