@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,19 +104,19 @@ struct Args {
 /// Successive 5-second CPU profiles of a control plane's API server, each one file, until
 /// [`Profiler::stop`] (which waits for the window in progress).
 struct Profiler {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<usize>,
 }
 
 impl Profiler {
     fn start(kubeconfig: &Path, dir: &Path, name: &'static str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let (kubeconfig, dir, flag) = (kubeconfig.to_path_buf(), dir.to_path_buf(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut taken = 0;
             for i in 1.. {
-                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if flag.load(Ordering::Relaxed) {
                     break;
                 }
                 let file = dir.join(format!("{name}-{i:03}.pprof"));
@@ -143,7 +144,7 @@ impl Profiler {
 
     /// Stops after the profile in progress; says how many were taken.
     fn stop(self, what: &str) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         let taken = self.thread.join().unwrap_or(0);
         eprintln!("bench: {taken} API server CPU profiles of 5 s for {what}");
     }
@@ -960,15 +961,10 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
 
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let watchers = watch_ready(&client, seen.clone());
-    let profiler = if args.apiserver_profile {
-        Some(Profiler::start(
-            &cp.kubeconfig,
-            &dir.join("profiles"),
-            "tenantry",
-        )?)
-    } else {
-        None
-    };
+    let profiler = args
+        .apiserver_profile
+        .then(|| Profiler::start(&cp.kubeconfig, &dir.join("profiles"), "tenantry"))
+        .transpose()?;
     let t0 = Instant::now();
     if args.declare_namespaces {
         let declared: Vec<Namespace> = tenancy
@@ -1259,15 +1255,9 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
                 install(&cp, &client, !args.without_mutating_policy).await?;
             }
             let parts0 = cp.cpu_by_part();
-            let profiler = if args.apiserver_profile && limit == Limit::Fair {
-                Some(Profiler::start(
-                    &cp.kubeconfig,
-                    &dir.join("profiles"),
-                    "fair",
-                )?)
-            } else {
-                None
-            };
+            let profiler = (args.apiserver_profile && limit == Limit::Fair)
+                .then(|| Profiler::start(&cp.kubeconfig, &dir.join("profiles"), "fair"))
+                .transpose()?;
             let t = Instant::now();
             let n = replay(&client, &snap, parallel, limit, args.limit_writes).await?;
             let secs = t.elapsed().as_secs_f64();
