@@ -141,7 +141,8 @@ fn was_granted(m: &Membership) -> bool {
         s.conditions.iter().any(|c| {
             c.type_ == "Ready"
                 && (c.reason == crate::api::reason::GRANTED
-                    || c.reason == crate::api::reason::WORKSPACE_PENDING)
+                    || c.reason == crate::api::reason::WORKSPACE_PENDING
+                    || c.reason == crate::api::reason::BINDING)
         })
     })
 }

@@ -59,6 +59,17 @@ fn up_to_date<K: Projected>(live: Option<&Slim<K>>, desired: &K) -> Result<bool>
     live.map_or(Ok(false), |live| Ok(live.holds(&asked(desired)?)))
 }
 
+/// Whether the live object in `store` already holds everything in `desired`, as the
+/// applier would find it ([`apply_with`]): read by whoever must know a write has landed
+/// (a Membership is `Granted` only once its bindings are in place).
+pub fn in_place<K: Projected>(store: &Children<K>, desired: &K) -> Result<bool> {
+    let name = desired.meta().name.as_deref().unwrap_or_default();
+    let Some(live) = store.get(desired.meta().namespace.as_deref(), name) else {
+        return Ok(false);
+    };
+    Ok(live.holds(&asked(&stamped(desired)?)?))
+}
+
 /// What `desired` asks of the live object ([`crate::slim::desired`]).
 fn asked<K: Projected>(desired: &K) -> Result<crate::slim::Desired> {
     crate::slim::desired(desired).map_err(|source| Error::Serialize {

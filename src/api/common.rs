@@ -343,6 +343,8 @@ pub mod reason {
     pub const DUPLICATE_SUBJECT: &str = "DuplicateSubject";
     pub const WORKSPACE_PENDING: &str = "WorkspacePending";
     pub const GRANTED: &str = "Granted";
+    /// Granted, and the organization's bindings that name the member are being written.
+    pub const BINDING: &str = "Binding";
     pub const DELETING: &str = "Deleting";
     pub const ORGANIZATION_NOT_VERIFIED: &str = "OrganizationNotVerified";
     pub const OWNER_LIMIT_REACHED: &str = "OwnerLimitReached";

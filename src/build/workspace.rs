@@ -22,7 +22,7 @@ use crate::api::{
     Membership, Organization, PodSecurityLevel, Workspace, WorkspaceMember, WorkspacePolicy,
     WorkspaceRole,
 };
-use crate::grants::{self, MemberState};
+use crate::grants::{self, MemberState, WorkspaceGrantee};
 use crate::labels::Component;
 use crate::rbac::{cluster_role_ref, dedup};
 use crate::{labels, pool, provision, quantity, rbac};
@@ -235,27 +235,9 @@ pub fn children(input: &Input<'_>) -> Children {
             }),
         });
 
-    // One RoleBinding per workspace role, listing everyone who holds it.
     let org_ns = input.ws.namespace().unwrap_or_default();
     let grantees = grants::workspace_grantees(input.org, input.ws, input.memberships, input.states);
-    let bindings = WorkspaceRole::ALL
-        .into_iter()
-        .filter_map(|role| {
-            let name = rbac::workspace_cluster_role(role);
-            let subjects: Vec<_> = grantees
-                .iter()
-                .filter(|g| g.role == role)
-                .map(|g| {
-                    grants::rbac_subject(&g.subject, g.membership.as_deref().unwrap_or(""), &org_ns)
-                })
-                .collect();
-            (!subjects.is_empty()).then(|| RoleBinding {
-                metadata: meta(&name, Component::WorkspaceBinding),
-                role_ref: cluster_role_ref(&name),
-                subjects: Some(dedup(subjects)),
-            })
-        })
-        .collect();
+    let bindings = bindings((&org, &org_ns), &ws, input.namespace, &grantees);
     let members = grantees
         .into_iter()
         .map(|g| WorkspaceMember {
@@ -275,6 +257,46 @@ pub fn children(input: &Input<'_>) -> Children {
         members,
         capped,
     }
+}
+
+/// One RoleBinding per workspace role someone holds, listing everyone who holds it: in
+/// namespace `namespace` of workspace `ws` of organization `org` (whose Memberships live
+/// in `org_ns`), for `grantees` (`grants::workspace_grantees`). Read by the Workspace
+/// reconciler, which applies them, and by the Membership reconciler, which says `Granted`
+/// only once the live bindings hold them.
+pub fn bindings(
+    (org, org_ns): (&str, &str),
+    ws: &str,
+    namespace: &str,
+    grantees: &[WorkspaceGrantee],
+) -> Vec<RoleBinding> {
+    WorkspaceRole::ALL
+        .into_iter()
+        .filter_map(|role| {
+            let name = rbac::workspace_cluster_role(role);
+            let subjects: Vec<_> = grantees
+                .iter()
+                .filter(|g| g.role == role)
+                .map(|g| {
+                    grants::rbac_subject(&g.subject, g.membership.as_deref().unwrap_or(""), org_ns)
+                })
+                .collect();
+            (!subjects.is_empty()).then(|| RoleBinding {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(provision::workspace_labels(
+                        org,
+                        ws,
+                        Component::WorkspaceBinding,
+                    )),
+                    ..Default::default()
+                },
+                role_ref: cluster_role_ref(&name),
+                subjects: Some(dedup(subjects)),
+            })
+        })
+        .collect()
 }
 
 fn namespace(input: &Input<'_>, policy: &WorkspacePolicy) -> Namespace {

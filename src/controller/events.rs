@@ -32,9 +32,10 @@ pub fn event_for(old: &[Condition], outcome: &Outcome) -> Option<Event> {
     let was_stalled = status::is_true(old, status::STALLED);
     let tell = match outcome {
         Outcome::Stalled { .. } => true,
-        Outcome::Progressing { reason, .. } => {
-            !matches!(*reason, reason::PROGRESSING | reason::WORKSPACE_PENDING)
-        }
+        Outcome::Progressing { reason, .. } => !matches!(
+            *reason,
+            reason::PROGRESSING | reason::WORKSPACE_PENDING | reason::BINDING
+        ),
         Outcome::Ready { .. } => was_stalled,
     };
     tell.then(|| Event {

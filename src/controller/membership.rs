@@ -15,7 +15,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject as RbacSubject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, Preconditions};
 use kube::runtime::controller::Action;
@@ -35,6 +37,7 @@ use crate::grants::{self, MemberState};
 use crate::labels::Component;
 use crate::provision::{self, ChangedBy};
 use crate::status::{self, Outcome};
+use crate::view::OrgView;
 use crate::{credentials, labels, names};
 
 /// Whether a Membership's change can change the state of its siblings: deleted or being
@@ -86,6 +89,33 @@ fn workspace_ready(w: &Workspace) -> bool {
     workspace_is(w, status::READY)
 }
 
+/// The Memberships of binding `b`'s organization that it names and that are not Ready
+/// yet: those that may wait for it ([`Binds`]). Nothing for the members already Ready,
+/// which every member's arrival would otherwise wake (the Admins' bindings list them all).
+fn named_by<K: Binding + Resource>(stores: &super::Stores, b: &K) -> Vec<ObjectRef<Membership>> {
+    let Some(org) = b.labels().get(labels::ORGANIZATION) else {
+        return Vec::new();
+    };
+    let ns = names::org_namespace(org);
+    let waiting: Vec<_> = stores
+        .memberships_in(&ns)
+        .into_iter()
+        .filter(|m| {
+            !m.status
+                .as_ref()
+                .is_some_and(|s| status::is_true(&s.conditions, status::READY))
+        })
+        .collect();
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    waiting
+        .iter()
+        .filter(|m| b.names(&grants::rbac_subject(&m.spec.subject, &m.name_any(), &ns)))
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
 /// Runs the Membership reconciler until `shutdown`.
 pub async fn run(
     ctx: Arc<Context>,
@@ -93,6 +123,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (s1, s2, s3) = (ctx.stores.clone(), ctx.stores.clone(), ctx.stores.clone());
+    let (s4, s5) = (ctx.stores.clone(), ctx.stores.clone());
     feed::controller(
         ctx.stores.memberships.clone(),
         feeds
@@ -127,6 +158,19 @@ pub async fn run(
                 memberships_of(&s3, &names::org_namespace(&o.name_any()))
             }),
     )
+    // A binding written: the members it names that wait for it (`Binds`).
+    .reconcile_on(
+        feeds
+            .role_bindings
+            .triggers(false, feed::applied, move |b: &RoleBinding| {
+                named_by(&s4, b)
+            }),
+    )
+    .reconcile_on(feeds.cluster_role_bindings.triggers(
+        false,
+        feed::applied,
+        move |b: &ClusterRoleBinding| named_by(&s5, b),
+    ))
     .reconcile_on(super::resync(
         ctx.stores.memberships.clone(),
         ctx.settings.resync(),
@@ -218,7 +262,7 @@ async fn reconcile(m: Arc<Membership>, ctx: Arc<Context>) -> Result<Action> {
                     if grants::needs_grandfather_mark(org, &m) {
                         mark_grandfathered(&m, &ns, &ctx).await?;
                     }
-                    let outcome = granted(org, &m, &ns, &ctx, &mut found).await?;
+                    let outcome = granted(&view, &m, &ns, &ctx, &mut found).await?;
                     if ctx.settings.personal_organizations
                         && m.spec.subject.kind == SubjectKind::User
                         && !m.spec.subject.name.starts_with("system:")
@@ -533,12 +577,13 @@ fn invitation(m: &Membership, ns: &str, labels: &BTreeMap<String, String>) -> (R
 }
 
 async fn granted(
-    org: &Organization,
+    view: &OrgView,
     m: &Membership,
     ns: &str,
     ctx: &Context,
     found: &mut Found,
 ) -> Result<Outcome> {
+    let org = view.org.as_ref();
     let mut secret_missing = false;
     let mut refused = None;
     let mut conflict = None;
@@ -562,37 +607,68 @@ async fn granted(
             .get(&ObjectRef::new(name).within(ns))
             .filter(|w| w.meta().deletion_timestamp.is_none())
     };
-    let provisioned = |name: &str| live(name).is_some_and(|w| workspace_ready(&w));
+    // Granted in a workspace once it is provisioned and its bindings name the member:
+    // whoever reads `Granted` and acts is not refused.
+    let binds = Binds::new(view, m, ns, ctx);
+    let provisioned =
+        |w: &Workspace| -> Result<bool> { Ok(workspace_ready(w) && binds.in_workspace(w)?) };
+    let mut unbound = Vec::new();
     if m.spec.role.reaches_all_workspaces() {
         // Not a list of the organization's workspaces: that list would change with every
         // workspace added, in the status of every Owner, Admin and Manager (measured: a
-        // third of all status writes while a tenancy converges).
+        // third of all status writes while a tenancy converges). The provisioned ones
+        // that do not bind it yet are pending.
         found.all_workspaces = true;
+        for w in &view.workspaces {
+            if w.meta().deletion_timestamp.is_none()
+                && workspace_ready(w)
+                && !binds.in_workspace(w)?
+            {
+                unbound.push(w.name_any());
+            }
+        }
     } else {
         found.workspaces = m
             .spec
             .workspaces
             .iter()
-            .map(|g| WorkspaceAccess {
-                name: g.name.clone(),
-                role: g.role,
-                state: if provisioned(&g.name) {
-                    AccessState::Granted
-                } else {
-                    AccessState::Pending
-                },
+            .map(|g| {
+                let granted = match live(&g.name) {
+                    Some(w) => provisioned(&w)?,
+                    None => false,
+                };
+                Ok(WorkspaceAccess {
+                    name: g.name.clone(),
+                    role: g.role,
+                    state: if granted {
+                        AccessState::Granted
+                    } else {
+                        AccessState::Pending
+                    },
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
     }
     let pending: Vec<&str> = found
         .workspaces
         .iter()
         .filter(|w| w.state == AccessState::Pending)
         .map(|w| w.name.as_str())
+        .chain(unbound.iter().map(String::as_str))
         .collect();
-    // Each still pending workspace, if every one exists.
+    // The organization's own bindings (its role in the organization namespace, access to
+    // the Organization object).
+    let org_unbound = binds.in_organization()?;
+    // Each still pending workspace, if every one exists; an organization binding not in
+    // place yet is on its way (the Organization reconciler was woken by the same change).
     let waiting: Option<Vec<Arc<Workspace>>> = pending.iter().map(|name| live(name)).collect();
-    found.first_status_grace = waiting.and_then(|w| provisioning_grace(&w));
+    found.first_status_grace = waiting.and_then(|w| {
+        if w.is_empty() && !org_unbound.is_empty() {
+            Some(FIRST_STATUS_GRACE)
+        } else {
+            provisioning_grace(&w)
+        }
+    });
     // A deleted credentials Secret is a supported choice (copy the secret, delete the
     // Secret, as SaaS consoles show a secret once): the member stays Ready, and the
     // message says how to get a new secret.
@@ -615,7 +691,23 @@ async fn granted(
                 "{why}; no rotation happens until it is fixed, the current secret keeps working"
             ),
         )
-    } else if pending.is_empty() {
+    } else if !pending.is_empty() {
+        Outcome::progressing(
+            reason::WORKSPACE_PENDING,
+            format!(
+                "granted as soon as these workspaces exist, are provisioned and bind it: {}",
+                pending.join(", ")
+            ),
+        )
+    } else if !org_unbound.is_empty() {
+        Outcome::progressing(
+            reason::BINDING,
+            format!(
+                "granted as soon as these bindings name it: {}",
+                org_unbound.join(", ")
+            ),
+        )
+    } else {
         let reach = if found.all_workspaces {
             "every workspace, as Admin".to_string()
         } else {
@@ -628,15 +720,129 @@ async fn granted(
                 m.spec.role
             ),
         )
-    } else {
-        Outcome::progressing(
-            reason::WORKSPACE_PENDING,
-            format!(
-                "granted as soon as these workspaces exist and are provisioned: {}",
-                pending.join(", ")
-            ),
-        )
     })
+}
+
+/// Whether the bindings that grant member `m` are in place: each binding built from the
+/// organization's view (the builders the Workspace and Organization reconcilers apply)
+/// that names the member is held by the live object in the cache (the applier's own
+/// test, [`provision::in_place`]). Both reconcilers are woken by the change that grants
+/// the member, and run concurrently with this one; a member told `Granted` before their
+/// RoleBinding was written would be refused for a moment (measured in a test: the status
+/// came before every binding). A binding's change wakes the Memberships it names
+/// ([`named_by`]).
+///
+/// A member already `Granted` for its current generation is not checked again: a newer
+/// member changes the same bindings (the Admins' of every workspace), and a member bound
+/// before stays bound while they are rewritten (one PUT replaces the list).
+struct Binds<'a> {
+    view: &'a OrgView,
+    ctx: &'a Context,
+    /// The organization namespace.
+    ns: &'a str,
+    /// The member as bindings name it; `None`: already granted, nothing to check.
+    subject: Option<RbacSubject>,
+}
+
+impl<'a> Binds<'a> {
+    fn new(view: &'a OrgView, m: &Membership, ns: &'a str, ctx: &'a Context) -> Self {
+        let granted_before = m.status.as_ref().is_some_and(|s| {
+            s.observed_generation == m.meta().generation
+                && status::is_true(&s.conditions, status::READY)
+        });
+        Self {
+            view,
+            ctx,
+            ns,
+            subject: (!granted_before)
+                .then(|| grants::rbac_subject(&m.spec.subject, &m.name_any(), ns)),
+        }
+    }
+
+    /// Whether workspace `w`, provisioned, binds the member.
+    fn in_workspace(&self, w: &Workspace) -> Result<bool> {
+        let Some(subject) = &self.subject else {
+            return Ok(true);
+        };
+        let Some(namespace) = w.status.as_ref().and_then(|s| s.namespace.as_deref()) else {
+            return Ok(false);
+        };
+        let built = crate::build::workspace::bindings(
+            (&self.view.org.name_any(), self.ns),
+            &w.name_any(),
+            namespace,
+            &self.view.grantees(w),
+        );
+        Ok(unheld(&self.ctx.stores.role_bindings, &built, subject)?.is_empty())
+    }
+
+    /// The organization's bindings that name the member and are not in place yet.
+    fn in_organization(&self) -> Result<Vec<String>> {
+        let Some(subject) = &self.subject else {
+            return Ok(Vec::new());
+        };
+        let org = &self.view.org;
+        let s = &self.ctx.stores;
+        let built = crate::build::organization::children(
+            org,
+            self.view,
+            self.ns,
+            org.uid().as_deref().unwrap_or_default(),
+            &super::organization::credentials(s, self.ns),
+        );
+        let mut out = unheld(&s.role_bindings, &built.role_bindings, subject)?;
+        out.extend(unheld(
+            &s.role_bindings,
+            &built.credentials_bindings,
+            subject,
+        )?);
+        out.extend(unheld(
+            &s.cluster_role_bindings,
+            &built.cluster_role_bindings,
+            subject,
+        )?);
+        Ok(out)
+    }
+}
+
+/// The names of the bindings in `built` that name `subject` and that the live objects in
+/// `store` do not hold yet.
+fn unheld<K: crate::slim::Projected + Binding>(
+    store: &crate::slim::Children<K>,
+    built: &[K],
+    subject: &RbacSubject,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in built {
+        if b.names(subject) && !provision::in_place(store, b)? {
+            out.push(b.name_any());
+        }
+    }
+    Ok(out)
+}
+
+/// A RoleBinding or a ClusterRoleBinding.
+trait Binding {
+    fn subjects(&self) -> &[RbacSubject];
+
+    /// Whether it names `s` (by kind, name and namespace).
+    fn names(&self, s: &RbacSubject) -> bool {
+        self.subjects()
+            .iter()
+            .any(|b| b.kind == s.kind && b.name == s.name && b.namespace == s.namespace)
+    }
+}
+
+impl Binding for RoleBinding {
+    fn subjects(&self) -> &[RbacSubject] {
+        self.subjects.as_deref().unwrap_or_default()
+    }
+}
+
+impl Binding for ClusterRoleBinding {
+    fn subjects(&self) -> &[RbacSubject] {
+        self.subjects.as_deref().unwrap_or_default()
+    }
 }
 
 /// A Client's ServiceAccount and its credentials Secret. The secret is generated once,

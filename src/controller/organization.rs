@@ -300,6 +300,19 @@ async fn apply(org: Arc<Organization>, ctx: &Context) -> Result<Action> {
         .await)
 }
 
+/// The client credentials Secrets Tenantry made in organization namespace `ns`, by name
+/// (what `build::organization::children` reads).
+pub(super) fn credentials(s: &super::Stores, ns: &str) -> std::collections::BTreeSet<String> {
+    s.secrets
+        .in_namespace(ns)
+        .into_iter()
+        .filter(|(_, secret)| {
+            secret.label(labels::COMPONENT) == Some(Component::ClientCredentials.as_str())
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// The organization namespace and everything in it: claimed (created, or found to be
 /// this organization's), then built (`build::organization`) and applied.
 async fn provision_org(
@@ -310,16 +323,7 @@ async fn provision_org(
 ) -> Result<Option<Outcome>> {
     let view = ctx.view_of(ns_name, org.clone());
     let s = &ctx.stores;
-    let credentials = s
-        .secrets
-        .in_namespace(ns_name)
-        .into_iter()
-        .filter(|(_, secret)| {
-            secret.label(labels::COMPONENT) == Some(Component::ClientCredentials.as_str())
-        })
-        .map(|(name, _)| name)
-        .collect();
-    let built = build::children(org, &view, ns_name, uid, &credentials);
+    let built = build::children(org, &view, ns_name, uid, &credentials(s, ns_name));
     Ok(Some(
         match provision::claim_namespace(
             &ctx.client,

@@ -734,3 +734,224 @@ pub async fn grant_cluster(client: &Client, who: &str, resource: &str, verbs: &[
         .await
         .unwrap();
 }
+
+/// Whether `b`'s subjects include `s`.
+fn names_subject(subjects: Option<&Vec<RbacSubject>>, s: &RbacSubject) -> bool {
+    subjects
+        .into_iter()
+        .flatten()
+        .any(|b| b.kind == s.kind && b.name == s.name && b.namespace == s.namespace)
+}
+
+/// A Membership says `Granted` only once every binding that grants it is in place: a
+/// member who reads `Granted` and acts is never refused. Members of every kind are added
+/// at once to an organization whose workspaces are ready; every RoleBinding and
+/// ClusterRoleBinding of the organization and every Membership are watched, and the
+/// revision (etcd's, one counter for every object) at which each binding first named a
+/// member must come before the revision of the member's first `Granted`.
+#[tokio::test]
+async fn a_member_is_granted_only_once_bound() {
+    use futures::StreamExt;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use kube::runtime::watcher;
+    use std::sync::{Arc, Mutex};
+
+    let _ = controller();
+    let client = admin().await;
+    let org = unique("bound");
+    let org_ns = format!("org-{org}");
+    create_org(&client, &org, org_spec("o@x.example")).await;
+    for ws in ["dev", "ops"] {
+        crate::core::create_ws(&client, &org, ws, Default::default()).await;
+    }
+    for ws in ["dev", "ops"] {
+        wait_ws_ready(&client, &org, ws).await;
+    }
+
+    // Every version of every binding of the organization, and of every Membership, from
+    // now on: (object, revision, subjects) and (membership, revision, granted).
+    type Seen = Arc<Mutex<Vec<(String, u64, Option<Vec<RbacSubject>>)>>>;
+    let bindings: Seen = Arc::default();
+    let granted: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let rv = |o: &ObjectMeta| -> u64 {
+        o.resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("an etcd revision")
+    };
+    let selected = watcher::Config::default().labels(&format!("tenantry.dev/organization={org}"));
+    let mut watches = Vec::new();
+    {
+        let seen = bindings.clone();
+        let rbs = watcher(Api::<RoleBinding>::all(client.clone()), selected.clone());
+        watches.push(tokio::spawn(rbs.for_each(move |e| {
+            if let Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) = e {
+                let key = format!(
+                    "RoleBinding {}/{}",
+                    b.namespace().unwrap_or_default(),
+                    b.name_any()
+                );
+                seen.lock()
+                    .unwrap()
+                    .push((key, rv(&b.metadata), b.subjects));
+            }
+            futures::future::ready(())
+        })));
+    }
+    {
+        let seen = bindings.clone();
+        let crbs = watcher(Api::<ClusterRoleBinding>::all(client.clone()), selected);
+        watches.push(tokio::spawn(crbs.for_each(move |e| {
+            if let Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) = e {
+                let key = format!("ClusterRoleBinding {}", b.name_any());
+                seen.lock()
+                    .unwrap()
+                    .push((key, rv(&b.metadata), b.subjects));
+            }
+            futures::future::ready(())
+        })));
+    }
+    {
+        let seen = granted.clone();
+        let members = watcher(
+            Api::<Membership>::namespaced(client.clone(), &org_ns),
+            watcher::Config::default(),
+        );
+        watches.push(tokio::spawn(members.for_each(move |e| {
+            if let Ok(watcher::Event::Apply(m) | watcher::Event::InitApply(m)) = e {
+                let is_granted = m
+                    .status
+                    .iter()
+                    .flat_map(|s| &s.conditions)
+                    .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Granted");
+                if is_granted {
+                    seen.lock().unwrap().push((m.name_any(), rv(&m.metadata)));
+                }
+            }
+            futures::future::ready(())
+        })));
+    }
+    // The watches have started (a binding of the owners exists already).
+    let started = async {
+        while bindings.lock().unwrap().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(crate::harness::TIMEOUT, started)
+        .await
+        .expect("the watches see the owners' bindings");
+
+    let user = |n: &str| RbacSubject {
+        kind: "User".into(),
+        name: n.into(),
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        namespace: None,
+    };
+    let members = [
+        (
+            membership(
+                "editor",
+                Subject::user("e@x.example"),
+                OrgRole::Member,
+                &[("dev", WorkspaceRole::Editor)],
+            ),
+            user("e@x.example"),
+        ),
+        (
+            membership(
+                "viewer",
+                Subject::user("v@x.example"),
+                OrgRole::Viewer,
+                &[
+                    ("dev", WorkspaceRole::Viewer),
+                    ("ops", WorkspaceRole::Viewer),
+                ],
+            ),
+            user("v@x.example"),
+        ),
+        (
+            membership("admin", Subject::user("a@x.example"), OrgRole::Admin, &[]),
+            user("a@x.example"),
+        ),
+        (
+            membership(
+                "manager",
+                Subject::user("m@x.example"),
+                OrgRole::Manager,
+                &[],
+            ),
+            user("m@x.example"),
+        ),
+        (
+            membership(
+                "team",
+                Subject::group("team-x"),
+                OrgRole::Member,
+                &[("ops", WorkspaceRole::Editor)],
+            ),
+            RbacSubject {
+                kind: "Group".into(),
+                ..user("team-x")
+            },
+        ),
+        (
+            membership(
+                "robot",
+                Subject::client("robot"),
+                OrgRole::Member,
+                &[("dev", WorkspaceRole::Editor)],
+            ),
+            RbacSubject {
+                kind: "ServiceAccount".into(),
+                name: tenantry::names::client_service_account("robot"),
+                api_group: None,
+                namespace: Some(org_ns.clone()),
+            },
+        ),
+    ];
+    futures::future::join_all(
+        members
+            .iter()
+            .map(|(m, _)| add_member(&client, &org, m.clone())),
+    )
+    .await;
+    for (m, _) in &members {
+        wait_member_reason(&client, &org, &m.name_any(), "Granted").await;
+    }
+    // The bindings' watch may deliver after the Memberships' one.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for w in watches {
+        w.abort();
+    }
+
+    let bindings = bindings.lock().unwrap().clone();
+    let granted = granted.lock().unwrap().clone();
+    for (m, subject) in &members {
+        let name = m.name_any();
+        let at = granted
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, rv)| *rv)
+            .min()
+            .expect("seen Granted");
+        // Each binding that names the member now, and since when.
+        let mut naming: BTreeMap<&str, u64> = BTreeMap::new();
+        for (key, rv, subjects) in &bindings {
+            if names_subject(subjects.as_ref(), subject) {
+                let first = naming.entry(key.as_str()).or_insert(*rv);
+                *first = (*first).min(*rv);
+            }
+        }
+        assert!(
+            naming
+                .keys()
+                .any(|k| k.starts_with("RoleBinding") && !k.contains(&format!(" {org_ns}/"))),
+            "{name} is bound in a workspace: {naming:?}"
+        );
+        let late: Vec<_> = naming.iter().filter(|(_, rv)| **rv > at).collect();
+        assert!(
+            late.is_empty(),
+            "{name} was Granted at revision {at}, before these bindings named it: {late:?}"
+        );
+    }
+}
