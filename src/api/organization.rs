@@ -338,7 +338,8 @@ pub struct Usage {
     /// The sum of the workspaces' ResourceQuotas, per resource.
     #[serde(default)]
     pub allocated: BTreeMap<String, Quantity>,
-    /// The sum of what the workspaces use of them, per resource.
+    /// The sum of what the workspaces use of them, per resource allocated (0 until the
+    /// quota controller has measured it).
     #[serde(default)]
     pub used: BTreeMap<String, Quantity>,
 }
