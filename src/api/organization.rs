@@ -335,7 +335,9 @@ pub struct Usage {
     /// Machine clients (Client Memberships) that grant now.
     #[serde(default)]
     pub clients: i32,
-    /// The sum of the workspaces' ResourceQuotas, per resource.
+    /// The sum of the workspaces' ResourceQuotas, per resource: what each provisionable
+    /// workspace is allocated (its quota in force, under the organization's ceiling and
+    /// pool), counted from its creation on.
     #[serde(default)]
     pub allocated: BTreeMap<String, Quantity>,
     /// The sum of what the workspaces use of them, per resource allocated (0 until the

@@ -165,19 +165,41 @@ pub fn policy(input: &Input<'_>) -> (WorkspacePolicy, Vec<Capped>) {
         capped.push(Capped::PodSecurity { asked, ceiling });
     }
     policy.pod_security = Some(enforced);
-    let (quota, above) = quota(input.org, input.ws, input.operator_defaults.quota.as_ref());
+    let (quota, above) = quota_in_force(
+        input.org,
+        input.ws,
+        input.operator_defaults.quota.as_ref(),
+        input.share,
+    );
     if !above.is_empty() {
         capped.push(Capped::Quota(above));
     }
-    if let Some(pool) = input.org.spec.pool() {
-        if let Some(pool::Share::NotGranted(short)) = input.share {
-            capped.push(Capped::Pool(short.clone()));
-        }
-        policy.quota = pool::enforce(quota, pool, input.share).map(ResourceList::from);
-    } else {
-        policy.quota = quota.map(ResourceList::from);
+    if input.org.spec.pool().is_some()
+        && let Some(pool::Share::NotGranted(short)) = input.share
+    {
+        capped.push(Capped::Pool(short.clone()));
     }
+    policy.quota = quota.map(ResourceList::from);
     (policy, capped)
+}
+
+/// The ResourceQuota a workspace holds once provisioned ([`quota`], and under the
+/// organization's pooled quota, its `share` of it: `pool::enforce`), and what was above
+/// the organization's ceiling. The organization's `usage.allocated` adds these up for its
+/// provisionable workspaces: a declared fact, which changes when a workspace or a policy
+/// does, not each time a workspace's quota is created (at the benchmark size that was a
+/// quarter of the organizations' status writes).
+pub fn quota_in_force(
+    org: &Organization,
+    ws: &Workspace,
+    operator_quota: Option<&ResourceList>,
+    share: Option<&pool::Share>,
+) -> (Option<pool::Resources>, Vec<String>) {
+    let (asked, above) = quota(org, ws, operator_quota);
+    match org.spec.pool() {
+        Some(pool) => (pool::enforce(asked, pool, share), above),
+        None => (asked, above),
+    }
 }
 
 /// The namespace and everything in it.

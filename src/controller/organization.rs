@@ -463,38 +463,54 @@ fn shared_outcome(report: &super::shared::SourceReport) -> Option<Outcome> {
     })
 }
 
-/// What the organization uses, and its pooled quota's state: from the view and the
-/// ResourceQuotas of its provisioned workspaces, as the cache holds them (each found by
-/// the workspace's namespace name and checked to carry that workspace's labels).
+/// What the organization uses, and its pooled quota's state: from the view (what each
+/// provisionable workspace is allocated, `build::workspace::quota_in_force`) and what the
+/// ResourceQuotas of its provisioned workspaces report used, as the cache holds them (each
+/// found by the workspace's namespace name and checked to carry that workspace's labels).
 fn usage(
     ctx: &Context,
     org: &Organization,
     view: &crate::view::OrgView,
 ) -> (Option<crate::api::QuotaStatus>, crate::api::Usage) {
     let org_name = org.name_any();
-    let quotas: Vec<ResourceQuota> = view
+    let operator_quota = ctx.settings.workspace_defaults().quota;
+    let quotas: Vec<(Option<crate::pool::Resources>, Option<ResourceQuota>)> = view
         .workspaces
         .iter()
         .filter(|w| view.provisionable.contains(&w.name_any()))
-        .filter_map(|w| {
+        .map(|w| {
             let ws = w.name_any();
-            let ns = super::workspace::namespace_name(ctx, &org_name, &ws, &w.uid()?).ok()?;
-            let q = ctx
-                .stores
-                .quotas
-                .get(Some(&ns), crate::build::workspace::QUOTA)?;
-            (q.label(labels::ORGANIZATION) == Some(org_name.as_str())
-                && q.label(labels::WORKSPACE) == Some(ws.as_str()))
-            .then(|| q.kept())
-            .flatten()
+            let allocated = crate::build::workspace::quota_in_force(
+                org,
+                w,
+                operator_quota.as_ref(),
+                view.share(&ws),
+            )
+            .0;
+            let live = w
+                .uid()
+                .and_then(|uid| super::workspace::namespace_name(ctx, &org_name, &ws, &uid).ok())
+                .and_then(|ns| {
+                    ctx.stores
+                        .quotas
+                        .get(Some(&ns), crate::build::workspace::QUOTA)
+                })
+                .filter(|q| {
+                    q.label(labels::ORGANIZATION) == Some(org_name.as_str())
+                        && q.label(labels::WORKSPACE) == Some(ws.as_str())
+                })
+                .and_then(|q| q.kept());
+            (allocated, live)
         })
         .collect();
     let states: Vec<build::QuotaState<'_>> = quotas
         .iter()
-        .map(|q| {
+        .map(|(allocated, live)| {
             (
-                q.spec.as_ref().and_then(|s| s.hard.as_ref()),
-                q.status.as_ref().and_then(|s| s.used.as_ref()),
+                allocated.as_ref(),
+                live.as_ref()
+                    .and_then(|q| q.status.as_ref())
+                    .and_then(|s| s.used.as_ref()),
             )
         })
         .collect();
