@@ -780,37 +780,50 @@ async fn a_member_is_granted_only_once_bound() {
             .expect("an etcd revision")
     };
     let selected = watcher::Config::default().labels(&format!("tenantry.dev/organization={org}"));
-    let mut watches = Vec::new();
+    // Each version of each binding of kind `K`: (kind and path, revision, subjects).
+    fn record<K>(
+        api: Api<K>,
+        selected: watcher::Config,
+        seen: Seen,
+        subjects: fn(K) -> Option<Vec<RbacSubject>>,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
     {
-        let seen = bindings.clone();
-        let rbs = watcher(Api::<RoleBinding>::all(client.clone()), selected.clone());
-        watches.push(tokio::spawn(rbs.for_each(move |e| {
+        tokio::spawn(watcher(api, selected).for_each(move |e| {
             if let Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) = e {
-                let key = format!(
-                    "RoleBinding {}/{}",
-                    b.namespace().unwrap_or_default(),
-                    b.name_any()
-                );
-                seen.lock()
-                    .unwrap()
-                    .push((key, rv(&b.metadata), b.subjects));
+                let ns = b.namespace().map(|n| format!("{n}/")).unwrap_or_default();
+                let key = format!("{} {ns}{}", K::kind(&()), b.name_any());
+                let rv = b
+                    .meta()
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse().ok());
+                let rv: u64 = rv.expect("an etcd revision");
+                seen.lock().unwrap().push((key, rv, subjects(b)));
             }
             futures::future::ready(())
-        })));
+        }))
     }
-    {
-        let seen = bindings.clone();
-        let crbs = watcher(Api::<ClusterRoleBinding>::all(client.clone()), selected);
-        watches.push(tokio::spawn(crbs.for_each(move |e| {
-            if let Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) = e {
-                let key = format!("ClusterRoleBinding {}", b.name_any());
-                seen.lock()
-                    .unwrap()
-                    .push((key, rv(&b.metadata), b.subjects));
-            }
-            futures::future::ready(())
-        })));
-    }
+    let mut watches = vec![
+        record(
+            Api::<RoleBinding>::all(client.clone()),
+            selected.clone(),
+            bindings.clone(),
+            |b| b.subjects,
+        ),
+        record(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            selected,
+            bindings.clone(),
+            |b| b.subjects,
+        ),
+    ];
     {
         let seen = granted.clone();
         let members = watcher(
