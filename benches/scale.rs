@@ -313,6 +313,14 @@ impl Controller {
         let _ = std::fs::write(file, self.metrics_text().await);
     }
 
+    /// What its caches hold now (`/debug/caches`).
+    async fn caches(&self) -> anyhow::Result<BTreeMap<String, CacheSize>> {
+        http_get(self.port, "/debug/caches")
+            .await
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .context("the controller's /debug/caches")
+    }
+
     fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -903,14 +911,20 @@ struct SizeResult {
     fair_ratio: Option<f64>,
     /// `fair_cpu_seconds` by part.
     fair_cpu_by_part: Option<BTreeMap<String, f64>>,
-    /// Per cached kind: objects held and their JSON-encoded bytes (`/debug/caches`).
+    /// Per cached kind: objects held, their JSON-encoded bytes and the projections
+    /// still whole (`/debug/caches`), once settled.
     caches: BTreeMap<String, CacheSize>,
+    /// The same once the restarted controller settled.
+    restart_caches: BTreeMap<String, CacheSize>,
 }
 
 #[derive(Serialize, serde::Deserialize, Default, Debug)]
 struct CacheSize {
     objects: u64,
     bytes: u64,
+    /// Projections not verified (kept whole: no build found held by them yet).
+    #[serde(default)]
+    whole: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -1151,10 +1165,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             .args(["-USR1", &pid.to_string()])
             .status();
     }
-    let caches: BTreeMap<String, CacheSize> = http_get(controller.port, "/debug/caches")
-        .await
-        .and_then(|(_, body)| serde_json::from_str(&body).ok())
-        .context("the controller's /debug/caches")?;
+    let caches = controller.caches().await?;
     // What Tenantry made: every cached kind but the three it is given.
     let managed_objects = (m2.sum("tenantry_managed_objects", &[])
         - ["Organization", "Workspace", "Membership"]
@@ -1189,6 +1200,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
     controller
         .save_metrics(&dir.join("metrics-restart.txt"))
         .await;
+    let restart_caches = controller.caches().await?;
     let restart_requests = controller
         .metrics()
         .await
@@ -1229,6 +1241,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         catch_up_writes,
         restart_requests,
         caches,
+        restart_caches,
         ..Default::default()
     };
 
@@ -1437,15 +1450,15 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.scale, r.catch_up_unobserved, r.catch_up_seconds, r.catch_up_writes
         ));
     }
-    out.push_str("\nWhat the controller's caches hold once settled (`/debug/caches`: objects, and their JSON-encoded bytes as a proxy for the heap they take):\n\n| kind |");
+    out.push_str("\nWhat the controller's caches hold once settled (`/debug/caches`: objects, and their JSON-encoded bytes as a proxy for the heap they take), and how many projections are whole (not verified against a build: settled, and once the restarted controller settled):\n\n| kind |");
     for r in results {
         out.push_str(&format!(
-            " {}x objects | {}x bytes per object |",
-            r.scale, r.scale
+            " {}x objects | {}x bytes per object | {}x whole: settled / restarted |",
+            r.scale, r.scale, r.scale
         ));
     }
     out.push_str("\n|---|");
-    out.push_str(&"---|---|".repeat(results.len()));
+    out.push_str(&"---|---|---|".repeat(results.len()));
     out.push('\n');
     let kinds: std::collections::BTreeSet<&String> =
         results.iter().flat_map(|r| r.caches.keys()).collect();
@@ -1454,11 +1467,13 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
         for r in results {
             match r.caches.get(kind) {
                 Some(c) => out.push_str(&format!(
-                    " {} | {} |",
+                    " {} | {} | {} / {} |",
                     c.objects,
-                    c.bytes.checked_div(c.objects).unwrap_or(0)
+                    c.bytes.checked_div(c.objects).unwrap_or(0),
+                    c.whole,
+                    r.restart_caches.get(kind).map_or(0, |c| c.whole)
                 )),
-                None => out.push_str(" - | - |"),
+                None => out.push_str(" - | - | - |"),
             }
         }
         out.push('\n');

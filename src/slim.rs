@@ -607,23 +607,34 @@ impl<K: Projected> Children<K> {
 }
 
 impl<K: Projected> Children<K> {
-    /// The objects held and about the bytes they hold: names and leaves
-    /// ([`Slim::footprint`]).
-    pub fn measure(&self) -> (usize, usize) {
+    /// What it holds: the objects, about the bytes they hold (names and leaves,
+    /// [`Slim::footprint`]), and how many of the projections are whole (not verified:
+    /// no build has been found held by them since the watch brought them).
+    pub fn measure(&self) -> Measure {
         let map = self.read();
-        let mut objects = 0usize;
-        let mut bytes = 0usize;
+        let mut m = Measure::default();
         for (ns, by_name) in map.iter() {
-            bytes = bytes.saturating_add(ns.len());
+            m.bytes = m.bytes.saturating_add(ns.len());
             for (name, o) in by_name {
-                objects = objects.saturating_add(1);
-                bytes = bytes
+                m.objects = m.objects.saturating_add(1);
+                m.whole = m.whole.saturating_add(usize::from(!o.verified));
+                m.bytes = m
+                    .bytes
                     .saturating_add(name.len())
                     .saturating_add(o.footprint());
             }
         }
-        (objects, bytes)
+        m
     }
+}
+
+/// What a cache holds ([`Children::measure`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Measure {
+    pub objects: usize,
+    pub bytes: usize,
+    /// Projections not verified ([`Slim`]).
+    pub whole: usize,
 }
 
 /// The watch's side of a [`Children`] cache: a relist builds a new map, swapped in when
@@ -1075,6 +1086,7 @@ mod tests {
         cache.verified(Some("ns"), "b", &whole, &asked);
         let verified = cache.get(Some("ns"), "b").unwrap();
         assert!(verified.verified);
+        assert_eq!(cache.measure().whole, 0);
         assert_eq!(
             verified.leaves.len(),
             3,
@@ -1276,8 +1288,8 @@ mod tests {
         w.apply(&watcher::Event::InitDone);
         assert_eq!(names(&cache, "a"), ["m", "z"]);
         assert!(cache.get(Some("a"), "m").is_some() && cache.get(Some("a"), "x").is_none());
-        let (objects, bytes) = cache.measure();
-        assert_eq!(objects, 2);
-        assert!(bytes > 8, "{bytes}");
+        let m = cache.measure();
+        assert_eq!((m.objects, m.whole), (2, 2));
+        assert!(m.bytes > 8, "{m:?}");
     }
 }

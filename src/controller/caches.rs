@@ -24,7 +24,7 @@ use super::feed::{Change, Feed};
 use crate::api::{Membership, Organization, Workspace};
 use crate::labels;
 use crate::provision::Object;
-use crate::slim::{Children, ChildrenWriter, Projected};
+use crate::slim::{Children, ChildrenWriter, Measure, Projected};
 
 /// Caches of everything the reconcilers read. Child kinds are label-selected: the caches
 /// hold only what Tenantry manages, as projections ([`crate::slim::Slim`]) or metadata.
@@ -232,7 +232,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, mut writer) = reflector::store();
-    let feed = Feed::new(Some(reader.clone()));
+    let feed = Feed::new();
     let mut indexer = index.map(IndexWriter::new);
     let cache = reader.clone();
     let task = run(
@@ -259,7 +259,7 @@ fn reflect_slim<K: Projected>(
 ) -> (Children<K>, Feed<K>, BoxFuture<'static, ()>) {
     let cache = Children::default();
     let mut writer = ChildrenWriter::new(cache.clone());
-    let feed = Feed::new(None);
+    let feed = Feed::new();
     let kept = cache.clone();
     let task = run(
         api,
@@ -531,44 +531,56 @@ impl std::io::Write for Counter {
     }
 }
 
-/// A cache's census: the objects held and, when `bytes`, about the bytes they hold.
+/// A cache's census: the objects held and, when `bytes`, about the bytes they hold and
+/// how many projections are whole ([`Measure`]).
 trait Census {
-    fn census(&self, bytes: bool) -> (usize, usize);
+    fn census(&self, bytes: bool) -> Measure;
 }
 
 /// Whole objects: their JSON-encoded size (a proxy for the heap they hold: strings
-/// dominate both).
+/// dominate both); none is a projection.
 impl<K> Census for Store<K>
 where
     K: Serialize + Clone + kube::Resource,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    fn census(&self, bytes: bool) -> (usize, usize) {
+    fn census(&self, bytes: bool) -> Measure {
         if !bytes {
-            return (self.len(), 0);
+            return Measure {
+                objects: self.len(),
+                ..Measure::default()
+            };
         }
         let objects = self.state();
         let mut size = Counter(0);
         for o in &objects {
             let _ = serde_json::to_writer(&mut size, o.as_ref());
         }
-        (objects.len(), size.0)
+        Measure {
+            objects: objects.len(),
+            bytes: size.0,
+            whole: 0,
+        }
     }
 }
 
 /// Projections: names, 4 bytes a leaf, and what is kept ([`Children::measure`]).
 impl<K: Projected> Census for Children<K> {
-    fn census(&self, bytes: bool) -> (usize, usize) {
+    fn census(&self, bytes: bool) -> Measure {
         if bytes {
             self.measure()
         } else {
-            (self.len(), 0)
+            Measure {
+                objects: self.len(),
+                ..Measure::default()
+            }
         }
     }
 }
 
-/// Per cached kind: its name, the objects held and (when `bytes`) their encoded size.
-fn census(s: &Stores, bytes: bool) -> Vec<(&'static str, (usize, usize))> {
+/// Per cached kind: its name and what it holds (when `bytes`, its encoded size and whole
+/// projections too).
+fn census(s: &Stores, bytes: bool) -> Vec<(&'static str, Measure)> {
     macro_rules! kinds {
         ($($kind:literal => $field:ident),* $(,)?) => {
             vec![$(($kind, s.$field.census(bytes))),*]
@@ -594,14 +606,16 @@ fn census(s: &Stores, bytes: bool) -> Vec<(&'static str, (usize, usize))> {
     ]
 }
 
-/// `/debug/caches`: per cached kind, the objects held and their encoded bytes.
+/// `/debug/caches`: per cached kind, the objects held, their encoded bytes, and the
+/// projections still whole (a projection is whole until an owner's build is found held
+/// by it: after a restart, until the owners' first reconciles).
 pub(super) fn report(s: &Stores) -> serde_json::Value {
     census(s, true)
         .into_iter()
-        .map(|(kind, (objects, bytes))| {
+        .map(|(kind, m)| {
             (
                 kind.to_string(),
-                serde_json::json!({ "objects": objects, "bytes": bytes }),
+                serde_json::json!({ "objects": m.objects, "bytes": m.bytes, "whole": m.whole }),
             )
         })
         .collect::<serde_json::Map<_, _>>()
@@ -612,7 +626,7 @@ pub(super) async fn count_managed(stores: Stores) {
     loop {
         let counts = census(&stores, false)
             .into_iter()
-            .map(|(kind, (n, _))| (kind, n));
+            .map(|(kind, m)| (kind, m.objects));
         for (kind, n) in counts {
             crate::metrics::METRICS
                 .managed

@@ -49,36 +49,27 @@ type Deliver<K> = Box<dyn Fn(&Change<'_, K>) -> bool + Send + Sync>;
 /// initial lists bring every object at once, faster than the reconcilers take them).
 pub struct Feed<K: Object> {
     subscribers: Arc<Mutex<Vec<Deliver<K>>>>,
-    /// The cache of whole objects, for subscribers seeded with it (kinds cached as a
-    /// projection have none).
-    store: Option<Store<K>>,
 }
 
 impl<K: Object> Clone for Feed<K> {
     fn clone(&self) -> Self {
         Self {
             subscribers: self.subscribers.clone(),
-            store: self.store.clone(),
         }
     }
 }
 
 impl<K: Object> Feed<K> {
-    pub(super) fn new(store: Option<Store<K>>) -> Self {
+    pub(super) fn new() -> Self {
         Self {
             subscribers: Default::default(),
-            store,
         }
     }
 
     /// A trigger stream: for each change `wants` accepts, the objects `to` names (of kind
-    /// `P`: the kind itself, its owners, whoever depends on it). With `seed`, it starts
-    /// with what `to` names of every object in the cache now (a reconciler's own kind:
-    /// everything is reconciled once when it starts); changes that come meanwhile may
-    /// come twice, never not at all.
+    /// `P`: the kind itself, its owners, whoever depends on it).
     pub fn triggers<P, I>(
         &self,
-        seed: bool,
         wants: impl Fn(&Change<'_, K>) -> bool + Send + Sync + 'static,
         to: impl Fn(&K) -> I + Send + Sync + 'static,
     ) -> impl Stream<Item = ObjectRef<P>> + Send + 'static
@@ -88,13 +79,6 @@ impl<K: Object> Feed<K> {
     {
         let (tx, rx) = mpsc::unbounded();
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        if seed {
-            for o in self.store.iter().flat_map(Store::state) {
-                for r in to(&o) {
-                    let _ = tx.unbounded_send(r);
-                }
-            }
-        }
         subscribers.push(Box::new(move |change| {
             if tx.is_closed() {
                 return false;
@@ -144,16 +128,20 @@ pub fn owners<P: Resource<DynamicType = ()>, K: Resource>(o: &K) -> Vec<ObjectRe
         .collect()
 }
 
-/// A controller of kind `K` reading its objects from `store`, triggered by `own` (its
-/// kind's changes: [`Feed::triggers`] with [`itself`]); add the others with
-/// [`Triggers::reconcile_on`], then [`Triggers::gated`].
-pub fn controller<K: Object>(
-    store: Store<K>,
-    own: impl Stream<Item = ObjectRef<K>> + Send + 'static,
-) -> Triggers<K> {
+/// A controller of kind `K` reading its objects from `store`, triggered by `own`'s
+/// changes (every object listed or changed: [`applied`]) and seeded with every object
+/// in the cache now (each is reconciled once when it starts); add the other triggers
+/// with [`Triggers::reconcile_on`], then [`Triggers::gated`].
+///
+/// The seed is the cache's own objects, taken as the gate has room ([`super::gate`]); a
+/// change that comes meanwhile may reconcile an object twice, never not at all (the
+/// subscription comes first, then the cache is read).
+pub fn controller<K: Object>(store: Store<K>, own: &Feed<K>) -> Triggers<K> {
+    let changes = own.triggers(applied, itself);
     Triggers {
+        seed: store.state(),
         store,
-        streams: vec![futures::StreamExt::boxed(own)],
+        streams: vec![futures::StreamExt::boxed(changes)],
     }
 }
 
@@ -161,6 +149,8 @@ pub fn controller<K: Object>(
 pub struct Triggers<K: Object> {
     store: Store<K>,
     streams: Vec<futures::stream::BoxStream<'static, ObjectRef<K>>>,
+    /// Every object of the kind when the reconciler starts.
+    seed: Vec<Arc<K>>,
 }
 
 impl<K: Object> Triggers<K> {
@@ -178,7 +168,7 @@ impl<K: Object> Triggers<K> {
     pub fn gated(self, gate: &super::gate::Gate, concurrency: u16) -> kube::runtime::Controller<K> {
         let limit = usize::from(concurrency.max(1)).saturating_mul(GATE_PER_SLOT);
         kube::runtime::Controller::for_stream(futures::stream::pending(), self.store)
-            .reconcile_on(gate.gated(self.streams, limit))
+            .reconcile_on(gate.gated(self.streams, self.seed, limit))
     }
 }
 
@@ -385,21 +375,21 @@ mod tests {
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitApply(a.clone()));
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        let feed = Feed::new(Some(reader));
-        let mut own = feed.triggers(true, applied, itself);
+        let feed = Feed::new();
+        let mut triggers = controller(reader, &feed);
+        let names: Vec<_> = triggers.seed.iter().map(|w| w.name_any()).collect();
+        assert_eq!(names, ["w"], "seeded with the cache");
+        let mut own = triggers.streams.pop().unwrap();
         // Another kind's reconciler: the workspace's organization.
-        let mut others = feed.triggers(false, meaningful, |w: &Workspace| {
+        let mut others = feed.triggers(meaningful, |w: &Workspace| {
             Some(ObjectRef::<Organization>::new(
                 &w.namespace()?["org-".len()..],
             ))
         });
-        let seeded = own.next().await.unwrap();
-        assert_eq!(
-            (seeded.name.as_str(), seeded.namespace.as_deref()),
-            ("w", Some("org-a")),
-            "seeded, by name and namespace"
+        assert!(
+            own.next().now_or_never().is_none(),
+            "the seed is not a change"
         );
-        assert!(seeded.extra.resource_version.is_none() && seeded.extra.uid.is_none());
         let b = ws(1, Outcome::ready("Provisioned", "ok"), 2);
         feed.publish(Change::Applied {
             old: Some(&a),

@@ -14,6 +14,13 @@
 //! debounce), as it did before. Nothing is dropped: each object triggered is reconciled
 //! once at least after its last trigger.
 //!
+//! What waits in the gate is one string per object (`namespace/name`), shared by the
+//! queue and its index: about 90 bytes an object, where a kube `ObjectRef` queued and its
+//! key indexed took about 300. The objects a reconciler starts with (every object of its
+//! kind, [`super::feed::controller`]) wait as the cache's own objects, 8 bytes each, and
+//! are taken one by one as room frees: at a restart at 25x the three queues had held
+//! 85,000 references at once.
+//!
 //! The wake-ups a reconcile asks for (`retry` while progressing, a status held back by
 //! the pacer) wait in the gate too ([`Gate::after`]), not as kube's delayed entries: one
 //! per object, the soonest kept, dropped when the object is let through earlier (as
@@ -32,11 +39,27 @@ use futures::stream::{BoxStream, SelectAll, Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
-/// The key of an object: its namespace (if any) and name.
-type Key = (Option<String>, String);
+/// The key of an object: `namespace/name`, or `name` (cluster-scoped). Neither a
+/// namespace nor a name holds a `/`, so the key says which the object is.
+type Key = Arc<str>;
 
-fn key<K: Resource<DynamicType = ()>>(r: &ObjectRef<K>) -> Key {
-    (r.namespace.clone(), r.name.clone())
+fn key_of(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+fn key<K: Resource<DynamicType = ()>>(r: &ObjectRef<K>) -> String {
+    key_of(r.namespace.as_deref(), &r.name)
+}
+
+/// The reference `k` is the key of.
+fn reference<K: Resource<DynamicType = ()>>(k: &str) -> ObjectRef<K> {
+    match k.split_once('/') {
+        Some((ns, name)) => ObjectRef::new(name).within(ns),
+        None => ObjectRef::new(k),
+    }
 }
 
 /// The objects let through and not reconciled yet, shared by the gate's stream and the
@@ -59,9 +82,9 @@ impl Through {
     }
 
     /// Drops the wake-up of `k`: it is let through now.
-    fn cancel(&mut self, k: &Key) {
-        if let Some(at) = self.due.remove(k) {
-            self.timers.remove(&(at, k.clone()));
+    fn cancel(&mut self, k: &str) {
+        if let Some((k, at)) = self.due.remove_entry(k) {
+            self.timers.remove(&(at, k));
             if self.due.is_empty() {
                 self.due.shrink_to(0);
             }
@@ -106,8 +129,7 @@ impl Gate {
     /// turn came): room for another.
     pub fn done(&self, namespace: Option<&str>, name: &str) {
         let mut through = self.lock();
-        let k = (namespace.map(str::to_string), name.to_string());
-        if through.keys.remove(&k) {
+        if through.keys.remove(key_of(namespace, name).as_str()) {
             if through.keys.is_empty() {
                 through.keys.shrink_to(0);
             }
@@ -122,7 +144,7 @@ impl Gate {
         let Some(at) = Instant::now().checked_add(after) else {
             return;
         };
-        let k = (namespace.map(str::to_string), name.to_string());
+        let k: Key = key_of(namespace, name).into();
         let mut through = self.lock();
         match through.due.get(&k) {
             Some(&sooner) if sooner <= at => return,
@@ -138,11 +160,13 @@ impl Gate {
 }
 
 impl Gate {
-    /// The gate's stream over `triggers` (all of a reconciler's), for kube's controller
+    /// The gate's stream over `triggers` (all of a reconciler's) and `seed` (objects to
+    /// reconcile once, taken only when nothing else waits), for kube's controller
     /// (`reconcile_on`): at most `limit` objects let through and not reconciled yet.
     pub fn gated<K>(
         &self,
         triggers: Vec<BoxStream<'static, ObjectRef<K>>>,
+        seed: Vec<Arc<K>>,
         limit: usize,
     ) -> Gated<K>
     where
@@ -150,6 +174,7 @@ impl Gate {
     {
         Gated {
             triggers: futures::stream::select_all(triggers),
+            seed: seed.into_iter(),
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: None,
             ended: false,
@@ -164,12 +189,14 @@ impl Gate {
 /// The stream of a [`gate`].
 pub struct Gated<K: Resource<DynamicType = ()> + 'static> {
     triggers: SelectAll<BoxStream<'static, ObjectRef<K>>>,
+    /// Objects to reconcile once, not yet taken.
+    seed: std::vec::IntoIter<Arc<K>>,
     /// Until the soonest wake-up (`armed`).
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
     ended: bool,
-    /// Triggered, waiting for room, in the order they came.
-    queue: VecDeque<ObjectRef<K>>,
+    /// Triggered, waiting for room, in the order they came (`queued`: the same keys).
+    queue: VecDeque<Key>,
     queued: HashSet<Key>,
     limit: usize,
     gate: Gate,
@@ -180,20 +207,41 @@ impl<K: Resource<DynamicType = ()> + 'static> Gated<K> {
     /// else queued once.
     fn take(&mut self, r: ObjectRef<K>, through: &mut Through) -> Option<ObjectRef<K>> {
         let k = key(&r);
-        if through.keys.contains(&k) {
+        if through.keys.contains(k.as_str()) {
             through.cancel(&k);
             return Some(r);
         }
-        if self.queued.contains(&k) {
+        if self.queued.contains(k.as_str()) {
             return None;
         }
+        let k: Key = k.into();
         if self.queue.is_empty() && through.keys.len() < self.limit {
             through.cancel(&k);
             through.keys.insert(k);
             return Some(r);
         }
-        self.queued.insert(k);
-        self.queue.push_back(r);
+        self.queued.insert(k.clone());
+        self.queue.push_back(k);
+        None
+    }
+
+    /// The next object of the seed that is not through already, while nothing is queued
+    /// and there is room.
+    fn next_seeded(&mut self, through: &mut Through) -> Option<ObjectRef<K>> {
+        while self.queue.is_empty() && through.keys.len() < self.limit {
+            let o = self.seed.next()?;
+            let Some(name) = o.meta().name.as_deref() else {
+                continue;
+            };
+            let k = key_of(o.meta().namespace.as_deref(), name);
+            if through.keys.contains(k.as_str()) {
+                // Let through already: its reconcile is yet to come.
+                continue;
+            }
+            through.cancel(&k);
+            through.keys.insert(k.as_str().into());
+            return Some(reference(&k));
+        }
         None
     }
 
@@ -202,10 +250,10 @@ impl<K: Resource<DynamicType = ()> + 'static> Gated<K> {
         if through.keys.len() >= self.limit {
             return None;
         }
-        let r = self.queue.pop_front()?;
-        let k = key(&r);
+        let k = self.queue.pop_front()?;
         self.queued.remove(&k);
         through.cancel(&k);
+        let r = reference(&k);
         through.keys.insert(k);
         if self.queue.is_empty() {
             // Given back once the backlog is gone.
@@ -229,13 +277,8 @@ impl<K: Resource<DynamicType = ()> + 'static> Stream for Gated<K> {
         }
         // Wake-ups due are triggers.
         let now = Instant::now();
-        while let Some((namespace, name)) = through.pop_due(now) {
-            let r = ObjectRef::new(&name);
-            let r = match namespace {
-                Some(ns) => r.within(&ns),
-                None => r,
-            };
-            if let Some(r) = this.take(r, &mut through) {
+        while let Some(k) = through.pop_due(now) {
+            if let Some(r) = this.take(reference(&k), &mut through) {
                 return Poll::Ready(Some(r));
             }
         }
@@ -250,7 +293,15 @@ impl<K: Resource<DynamicType = ()> + 'static> Stream for Gated<K> {
                 Poll::Pending => break,
             }
         }
-        if this.ended && this.queue.is_empty() && through.timers.is_empty() {
+        // The seed last: what changed goes first.
+        if let Some(r) = this.next_seeded(&mut through) {
+            return Poll::Ready(Some(r));
+        }
+        if this.ended
+            && this.queue.is_empty()
+            && through.timers.is_empty()
+            && this.seed.as_slice().is_empty()
+        {
             return Poll::Ready(None);
         }
         // Until the soonest wake-up; `done` (room) and `after` (a sooner one) wake it too.
@@ -296,7 +347,7 @@ mod tests {
     async fn at_most_the_limit_waits_in_kube_and_the_rest_in_order() {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let gate = Gate::default();
-        let mut g = gate.gated(vec![rx.boxed()], 2);
+        let mut g = gate.gated(vec![rx.boxed()], Vec::new(), 2);
         for n in ["a", "b", "c", "d", "c", "a"] {
             tx.unbounded_send(r(n)).unwrap();
         }
@@ -323,10 +374,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_seed_is_taken_when_nothing_else_waits_and_there_is_room() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let gate = Gate::default();
+        let seed = ["s1", "c", "s2", "s3"]
+            .map(|n| {
+                let mut w = Workspace::new(n, Default::default());
+                w.metadata.namespace = Some("org-a".into());
+                Arc::new(w)
+            })
+            .to_vec();
+        let mut g = gate.gated(vec![rx.boxed()], seed, 2);
+        // A change first, then the seed up to the limit.
+        tx.unbounded_send(r("c")).unwrap();
+        let first = ready(&mut g);
+        assert_eq!(names(&first), ["c", "s1"]);
+        assert_eq!(first[1], r("s1"), "by namespace and name");
+        assert!(first[1].extra.resource_version.is_none() && first[1].extra.uid.is_none());
+        // Room: c, through already, is skipped; s2 comes.
+        gate.done(Some("org-a"), "s1");
+        assert_eq!(names(&ready(&mut g)), ["s2"]);
+        // A change waiting goes before the rest of the seed.
+        tx.unbounded_send(r("d")).unwrap();
+        assert!(ready(&mut g).is_empty());
+        gate.done(Some("org-a"), "s2");
+        assert_eq!(names(&ready(&mut g)), ["d"]);
+        gate.done(Some("org-a"), "c");
+        assert_eq!(names(&ready(&mut g)), ["s3"]);
+        // The seed taken and the triggers ended: the stream ends once nothing waits.
+        drop(tx);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut g).poll_next(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(g.seed.len(), 0);
+    }
+
+    #[tokio::test]
     async fn a_reconcile_that_ends_wakes_the_waiting_stream() {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let gate = Gate::default();
-        let mut g = gate.gated(vec![rx.boxed()], 1);
+        let mut g = gate.gated(vec![rx.boxed()], Vec::new(), 1);
         tx.unbounded_send(r("a")).unwrap();
         tx.unbounded_send(r("b")).unwrap();
         assert_eq!(names(&ready(&mut g)), ["a"]);
@@ -340,7 +430,7 @@ mod tests {
     async fn a_wake_up_is_a_trigger_once_due_and_gone_once_triggered_sooner() {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let gate = Gate::default();
-        let mut g = gate.gated(vec![rx.boxed()], 4);
+        let mut g = gate.gated(vec![rx.boxed()], Vec::new(), 4);
         gate.after(Some("org-a"), "x", Duration::from_secs(10));
         gate.after(Some("org-a"), "x", Duration::from_secs(30));
         gate.after(Some("org-a"), "y", Duration::from_secs(20));

@@ -124,66 +124,57 @@ pub async fn run(
 ) {
     let (s1, s2, s3) = (ctx.stores.clone(), ctx.stores.clone(), ctx.stores.clone());
     let (s4, s5) = (ctx.stores.clone(), ctx.stores.clone());
-    feed::controller(
-        ctx.stores.memberships.clone(),
-        feeds
-            .memberships
-            .triggers(true, feed::applied, feed::itself),
-    )
-    .reconcile_on(
-        feeds
-            .service_accounts
-            .triggers(false, feed::any, feed::owners),
-    )
-    .reconcile_on(feeds.secrets.triggers(false, feed::any, feed::owners))
-    // Siblings decide duplicates and limits; workspaces decide what is granted.
-    .reconcile_on(
-        feeds
-            .memberships
-            .triggers(false, sibling_change, move |m: &Membership| {
-                memberships_of(&s1, &m.namespace().unwrap_or_default())
-            }),
-    )
-    .reconcile_on(
-        feeds
-            .workspaces
-            .triggers(false, workspace_came_or_went, move |w: &Workspace| {
-                memberships_of(&s2, &w.namespace().unwrap_or_default())
-            }),
-    )
-    .reconcile_on(
-        feeds
-            .organizations
-            .triggers(false, feed::meaningful, move |o: &Organization| {
-                memberships_of(&s3, &names::org_namespace(&o.name_any()))
-            }),
-    )
-    // A binding written: the members it names that wait for it (`Binds`).
-    .reconcile_on(
-        feeds
-            .role_bindings
-            .triggers(false, feed::applied, move |b: &RoleBinding| {
-                named_by(&s4, b)
-            }),
-    )
-    .reconcile_on(feeds.cluster_role_bindings.triggers(
-        false,
-        feed::applied,
-        move |b: &ClusterRoleBinding| named_by(&s5, b),
-    ))
-    .reconcile_on(super::resync(
-        ctx.stores.memberships.clone(),
-        ctx.settings.resync(),
-    ))
-    .gated(&ctx.gates.memberships, ctx.settings.concurrency)
-    .with_config(ctx.settings.controller_config())
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
-    .for_each(|r| {
-        log_result(&ctx, "Membership", r);
-        futures::future::ready(())
-    })
-    .await;
+    feed::controller(ctx.stores.memberships.clone(), &feeds.memberships)
+        .reconcile_on(feeds.service_accounts.triggers(feed::any, feed::owners))
+        .reconcile_on(feeds.secrets.triggers(feed::any, feed::owners))
+        // Siblings decide duplicates and limits; workspaces decide what is granted.
+        .reconcile_on(
+            feeds
+                .memberships
+                .triggers(sibling_change, move |m: &Membership| {
+                    memberships_of(&s1, &m.namespace().unwrap_or_default())
+                }),
+        )
+        .reconcile_on(
+            feeds
+                .workspaces
+                .triggers(workspace_came_or_went, move |w: &Workspace| {
+                    memberships_of(&s2, &w.namespace().unwrap_or_default())
+                }),
+        )
+        .reconcile_on(
+            feeds
+                .organizations
+                .triggers(feed::meaningful, move |o: &Organization| {
+                    memberships_of(&s3, &names::org_namespace(&o.name_any()))
+                }),
+        )
+        // A binding written: the members it names that wait for it (`Binds`).
+        .reconcile_on(
+            feeds
+                .role_bindings
+                .triggers(feed::applied, move |b: &RoleBinding| named_by(&s4, b)),
+        )
+        .reconcile_on(
+            feeds
+                .cluster_role_bindings
+                .triggers(feed::applied, move |b: &ClusterRoleBinding| {
+                    named_by(&s5, b)
+                }),
+        )
+        .reconcile_on(super::resync(
+            ctx.stores.memberships.clone(),
+            ctx.settings.resync(),
+        ))
+        .gated(&ctx.gates.memberships, ctx.settings.concurrency)
+        .with_config(ctx.settings.controller_config())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
+        .for_each(|r| {
+            log_result(&ctx, "Membership", r);
+            futures::future::ready(())
+        })
+        .await;
 }
 
 /// What a reconcile found out.

@@ -42,95 +42,81 @@ pub async fn run(
 ) {
     let by_ns = ctx.stores.clone();
     let by_ns2 = ctx.stores.clone();
-    feed::controller(
-        ctx.stores.organizations.clone(),
-        feeds
-            .organizations
-            .triggers(true, feed::applied, feed::itself),
-    )
-    .reconcile_on(feeds.namespaces.triggers(false, feed::any, feed::owners))
-    .reconcile_on(feeds.cluster_roles.triggers(false, feed::any, feed::owners))
-    .reconcile_on(
-        feeds
-            .cluster_role_bindings
-            .triggers(false, feed::any, feed::owners),
-    )
-    // The organization's own bindings, in its namespace (not those of its workspaces).
-    .reconcile_on(
-        feeds
-            .role_bindings
-            .triggers(false, feed::any, |rb: &RoleBinding| {
-                let org = rb.labels().get(labels::ORGANIZATION)?;
-                (rb.namespace()? == names::org_namespace(org))
-                    .then(|| ObjectRef::<Organization>::new(org))
-            }),
-    )
-    // The Role that lets its Admins read client credentials (invitation Roles, in the
-    // same namespace, are the Memberships').
-    .reconcile_on(feeds.roles.triggers(false, feed::any, |r: &Role| {
-        let org = r.labels().get(labels::ORGANIZATION)?;
-        (r.name_any() == rbac::CLIENT_CREDENTIALS && r.namespace()? == names::org_namespace(org))
+    feed::controller(ctx.stores.organizations.clone(), &feeds.organizations)
+        .reconcile_on(feeds.namespaces.triggers(feed::any, feed::owners))
+        .reconcile_on(feeds.cluster_roles.triggers(feed::any, feed::owners))
+        .reconcile_on(
+            feeds
+                .cluster_role_bindings
+                .triggers(feed::any, feed::owners),
+        )
+        // The organization's own bindings, in its namespace (not those of its workspaces).
+        .reconcile_on(feeds.role_bindings.triggers(feed::any, |rb: &RoleBinding| {
+            let org = rb.labels().get(labels::ORGANIZATION)?;
+            (rb.namespace()? == names::org_namespace(org))
+                .then(|| ObjectRef::<Organization>::new(org))
+        }))
+        // The Role that lets its Admins read client credentials (invitation Roles, in the
+        // same namespace, are the Memberships').
+        .reconcile_on(feeds.roles.triggers(feed::any, |r: &Role| {
+            let org = r.labels().get(labels::ORGANIZATION)?;
+            (r.name_any() == rbac::CLIENT_CREDENTIALS
+                && r.namespace()? == names::org_namespace(org))
             .then(|| ObjectRef::<Organization>::new(org))
-    }))
-    // Its clients' credentials Secrets, made or deleted: the Admins' read access names
-    // only those Tenantry made.
-    .reconcile_on(feeds.secrets.triggers(
-        false,
-        |c: &super::Change<'_, PartialObjectMeta<Secret>>| {
-            !matches!(c, super::Change::Applied { old: Some(_), .. })
-        },
-        |s: &PartialObjectMeta<Secret>| {
-            let l = s.labels();
-            let org = l.get(labels::ORGANIZATION)?;
-            (l.get(labels::COMPONENT).map(String::as_str)
-                == Some(Component::ClientCredentials.as_str())
-                && s.namespace()? == names::org_namespace(org))
-            .then(|| ObjectRef::<Organization>::new(org))
-        },
-    ))
-    // Workspaces and Memberships it counts and binds: created, deleted, changed, not
-    // their status details.
-    .reconcile_on(
-        feeds
-            .workspaces
-            .triggers(false, feed::meaningful, move |w: &Workspace| {
-                by_ns
-                    .organization_of_namespace(&w.namespace().unwrap_or_default())
+        }))
+        // Its clients' credentials Secrets, made or deleted: the Admins' read access names
+        // only those Tenantry made.
+        .reconcile_on(feeds.secrets.triggers(
+            |c: &super::Change<'_, PartialObjectMeta<Secret>>| {
+                !matches!(c, super::Change::Applied { old: Some(_), .. })
+            },
+            |s: &PartialObjectMeta<Secret>| {
+                let l = s.labels();
+                let org = l.get(labels::ORGANIZATION)?;
+                (l.get(labels::COMPONENT).map(String::as_str)
+                    == Some(Component::ClientCredentials.as_str())
+                    && s.namespace()? == names::org_namespace(org))
+                .then(|| ObjectRef::<Organization>::new(org))
+            },
+        ))
+        // Workspaces and Memberships it counts and binds: created, deleted, changed, not
+        // their status details.
+        .reconcile_on(
+            feeds
+                .workspaces
+                .triggers(feed::meaningful, move |w: &Workspace| {
+                    by_ns
+                        .organization_of_namespace(&w.namespace().unwrap_or_default())
+                        .and_then(|o| feed::itself(o.as_ref()))
+                }),
+        )
+        .reconcile_on(feeds.memberships.triggers(
+            feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
+            move |m: &crate::api::Membership| {
+                by_ns2
+                    .organization_of_namespace(&m.namespace().unwrap_or_default())
                     .and_then(|o| feed::itself(o.as_ref()))
-            }),
-    )
-    .reconcile_on(feeds.memberships.triggers(
-        false,
-        feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
-        move |m: &crate::api::Membership| {
-            by_ns2
-                .organization_of_namespace(&m.namespace().unwrap_or_default())
-                .and_then(|o| feed::itself(o.as_ref()))
-        },
-    ))
-    // What its workspaces hold and use of their quotas: the organization's usage and
-    // pooled quota (status writes of these details are paced).
-    .reconcile_on(
-        feeds
-            .quotas
-            .triggers(false, quota_changed, |q: &ResourceQuota| {
-                let org = q.labels().get(labels::ORGANIZATION)?;
-                Some(ObjectRef::<Organization>::new(org))
-            }),
-    )
-    .reconcile_on(super::resync(
-        ctx.stores.organizations.clone(),
-        ctx.settings.resync(),
-    ))
-    .gated(&ctx.gates.organizations, ctx.settings.concurrency)
-    .with_config(ctx.settings.controller_config())
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
-    .for_each(|r| {
-        log_result(&ctx, "Organization", r);
-        futures::future::ready(())
-    })
-    .await;
+            },
+        ))
+        // What its workspaces hold and use of their quotas: the organization's usage and
+        // pooled quota (status writes of these details are paced).
+        .reconcile_on(feeds.quotas.triggers(quota_changed, |q: &ResourceQuota| {
+            let org = q.labels().get(labels::ORGANIZATION)?;
+            Some(ObjectRef::<Organization>::new(org))
+        }))
+        .reconcile_on(super::resync(
+            ctx.stores.organizations.clone(),
+            ctx.settings.resync(),
+        ))
+        .gated(&ctx.gates.organizations, ctx.settings.concurrency)
+        .with_config(ctx.settings.controller_config())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
+        .for_each(|r| {
+            log_result(&ctx, "Organization", r);
+            futures::future::ready(())
+        })
+        .await;
 }
 
 /// A ResourceQuota's change that changes its organization's usage: what it holds or what

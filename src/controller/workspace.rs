@@ -84,102 +84,98 @@ pub async fn run(
         let ws = l.get(labels::WORKSPACE)?;
         Some(ObjectRef::<Workspace>::new(ws).within(&names::org_namespace(org)))
     };
-    feed::controller(
-        ctx.stores.workspaces.clone(),
-        feeds.workspaces.triggers(true, feed::applied, feed::itself),
-    )
-    // What it provisions, by the workspace labels on each: any edit or deletion is
-    // repaired.
-    .reconcile_on(
-        feeds
-            .namespaces
-            .triggers(false, feed::any, move |o| by_labels(o.labels())),
-    )
-    .reconcile_on(
-        feeds
-            .role_bindings
-            .triggers(false, feed::any, move |o| by_labels(o.labels())),
-    )
-    .reconcile_on(
-        feeds
-            .quotas
-            .triggers(false, feed::any, move |o| by_labels(o.labels())),
-    )
-    .reconcile_on(
-        feeds
-            .limit_ranges
-            .triggers(false, feed::any, move |o| by_labels(o.labels())),
-    )
-    .reconcile_on(
-        feeds
-            .network_policies
-            .triggers(false, feed::any, move |o| by_labels(o.labels())),
-    )
-    // Copies of shared resources (edited or deleted: made again), and their sources
-    // (changed: copied again).
-    .reconcile_on(
-        feeds
-            .config_maps
-            .triggers(false, feed::any, move |o| by_labels(o.labels())),
-    )
-    .reconcile_on(
-        feeds
-            .secrets
-            .triggers(false, feed::any, move |o| by_labels(o.labels())),
-    )
-    .reconcile_on(
-        feeds
-            .shared_config_maps
-            .triggers(false, feed::any, move |o| sourced(&s4, &o.metadata)),
-    )
-    .reconcile_on(
-        feeds
-            .shared_secrets
-            .triggers(false, feed::any, move |o| sourced(&s5, &o.metadata)),
-    )
-    // Who is granted what, and the organization's policy.
-    .reconcile_on(feeds.memberships.triggers(
-        false,
-        feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
-        move |m: &Membership| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
-    ))
-    .reconcile_on(
-        feeds
-            .organizations
-            .triggers(false, feed::meaningful, move |o: &Organization| {
-                workspaces_of(&s2, &names::org_namespace(&o.name_any()))
-            }),
-    )
-    // A workspace that goes away frees a place under limits.maxWorkspaces; one that goes
-    // or asks another quota changes the others' shares of a pooled quota.
-    .reconcile_on(
-        feeds
-            .workspaces
-            .triggers(false, concerns_others, move |w: &Workspace| {
-                let ns = w.namespace().unwrap_or_default();
-                let limited = s3
-                    .organization_of_namespace(&ns)
-                    .is_some_and(|o| o.spec.max_workspaces().is_some() || o.spec.pool().is_some());
-                if limited {
-                    workspaces_of(&s3, &ns)
-                } else {
-                    Vec::new()
-                }
-            }),
-    )
-    .reconcile_on(super::resync(
-        ctx.stores.workspaces.clone(),
-        ctx.settings.resync(),
-    ))
-    .gated(&ctx.gates.workspaces, ctx.settings.concurrency)
-    .with_config(ctx.settings.controller_config())
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
-    .for_each(|r| {
-        log_result(&ctx, "Workspace", r);
-        futures::future::ready(())
-    })
-    .await;
+    feed::controller(ctx.stores.workspaces.clone(), &feeds.workspaces)
+        // What it provisions, by the workspace labels on each: any edit or deletion is
+        // repaired.
+        .reconcile_on(
+            feeds
+                .namespaces
+                .triggers(feed::any, move |o| by_labels(o.labels())),
+        )
+        .reconcile_on(
+            feeds
+                .role_bindings
+                .triggers(feed::any, move |o| by_labels(o.labels())),
+        )
+        .reconcile_on(
+            feeds
+                .quotas
+                .triggers(feed::any, move |o| by_labels(o.labels())),
+        )
+        .reconcile_on(
+            feeds
+                .limit_ranges
+                .triggers(feed::any, move |o| by_labels(o.labels())),
+        )
+        .reconcile_on(
+            feeds
+                .network_policies
+                .triggers(feed::any, move |o| by_labels(o.labels())),
+        )
+        // Copies of shared resources (edited or deleted: made again), and their sources
+        // (changed: copied again).
+        .reconcile_on(
+            feeds
+                .config_maps
+                .triggers(feed::any, move |o| by_labels(o.labels())),
+        )
+        .reconcile_on(
+            feeds
+                .secrets
+                .triggers(feed::any, move |o| by_labels(o.labels())),
+        )
+        .reconcile_on(
+            feeds
+                .shared_config_maps
+                .triggers(feed::any, move |o| sourced(&s4, &o.metadata)),
+        )
+        .reconcile_on(
+            feeds
+                .shared_secrets
+                .triggers(feed::any, move |o| sourced(&s5, &o.metadata)),
+        )
+        // Who is granted what, and the organization's policy.
+        .reconcile_on(feeds.memberships.triggers(
+            feed::membership_grants(super::acceptance_required(ctx.stores.clone())),
+            move |m: &Membership| workspaces_of(&s1, &m.namespace().unwrap_or_default()),
+        ))
+        .reconcile_on(
+            feeds
+                .organizations
+                .triggers(feed::meaningful, move |o: &Organization| {
+                    workspaces_of(&s2, &names::org_namespace(&o.name_any()))
+                }),
+        )
+        // A workspace that goes away frees a place under limits.maxWorkspaces; one that goes
+        // or asks another quota changes the others' shares of a pooled quota.
+        .reconcile_on(
+            feeds
+                .workspaces
+                .triggers(concerns_others, move |w: &Workspace| {
+                    let ns = w.namespace().unwrap_or_default();
+                    let limited = s3.organization_of_namespace(&ns).is_some_and(|o| {
+                        o.spec.max_workspaces().is_some() || o.spec.pool().is_some()
+                    });
+                    if limited {
+                        workspaces_of(&s3, &ns)
+                    } else {
+                        Vec::new()
+                    }
+                }),
+        )
+        .reconcile_on(super::resync(
+            ctx.stores.workspaces.clone(),
+            ctx.settings.resync(),
+        ))
+        .gated(&ctx.gates.workspaces, ctx.settings.concurrency)
+        .with_config(ctx.settings.controller_config())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, |_, e, _| requeue_on_error(e), ctx.clone())
+        .for_each(|r| {
+            log_result(&ctx, "Workspace", r);
+            futures::future::ready(())
+        })
+        .await;
 }
 
 #[instrument(skip_all, fields(workspace = %ws.name_any(), namespace = ?ws.namespace()))]
