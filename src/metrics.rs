@@ -298,6 +298,18 @@ mod tests {
     use super::{classify, organizations};
     use http::Method;
 
+    /// jemalloc's options are compiled in (`.cargo/config.toml`): freed pages go back to
+    /// the system at once (docs/benchmarks.md: the restarted controller's peak).
+    #[test]
+    fn jemalloc_gives_freed_pages_back_at_once() {
+        assert_eq!(
+            tikv_jemalloc_ctl::config::malloc_conf::read()
+                .unwrap()
+                .trim_end_matches('\0'),
+            "dirty_decay_ms:0,muzzy_decay_ms:0"
+        );
+    }
+
     #[test]
     fn requests_are_classified_by_verb_and_resource() {
         let c = |m: Method, u: &str| {
