@@ -332,6 +332,13 @@ mod tests {
         v.iter().map(|r| r.name.as_str()).collect()
     }
 
+    /// Whether the gated stream has ended.
+    fn ended(g: &mut Gated<Workspace>) -> bool {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        matches!(Pin::new(g).poll_next(&mut cx), Poll::Ready(None))
+    }
+
     /// Everything the gated stream yields now, without waiting.
     fn ready(g: &mut Gated<Workspace>) -> Vec<ObjectRef<Workspace>> {
         let waker = futures::task::noop_waker();
@@ -365,12 +372,7 @@ mod tests {
         assert_eq!(g.queue.capacity(), 0, "given back once empty");
         // Once the triggers end and nothing waits, the stream ends.
         drop(tx);
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        assert!(matches!(
-            Pin::new(&mut g).poll_next(&mut cx),
-            Poll::Ready(None)
-        ));
+        assert!(ended(&mut g));
     }
 
     #[tokio::test]
@@ -403,12 +405,7 @@ mod tests {
         assert_eq!(names(&ready(&mut g)), ["s3"]);
         // The seed taken and the triggers ended: the stream ends once nothing waits.
         drop(tx);
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        assert!(matches!(
-            Pin::new(&mut g).poll_next(&mut cx),
-            Poll::Ready(None)
-        ));
+        assert!(ended(&mut g));
         assert_eq!(g.seed.len(), 0);
     }
 
