@@ -81,6 +81,12 @@ impl Through {
         }
     }
 
+    /// Lets `k` through: in kube's scheduler until its reconcile ends, its wake-up dropped.
+    fn admit(&mut self, k: Key) {
+        self.cancel(&k);
+        self.keys.insert(k);
+    }
+
     /// Drops the wake-up of `k`: it is let through now.
     fn cancel(&mut self, k: &str) {
         if let Some((k, at)) = self.due.remove_entry(k) {
@@ -216,8 +222,7 @@ impl<K: Resource<DynamicType = ()> + 'static> Gated<K> {
         }
         let k: Key = k.into();
         if self.queue.is_empty() && through.keys.len() < self.limit {
-            through.cancel(&k);
-            through.keys.insert(k);
+            through.admit(k);
             return Some(r);
         }
         self.queued.insert(k.clone());
@@ -238,9 +243,9 @@ impl<K: Resource<DynamicType = ()> + 'static> Gated<K> {
                 // Let through already: its reconcile is yet to come.
                 continue;
             }
-            through.cancel(&k);
-            through.keys.insert(k.as_str().into());
-            return Some(reference(&k));
+            let r = reference(&k);
+            through.admit(k.into());
+            return Some(r);
         }
         None
     }
@@ -252,9 +257,8 @@ impl<K: Resource<DynamicType = ()> + 'static> Gated<K> {
         }
         let k = self.queue.pop_front()?;
         self.queued.remove(&k);
-        through.cancel(&k);
         let r = reference(&k);
-        through.keys.insert(k);
+        through.admit(k);
         if self.queue.is_empty() {
             // Given back once the backlog is gone.
             self.queue.shrink_to(0);
