@@ -330,6 +330,11 @@ fn run<K: Object>(
     old: impl Fn(&K) -> Option<Arc<K>> + Send + 'static,
 ) -> BoxFuture<'static, ()> {
     let kind = K::kind(&()).to_string();
+    // How long the first list took, and how many objects it brought (a restart's time is
+    // mostly these lists: logged once per kind).
+    let started = std::time::Instant::now();
+    let mut listed = 0_u64;
+    let mut loaded = false;
     let stream = watcher(api, config)
         .backoff(WatchBackoff::cache())
         .modify(move |o| {
@@ -351,8 +356,20 @@ fn run<K: Object>(
                             old: before.as_deref(),
                             new: o,
                         }),
-                        watcher::Event::InitApply(o) => publisher.publish(Change::Listed(o)),
+                        watcher::Event::InitApply(o) => {
+                            listed = listed.saturating_add(1);
+                            publisher.publish(Change::Listed(o))
+                        }
                         watcher::Event::Delete(o) => publisher.publish(Change::Deleted(o)),
+                        watcher::Event::InitDone if !loaded => {
+                            loaded = true;
+                            tracing::info!(
+                                kind,
+                                objects = listed,
+                                seconds = started.elapsed().as_secs_f64(),
+                                "cache loaded"
+                            );
+                        }
                         watcher::Event::Init | watcher::Event::InitDone => {}
                     }
                 }
@@ -399,9 +416,9 @@ pub struct Feeds {
 }
 
 /// Starts the caches, one watch per kind; returns them, the feeds of their changes, and
-/// the tasks that run the watches. With `streaming`, each watch begins with every object
-/// (the API server's WatchList: no pages, each object as it is read from the watch
-/// cache), else with a list in pages.
+/// the tasks that run the watches. Each watch begins with a list in pages, or with
+/// `streaming` with every object as watch events (the API server's WatchList: measured
+/// dearer for the API server, `Settings::initial_list`).
 pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
     let mut tasks = Vec::new();
     let initial = |config: watcher::Config| {
