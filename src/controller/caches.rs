@@ -416,9 +416,10 @@ pub struct Feeds {
 }
 
 /// Starts the caches, one watch per kind; returns them, the feeds of their changes, and
-/// the tasks that run the watches. Each watch begins with a list in pages, or with
-/// `streaming` with every object as watch events (the API server's WatchList: measured
-/// dearer for the API server, `Settings::initial_list`).
+/// the tasks that run the watches. With `streaming`, each watch begins with every object
+/// (the API server's WatchList: no pages, each object as it is read from the watch
+/// cache), else with a list in pages (`Settings::initial_list`: measured, pages grow
+/// dearer with the number of objects of a kind).
 pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
     let mut tasks = Vec::new();
     let initial = |config: watcher::Config| {
