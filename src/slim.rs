@@ -40,6 +40,8 @@ use serde_json::Value;
 use crate::labels;
 use crate::provision::Object;
 
+mod walker;
+
 /// A child kind the caches keep as a [`Slim`].
 pub trait Projected: Object {
     /// Whether the label or annotation `key` is kept by name in the projection's metadata
@@ -336,9 +338,7 @@ impl<K: Projected> Slim<K> {
         // An object that does not serialize has no leaves: it is never up to date, and
         // the applier's write says why.
         let all = if K::LEAVES {
-            serde_json::to_value(live)
-                .map(|v| leaves::<K>(&v))
-                .unwrap_or_default()
+            live_leaves(live).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -737,9 +737,11 @@ pub struct Desired {
 /// What `desired` asks for, to test with [`Slim::holds`].
 pub fn desired<K: Projected>(desired: &K) -> serde_json::Result<Desired> {
     let mut out = Leaves::default();
-    let value = serde_json::to_value(desired)?;
-    collect(&value, Side::Desired, &mut out);
-    out.present.extend(exact::<K>(&value));
+    leaves_into(desired, Side::Desired, &mut out)?;
+    // In one order whichever way they were collected: the digest is compared with the
+    // digest of a later build of the same object.
+    out.present.sort_unstable();
+    out.absent.sort_unstable();
     // 0xfa begins no path (no UTF-8 key holds that byte).
     let mut h = hasher();
     h.write_u8(0xfa);
@@ -776,7 +778,34 @@ enum Side {
 /// timestamps, managedFields) is the API server's or the object's address.
 const METADATA_CONTENT: [&str; 4] = ["labels", "annotations", "ownerReferences", "finalizers"];
 
-/// The sorted, deduplicated leaf hashes of a live object of kind `K`.
+/// The leaves of `object` on `side`, [`Projected::EXACT`]'s included: walked as it
+/// serializes ([`walker`]), or from its `serde_json::Value` for kinds with exact values
+/// and for what the walker does not take (the same leaves: unit-tested).
+fn leaves_into<K: Projected>(object: &K, side: Side, out: &mut Leaves) -> serde_json::Result<()> {
+    if K::EXACT.is_empty() {
+        if walker::collect(object, side, out).is_ok() {
+            return Ok(());
+        }
+        *out = Leaves::default();
+    }
+    let value = serde_json::to_value(object)?;
+    collect(&value, side, out);
+    out.present.extend(exact::<K>(&value));
+    Ok(())
+}
+
+/// The sorted, deduplicated leaf hashes of the live object `object`.
+fn live_leaves<K: Projected>(object: &K) -> serde_json::Result<Vec<Leaf>> {
+    let mut out = Leaves::default();
+    leaves_into(object, Side::Live, &mut out)?;
+    let mut leaves = out.present;
+    leaves.sort_unstable();
+    leaves.dedup();
+    Ok(leaves)
+}
+
+/// The sorted, deduplicated leaf hashes of a live object of kind `K`, from its `Value`.
+#[cfg(test)]
 fn leaves<K: Projected>(object: &Value) -> Vec<Leaf> {
     let mut out = Leaves::default();
     collect(object, Side::Live, &mut out);
