@@ -284,6 +284,24 @@ impl ser::SerializeTupleVariant for List<'_> {
     }
 }
 
+/// Serializer methods for numbers: each is a `serde_json::Number`, as `to_value` makes it.
+macro_rules! numbers {
+    ($($method:ident: $t:ty),* $(,)?) => {$(
+        fn $method(self, v: $t) -> Result<(), Error> {
+            self.number(v.into())
+        }
+    )*};
+}
+
+/// Serializer methods for map keys written out as text, as serde_json does.
+macro_rules! written_out {
+    ($($method:ident: $t:ty),* $(,)?) => {$(
+        fn $method(self, v: $t) -> Result<String, Error> {
+            Ok(v.to_string())
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for Walker<'a> {
     type Ok = ();
     type Error = Error;
@@ -302,37 +320,8 @@ impl<'a> ser::Serializer for Walker<'a> {
         })
     }
 
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.number(v.into())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.number(v.into())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.number(v.into())
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.number(v.into())
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.number(v.into())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.number(v.into())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.number(v.into())
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.number(v.into())
-    }
+    numbers!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
 
     fn serialize_i128(self, _: i128) -> Result<(), Error> {
         Err(unsupported("a 128-bit number"))
@@ -478,45 +467,9 @@ impl ser::Serializer for KeyName {
         Ok(v.to_owned())
     }
 
-    fn serialize_char(self, v: char) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_bool(self, v: bool) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i8(self, v: i8) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
+    written_out!(serialize_char: char, serialize_bool: bool, serialize_i8: i8,
+        serialize_i16: i16, serialize_i32: i32, serialize_i64: i64, serialize_u8: u8,
+        serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
 
     fn serialize_f32(self, _: f32) -> Result<String, Error> {
         Err(unsupported("a float map key"))
