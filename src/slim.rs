@@ -788,32 +788,37 @@ fn leaves_into<K: Projected>(object: &K, side: Side, out: &mut Leaves) -> serde_
         }
         *out = Leaves::default();
     }
-    let value = serde_json::to_value(object)?;
-    collect(&value, side, out);
-    out.present.extend(exact::<K>(&value));
+    value_leaves_into::<K>(&serde_json::to_value(object)?, side, out);
     Ok(())
+}
+
+/// The leaves of an object of kind `K` from its `Value`, [`Projected::EXACT`]'s included.
+fn value_leaves_into<K: Projected>(value: &Value, side: Side, out: &mut Leaves) {
+    collect(value, side, out);
+    out.present.extend(exact::<K>(value));
+}
+
+/// A live object's leaves as a projection keeps them: sorted, each once.
+fn sorted_unique(out: Leaves) -> Vec<Leaf> {
+    let mut leaves = out.present;
+    leaves.sort_unstable();
+    leaves.dedup();
+    leaves
 }
 
 /// The sorted, deduplicated leaf hashes of the live object `object`.
 fn live_leaves<K: Projected>(object: &K) -> serde_json::Result<Vec<Leaf>> {
     let mut out = Leaves::default();
     leaves_into(object, Side::Live, &mut out)?;
-    let mut leaves = out.present;
-    leaves.sort_unstable();
-    leaves.dedup();
-    Ok(leaves)
+    Ok(sorted_unique(out))
 }
 
 /// The sorted, deduplicated leaf hashes of a live object of kind `K`, from its `Value`.
 #[cfg(test)]
 fn leaves<K: Projected>(object: &Value) -> Vec<Leaf> {
     let mut out = Leaves::default();
-    collect(object, Side::Live, &mut out);
-    let mut leaves = out.present;
-    leaves.extend(exact::<K>(object));
-    leaves.sort_unstable();
-    leaves.dedup();
-    leaves
+    value_leaves_into::<K>(object, Side::Live, &mut out);
+    sorted_unique(out)
 }
 
 /// One leaf per [`Projected::EXACT`] pointer of `K`: the pointer and every leaf under it

@@ -578,7 +578,7 @@ mod tests {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     use serde_json::{Value, json};
 
-    use super::super::{Leaf, Leaves, Projected, Side, exact, leaves};
+    use super::super::{Leaf, Leaves, Projected, Side, leaves, value_leaves_into};
     use super::*;
 
     fn sorted(mut l: Leaves) -> (Vec<Leaf>, Vec<Leaf>) {
@@ -619,8 +619,7 @@ mod tests {
             "{name}: a projection's leaves"
         );
         let mut by_value = Leaves::default();
-        super::super::collect(&value, Side::Desired, &mut by_value);
-        by_value.present.extend(exact::<K>(&value));
+        value_leaves_into::<K>(&value, Side::Desired, &mut by_value);
         let (present, absent) = sorted(by_value);
         let asked = super::super::desired(&typed).unwrap();
         assert!(
