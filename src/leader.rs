@@ -64,10 +64,7 @@ impl Elector {
         let identity = settings.identity.clone().unwrap_or_else(|| {
             let mut raw = [0u8; 4];
             let _ = getrandom::fill(&mut raw);
-            format!(
-                "tenantry-{}",
-                raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            )
+            format!("tenantry-{}", crate::names::hex(&raw))
         });
         Self {
             api: Api::namespaced(client, namespace),

@@ -72,8 +72,16 @@ pub fn is_reserved(name: &str, reserved: &[String]) -> bool {
 }
 
 fn hex_digest(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(input.as_bytes()))
+}
+
+/// `bytes` in lowercase hexadecimal, two characters a byte.
+pub fn hex<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> String {
+    bytes
+        .into_iter()
+        .flat_map(|b| [b >> 4, b & 0x0f])
+        .filter_map(|n| char::from_digit(u32::from(n), 16))
+        .collect()
 }
 
 /// `name` if it fits in `max` characters, else a prefix of it and 8 hex characters of

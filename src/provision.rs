@@ -36,20 +36,36 @@ impl<K> Object for K where
 
 /// `desired` with its digest in the [`labels::APPLIED`] annotation: what Tenantry writes,
 /// so that the next build can tell whether anything it asks for changed.
+/// The JSON is hashed as it is written ([`Hashing`]), never held: every reconcile stamps
+/// every object it builds, to compare it with the cache.
 pub fn stamped<K: Object>(desired: &K) -> Result<K> {
     use sha2::Digest;
-    let bytes = serde_json::to_vec(desired).map_err(|source| Error::Serialize {
+    let mut hashing = Hashing(sha2::Sha256::new());
+    serde_json::to_writer(&mut hashing, desired).map_err(|source| Error::Serialize {
         what: desired.name_any(),
         source,
     })?;
-    let digest = sha2::Sha256::digest(&bytes);
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let hex = crate::names::hex(hashing.0.finalize().iter().take(12));
     let mut out = desired.clone();
     out.meta_mut()
         .annotations
         .get_or_insert_default()
         .insert(labels::APPLIED.to_string(), hex);
     Ok(out)
+}
+
+/// A writer that hashes what it is given.
+struct Hashing(sha2::Sha256);
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whether the cached `live` object already holds everything in `desired` (see
@@ -90,7 +106,7 @@ fn asked<K: Projected>(desired: &K) -> Result<crate::slim::Desired> {
 /// (docs/benchmarks.md): a POST costs the API server about two thirds of a server-side
 /// apply that creates, and objects are created far more often than they drift.
 async fn apply_with<K: Projected>(
-    api: Api<K>,
+    api: impl FnOnce() -> Api<K>,
     store: &Children<K>,
     desired: &K,
     changes: ChangedBy,
@@ -113,6 +129,7 @@ async fn apply_with<K: Projected>(
         // Kind and name only: a Secret's values never reach a log.
         tracing::debug!(kind = %K::kind(&()), name = %name, "live object differs from desired: applying");
     }
+    let api = api();
     // Not in the cache: one POST. A 409 says it exists although the cache does not show
     // it yet (or someone else made it): it is written over, as a change is.
     if live.is_none() && create(&api, desired).await? {
@@ -299,7 +316,7 @@ where
         .clone()
         .ok_or_else(|| Error::MissingKey(desired.name_any()))?;
     apply_with(
-        Api::namespaced(client.clone(), &ns),
+        || Api::namespaced(client.clone(), &ns),
         store,
         desired,
         changes,
@@ -317,7 +334,7 @@ pub async fn apply_cluster<K>(
 where
     K: Projected + Resource<Scope = ClusterResourceScope>,
 {
-    apply_with(Api::all(client.clone()), store, desired, changes).await
+    apply_with(|| Api::all(client.clone()), store, desired, changes).await
 }
 
 async fn delete_with<K: Object>(api: Api<K>, what: String, name: &str) -> Result<bool> {
@@ -753,5 +770,27 @@ mod tests {
         assert!(up_to_date(Some(&written), &fewer).unwrap());
         assert!(!up_to_date(Some(&written), &stamped(&fewer).unwrap()).unwrap());
         assert!(!up_to_date(None, &again).unwrap());
+    }
+
+    #[test]
+    fn a_stamp_is_the_first_twelve_bytes_of_the_sha256_of_the_json() {
+        use sha2::Digest;
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some("acme--dev".into()),
+                labels: Some([("tenantry.dev/organization".into(), "acme".into())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let stamp = stamped(&ns).unwrap().annotations()[labels::APPLIED].clone();
+        // As the objects already in clusters were stamped: a stamp that changed would
+        // rewrite every object after an upgrade.
+        let json = serde_json::to_vec(&ns).unwrap();
+        let digest = sha2::Sha256::digest(&json);
+        let want: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(stamp, want);
+        assert_eq!(stamp, "09506f60a89043f091d5ec32");
+        assert_eq!(crate::names::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 }

@@ -159,9 +159,17 @@ pub fn until(at: Timestamp, now: Timestamp) -> Option<std::time::Duration> {
 /// What a view was built from: the organization and every Membership and Workspace of
 /// its namespace, by uid and resourceVersion (any change to any of them changes it).
 fn fingerprint(org: &Organization, m: &[Arc<Membership>], w: &[Arc<Workspace>]) -> u64 {
+    // Borrowed: every reconcile takes a view, and so this runs for each object of the
+    // organization each time.
     fn one<K: ResourceExt>(o: &K) -> u64 {
+        let m = o.meta();
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (o.uid(), o.resource_version(), o.name_any()).hash(&mut h);
+        (
+            m.uid.as_deref(),
+            m.resource_version.as_deref(),
+            m.name.as_deref(),
+        )
+            .hash(&mut h);
         h.finish()
     }
     // Order-free: the indexes list names in their order, which is not the point.

@@ -211,11 +211,18 @@ impl NamespaceIndex {
     /// The objects of `store` in namespace `ns`.
     pub fn objects_in<K: Object>(&self, store: &Store<K>, ns: &str) -> Vec<Arc<K>> {
         let index = self.0.read().unwrap_or_else(|e| e.into_inner());
-        index
-            .get(ns)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| store.get(&ObjectRef::new(name).within(ns)))
+        let Some(names) = index.get(ns) else {
+            return Vec::new();
+        };
+        // One key, its name replaced for each lookup: not two Strings a name.
+        let mut key = ObjectRef::new("").within(ns);
+        names
+            .iter()
+            .filter_map(|name| {
+                key.name.clear();
+                key.name.push_str(name);
+                store.get(&key)
+            })
             .collect()
     }
 }
