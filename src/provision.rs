@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::api::Hashing;
 use crate::error::{Context, Error, Result};
 use crate::labels;
 use crate::slim::{Children, Projected, Slim};
@@ -36,36 +37,25 @@ impl<K> Object for K where
 
 /// `desired` with its digest in the [`labels::APPLIED`] annotation: what Tenantry writes,
 /// so that the next build can tell whether anything it asks for changed.
+///
 /// The JSON is hashed as it is written ([`Hashing`]), never held: every reconcile stamps
 /// every object it builds, to compare it with the cache.
 pub fn stamped<K: Object>(desired: &K) -> Result<K> {
     use sha2::Digest;
-    let mut hashing = Hashing(sha2::Sha256::new());
-    serde_json::to_writer(&mut hashing, desired).map_err(|source| Error::Serialize {
-        what: desired.name_any(),
-        source,
+    let mut sha = sha2::Sha256::new();
+    serde_json::to_writer(Hashing(|b: &[u8]| sha.update(b)), desired).map_err(|source| {
+        Error::Serialize {
+            what: desired.name_any(),
+            source,
+        }
     })?;
-    let hex = crate::names::hex(hashing.0.finalize().iter().take(12));
+    let hex = crate::names::hex(sha.finalize().iter().take(12));
     let mut out = desired.clone();
     out.meta_mut()
         .annotations
         .get_or_insert_default()
         .insert(labels::APPLIED.to_string(), hex);
     Ok(out)
-}
-
-/// A writer that hashes what it is given.
-struct Hashing(sha2::Sha256);
-
-impl std::io::Write for Hashing {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        sha2::Digest::update(&mut self.0, buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Whether the cached `live` object already holds everything in `desired` (see

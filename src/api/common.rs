@@ -233,10 +233,27 @@ impl JsonSchema for ResourceList {
 /// The digest a cached status keeps of a part it forgot (its JSON, hashed): only ever
 /// compared with the digest of what a reconcile builds.
 fn digest<T: Serialize + ?Sized>(value: &T) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::hash::{DefaultHasher, Hasher};
     let mut h = DefaultHasher::new();
-    serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
+    // Serializing these types cannot fail; were it to, both sides hash what was written.
+    let _ = serde_json::to_writer(Hashing(|b: &[u8]| h.write(b)), value);
     h.finish()
+}
+
+/// A writer that hands what it is given to a hash (`.0`) and keeps nothing: JSON hashed
+/// as serde writes it, never held in a buffer (a status part's [`digest`], an object's
+/// stamp, `crate::provision::stamped`).
+pub(crate) struct Hashing<F: FnMut(&[u8])>(pub F);
+
+impl<F: FnMut(&[u8])> std::io::Write for Hashing<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (self.0)(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Forgets `part` of a cached status (leaves it empty), keeping its digest in `kept`:
