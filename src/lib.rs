@@ -19,6 +19,7 @@
 //! - [`api`]: the `tenantry.dev/v1alpha1` kinds.
 //! - [`controller`]: one reconciler per kind, sharing label-selected caches (`run`).
 //! - [`grants`]: the pure rules of who gets what.
+//! - [`wire`]: the built-in kinds' watches in protobuf (`wire::get` reads one object so).
 //! - [`names`], [`labels`], [`rbac`], [`credentials`], [`token`], [`settings`]: names,
 //!   labels, roles, client credentials, the token endpoint, the operator's settings.
 //!
@@ -57,6 +58,7 @@ pub mod synthetic;
 pub mod token;
 pub mod tree;
 mod view;
+pub mod wire;
 
 /// Where `tenantry manifests` puts the MutatingAdmissionPolicy (`tenantry-finalizers`,
 /// served from Kubernetes 1.36; without it the reconcilers add their finalizers

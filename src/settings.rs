@@ -100,6 +100,13 @@ pub struct Settings {
     /// loaded in 46.5 s in pages, 17.9 s streamed), so `auto` streams.
     #[arg(long, env = "TENANTRY_INITIAL_LIST", value_enum, default_value_t = InitialList::Auto)]
     pub initial_list: InitialList,
+
+    /// Watch the built-in kinds Tenantry caches (RoleBindings, Namespaces, quotas, limit
+    /// ranges, network policies, cluster roles and their bindings) in protobuf, where the
+    /// caches stream (`--initial-list`): the API server writes protobuf for about half the
+    /// CPU JSON costs it (docs/benchmarks.md). `false`: JSON, as kube's watcher reads.
+    #[arg(long, env = "TENANTRY_PROTOBUF_WATCHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub protobuf_watches: bool,
 }
 
 /// How the caches load what exists when the controller starts ([`Settings::initial_list`]).
@@ -182,6 +189,7 @@ impl Default for Settings {
             debounce_ms: 250,
             status_interval_ms: 5000,
             initial_list: InitialList::Auto,
+            protobuf_watches: true,
         }
     }
 }
@@ -239,18 +247,21 @@ mod tests {
         assert!(!InitialList::Paged.streams("1", "37"));
     }
 
-    #[test]
-    fn caches_stream_unless_told_otherwise() {
+    /// The settings a command line gives.
+    fn parsed(args: &[&str]) -> Result<Settings, clap::Error> {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             settings: Settings,
         }
         use clap::Parser;
-        let given = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("tenantry").chain(args.iter().copied()))
-                .map(|c| c.settings.initial_list)
-        };
+        Cli::try_parse_from(std::iter::once("tenantry").chain(args.iter().copied()))
+            .map(|c| c.settings)
+    }
+
+    #[test]
+    fn caches_stream_unless_told_otherwise() {
+        let given = |args: &[&str]| parsed(args).map(|s| s.initial_list);
         // The command line's default and the library's are the same: streaming where
         // the API server has it (pages are quadratic at scale: docs/benchmarks.md).
         assert_eq!(Settings::default().initial_list, InitialList::Auto);
@@ -262,6 +273,17 @@ mod tests {
             InitialList::Paged
         );
         assert!(given(&["--initial-list", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn built_in_kinds_are_watched_in_protobuf_unless_told_otherwise() {
+        let given = |args: &[&str]| parsed(args).map(|s| s.protobuf_watches);
+        assert!(Settings::default().protobuf_watches);
+        if std::env::var_os("TENANTRY_PROTOBUF_WATCHES").is_none() {
+            assert!(given(&[]).unwrap());
+        }
+        assert!(!given(&["--protobuf-watches", "false"]).unwrap());
+        assert!(given(&["--protobuf-watches", "sometimes"]).is_err());
     }
 
     #[test]

@@ -243,8 +243,7 @@ where
     let mut indexer = index.map(IndexWriter::new);
     let cache = reader.clone();
     let task = run(
-        api,
-        config,
+        watcher(api, config).boxed(),
         forget,
         feed.clone(),
         move |event| {
@@ -258,19 +257,16 @@ where
     (reader, feed, task)
 }
 
-/// A cache of kind `K` that keeps a projection of each object ([`crate::slim::Slim`]); the feed
-/// publishes the whole objects as the watch brings them.
-fn reflect_slim<K: Projected>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (Children<K>, Feed<K>, BoxFuture<'static, ()>) {
+/// A cache of kind `K` that keeps a projection of each object ([`crate::slim::Slim`]), fed
+/// by `events` (kube's watcher, or [`crate::wire::watcher`]); the feed publishes the whole
+/// objects as the watch brings them.
+fn reflect_slim<K: Projected>(events: Events<K>) -> (Children<K>, Feed<K>, BoxFuture<'static, ()>) {
     let cache = Children::default();
     let mut writer = ChildrenWriter::new(cache.clone());
     let feed = Feed::new();
     let kept = cache.clone();
     let task = run(
-        api,
-        config,
+        events,
         |_| {},
         feed.clone(),
         move |event| writer.apply(event),
@@ -325,12 +321,14 @@ fn forget_membership(m: &mut Membership) {
     }
 }
 
+/// A watch's events.
+type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
 /// Runs the watch of kind `K`: each object loses what no reader needs ([`unread`],
 /// `forget`), each event goes to the cache (`store`), then to the feed's subscribers with
 /// what `old` says the cache held before.
 fn run<K: Object>(
-    api: Api<K>,
-    config: watcher::Config,
+    events: Events<K>,
     forget: fn(&mut K),
     publisher: Feed<K>,
     mut store: impl FnMut(&watcher::Event<K>) + Send + 'static,
@@ -342,12 +340,10 @@ fn run<K: Object>(
     let started = std::time::Instant::now();
     let mut listed = 0_u64;
     let mut loaded = false;
-    let stream = watcher(api, config)
-        .backoff(WatchBackoff::cache())
-        .modify(move |o| {
-            unread(o.meta_mut());
-            forget(o);
-        });
+    let stream = events.backoff(WatchBackoff::cache()).modify(move |o| {
+        unread(o.meta_mut());
+        forget(o);
+    });
     stream
         .for_each(move |event| {
             match event {
@@ -426,8 +422,13 @@ pub struct Feeds {
 /// the tasks that run the watches. With `streaming`, each watch begins with every object
 /// (the API server's WatchList: no pages, each object as it is read from the watch
 /// cache), else with a list in pages (`Settings::initial_list`: measured, pages grow
-/// dearer with the number of objects of a kind).
-pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
+/// dearer with the number of objects of a kind). With `protobuf` (streaming only), the
+/// built-in kinds [`crate::wire`] speaks are watched in protobuf.
+pub fn stores(
+    client: &Client,
+    streaming: bool,
+    protobuf: bool,
+) -> (Stores, Feeds, Vec<BoxFuture<'static, ()>>) {
     let mut tasks = Vec::new();
     let initial = |config: watcher::Config| {
         if streaming {
@@ -444,7 +445,19 @@ pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture
             cache!($cfg, None, |_| {})
         };
         (slim $cfg:expr) => {{
-            let (store, feed, task) = reflect_slim(Api::all(c.clone()), initial($cfg));
+            let (store, feed, task) =
+                reflect_slim(watcher(Api::all(c.clone()), initial($cfg)).boxed());
+            tasks.push(task);
+            (store, feed)
+        }};
+        (proto $cfg:expr) => {{
+            let config = initial($cfg);
+            let events = if protobuf && streaming {
+                crate::wire::watcher(c.clone(), config.label_selector).boxed()
+            } else {
+                watcher(Api::all(c.clone()), config).boxed()
+            };
+            let (store, feed, task) = reflect_slim(events);
             tasks.push(task);
             (store, feed)
         }};
@@ -473,14 +486,14 @@ pub fn stores(client: &Client, streaming: bool) -> (Stores, Feeds, Vec<BoxFuture
         organizations: [all(), None, forget_organization]
         workspaces: [all(), Some(workspace_index.clone()), forget_workspace]
         memberships: [all(), Some(membership_index.clone()), forget_membership]
-        namespaces: [slim managed()]
-        role_bindings: [slim managed()]
-        roles: [slim managed()]
-        cluster_roles: [slim managed()]
-        cluster_role_bindings: [slim managed()]
-        quotas: [slim managed()]
-        limit_ranges: [slim managed()]
-        network_policies: [slim managed()]
+        namespaces: [proto managed()]
+        role_bindings: [proto managed()]
+        roles: [proto managed()]
+        cluster_roles: [proto managed()]
+        cluster_role_bindings: [proto managed()]
+        quotas: [proto managed()]
+        limit_ranges: [proto managed()]
+        network_policies: [proto managed()]
         service_accounts: [slim managed()]
         secrets: [slim managed()]
         config_maps: [slim managed()]

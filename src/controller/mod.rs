@@ -337,8 +337,10 @@ pub async fn run(
             settings.initial_list == crate::settings::InitialList::Streaming
         }
     };
-    info!(streaming, "loading the caches");
-    let (stores, feeds, tasks) = stores(&client, streaming);
+    // Protobuf watches are streaming lists (`wire`): none where the caches list by pages.
+    let protobuf = streaming && settings.protobuf_watches;
+    info!(streaming, protobuf, "loading the caches");
+    let (stores, feeds, tasks) = stores(&client, streaming, protobuf);
     let caches = tokio::spawn(futures::future::join_all(tasks));
     stores.ready().await;
     info!("caches synced; starting reconcilers");

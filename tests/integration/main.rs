@@ -19,3 +19,4 @@ mod plugin;
 mod repair;
 mod resilience;
 mod runtime;
+mod wire;
