@@ -142,27 +142,23 @@ fn policy_rule(r: pbrbac::PolicyRule) -> rbac::PolicyRule {
     }
 }
 
-impl Proto for rbac::RoleBinding {
-    type Message = pbrbac::RoleBinding;
-    fn from_message(m: Self::Message) -> Self {
-        Self {
-            metadata: object_meta(m.metadata),
-            role_ref: role_ref(m.role_ref),
-            subjects: list(m.subjects, subject),
+/// RoleBindings and ClusterRoleBindings: the same fields.
+macro_rules! binding {
+    ($($kind:ident)*) => {$(
+        impl Proto for rbac::$kind {
+            type Message = pbrbac::$kind;
+            fn from_message(m: Self::Message) -> Self {
+                Self {
+                    metadata: object_meta(m.metadata),
+                    role_ref: role_ref(m.role_ref),
+                    subjects: list(m.subjects, subject),
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl Proto for rbac::ClusterRoleBinding {
-    type Message = pbrbac::ClusterRoleBinding;
-    fn from_message(m: Self::Message) -> Self {
-        Self {
-            metadata: object_meta(m.metadata),
-            role_ref: role_ref(m.role_ref),
-            subjects: list(m.subjects, subject),
-        }
-    }
-}
+binding!(RoleBinding ClusterRoleBinding);
 
 impl Proto for rbac::ClusterRole {
     type Message = pbrbac::ClusterRole;

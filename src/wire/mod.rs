@@ -128,14 +128,7 @@ async fn step<K: Proto>(
                     }
                 }
             },
-            Some(Ok(Decoded::Error(status))) => {
-                let next = if status.code == 410 {
-                    State::Empty
-                } else {
-                    State::Initial(frames)
-                };
-                (Some(Err(Error::WatchError(status))), next)
-            }
+            Some(Ok(Decoded::Error(status))) => watch_error(status, State::Initial(frames)),
             // A broken stream lists again: the initial events were not all there.
             Some(Err(e)) => (Some(Err(Error::WatchFailed(e))), State::Empty),
             None => (None, State::Empty),
@@ -152,18 +145,26 @@ async fn step<K: Proto>(
                 };
                 (event, State::Watching(at, frames))
             }
-            Some(Ok(Decoded::Error(status))) => {
-                let next = if status.code == 410 {
-                    State::Empty
-                } else {
-                    State::Resume(rv)
-                };
-                (Some(Err(Error::WatchError(status))), next)
-            }
+            // The API server ends a watch after its error: start it again.
+            Some(Ok(Decoded::Error(status))) => watch_error(status, State::Resume(rv)),
             Some(Err(e)) => (Some(Err(Error::WatchFailed(e))), State::Resume(rv)),
             None => (None, State::Resume(rv)),
         },
     }
+}
+
+/// An error event of the API server's: a new list after `410 Gone` (the resourceVersion
+/// is too old), else `otherwise`.
+fn watch_error<K>(
+    status: Box<Status>,
+    otherwise: State,
+) -> (Option<Result<Event<K>, Error>>, State) {
+    let next = if status.code == 410 {
+        State::Empty
+    } else {
+        otherwise
+    };
+    (Some(Err(Error::WatchError(status))), next)
 }
 
 /// Whether an error is the API server's `410 Gone` (the resourceVersion is too old).
