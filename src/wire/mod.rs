@@ -178,35 +178,42 @@ pub async fn get<K: Proto>(
     namespace: Option<&str>,
     name: &str,
 ) -> kube::Result<K> {
-    let mut request = Request::new(K::url_path(&(), namespace))
+    let request = Request::new(K::url_path(&(), namespace))
         .get(name, &kube::api::GetParams::default())
         .map_err(kube::Error::BuildRequest)?;
-    accept_protobuf(&mut request);
-    let response = client.send(request.map(kube::client::Body::from)).await?;
-    let status = response.status();
-    let bytes = response
-        .into_body()
+    let bytes = send(client, request)
+        .await?
         .collect()
         .await
         .map_err(|e| invalid(format!("reading a {}: {e}", K::kind(&()))))?
         .to_bytes();
-    if !status.is_success() {
-        return Err(kube::Error::Api(Box::new(error_status(
-            status.as_u16(),
-            &bytes,
-        ))));
-    }
-    let object = envelope(&bytes)?;
-    let message = K::Message::decode(object.as_slice())
-        .map_err(|e| invalid(format!("a {}: {e}", K::kind(&()))))?;
-    Ok(K::from_message(message))
+    object::<K>(&envelope(&bytes)?)
 }
 
-fn accept_protobuf(request: &mut http::Request<Vec<u8>>) {
+/// Sends `request` asking for protobuf; the response's body, or the API server's error.
+async fn send(
+    client: &Client,
+    mut request: http::Request<Vec<u8>>,
+) -> kube::Result<kube::client::Body> {
     request.headers_mut().insert(
         http::header::ACCEPT,
         http::HeaderValue::from_static(PROTOBUF),
     );
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let status = response.status();
+    let body = response.into_body();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Err(kube::Error::Api(Box::new(error_status(
+        status.as_u16(),
+        &bytes,
+    ))))
 }
 
 /// The object's message in `raw`: the `k8s\0` prefix, then a `runtime.Unknown` holding it.
@@ -218,6 +225,13 @@ fn envelope(raw: &[u8]) -> kube::Result<Vec<u8>> {
             Unknown::decode(b).map_err(|e| invalid(format!("an object's envelope: {e}")))
         })?;
     Ok(unknown.raw.unwrap_or_default())
+}
+
+/// A `K` from its message's bytes.
+fn object<K: Proto>(message: &[u8]) -> kube::Result<K> {
+    K::Message::decode(message)
+        .map(K::from_message)
+        .map_err(|e| invalid(format!("a {}: {e}", K::kind(&()))))
 }
 
 /// Starts a watch of `K`: a streaming list when `rv` is none, else a watch from `rv`.
@@ -233,26 +247,12 @@ async fn open<K: Proto>(
     };
     // "0": any resourceVersion, served from the API server's watch cache (kube's watcher
     // with `any_semantic`, as the other caches' watches are).
-    let mut request = Request::new(K::url_path(&(), None))
+    let request = Request::new(K::url_path(&(), None))
         .watch(&params, rv.unwrap_or("0"))
         .map_err(kube::Error::BuildRequest)?;
-    accept_protobuf(&mut request);
-    let response = client.send(request.map(kube::client::Body::from)).await?;
-    let status = response.status();
-    let body = response.into_body();
-    if !status.is_success() {
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(kube::Error::Api(Box::new(error_status(
-            status.as_u16(),
-            &bytes,
-        ))));
-    }
     Ok(Frames {
-        body: body
+        body: send(client, request)
+            .await?
             .into_data_stream()
             .map(|chunk| chunk.map_err(|e| invalid(format!("reading the watch: {e}"))))
             .boxed(),
@@ -266,10 +266,9 @@ fn error_status(code: u16, body: &[u8]) -> Status {
     if let Ok(s) = serde_json::from_slice::<Status>(body) {
         return s;
     }
-    if let Some(s) = body
-        .strip_prefix(MAGIC)
-        .and_then(|b| Unknown::decode(b).ok())
-        .and_then(|u| pbmeta::Status::decode(u.raw.unwrap_or_default().as_slice()).ok())
+    if let Some(s) = envelope(body)
+        .ok()
+        .and_then(|m| pbmeta::Status::decode(m.as_slice()).ok())
     {
         return status_of(s, code);
     }
@@ -352,22 +351,20 @@ fn frame(buf: &mut BytesMut) -> kube::Result<Option<Bytes>> {
 fn decode<K: Proto>(frame: &[u8]) -> kube::Result<Decoded<K>> {
     let event =
         pbmeta::WatchEvent::decode(frame).map_err(|e| invalid(format!("a watch event: {e}")))?;
-    let object = envelope(&event.object.and_then(|o| o.raw).unwrap_or_default())?;
+    let message = envelope(&event.object.and_then(|o| o.raw).unwrap_or_default())?;
     let kind = match event.r#type.as_deref() {
         Some("ADDED") => Kind::Added,
         Some("MODIFIED") => Kind::Modified,
         Some("DELETED") => Kind::Deleted,
         Some("BOOKMARK") => Kind::Bookmark,
         Some("ERROR") => {
-            let status = pbmeta::Status::decode(object.as_slice())
+            let status = pbmeta::Status::decode(message.as_slice())
                 .map_err(|e| invalid(format!("a watch error: {e}")))?;
             return Ok(Decoded::Error(Box::new(status_of(status, 500))));
         }
         other => return Err(invalid(format!("a watch event of type {other:?}"))),
     };
-    let message = K::Message::decode(object.as_slice())
-        .map_err(|e| invalid(format!("a {}: {e}", K::kind(&()))))?;
-    Ok(Decoded::Object(kind, K::from_message(message)))
+    Ok(Decoded::Object(kind, object::<K>(&message)?))
 }
 
 #[cfg(test)]
