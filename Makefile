@@ -131,6 +131,7 @@ check: ## formatting, lints and generated files are up to date
 	$(MAKE) --no-print-directory helm
 	$(HELM) lint --strict charts/tenantry
 	$(HELM) lint --strict charts/tenantry --set tokenServer.enabled=true,tokenServer.tlsSecretName=t,metrics.serviceMonitor.enabled=true
+	$(HELM) lint --strict charts/tenantry --set metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.organizationsInterval=2m
 	test -z "$$(gofmt -l hack/controlplane hack/flux hack/node)" || { gofmt -l hack/controlplane hack/flux hack/node; exit 1; }
 	cd hack/controlplane && CGO_ENABLED=0 go vet -trimpath ./...
 	cd hack/flux && CGO_ENABLED=0 go vet -trimpath ./...

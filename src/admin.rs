@@ -1,5 +1,6 @@
 //! The admin server: `/livez`, `/readyz` (ready once the caches have synced and, with
-//! leader election, whether leading or standing by), `/metrics`, and `/debug/caches` (what
+//! leader election, whether leading or standing by), `/metrics` (`?collect[]=controller`
+//! or `organizations` for one group of series), and `/debug/caches` (what
 //! the caches hold per kind: objects and their encoded size, computed on request; the
 //! benchmark reads it).
 
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::routing::get;
 
@@ -71,14 +73,25 @@ pub async fn serve(
         )
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    crate::metrics::encode(),
-                )
+            get(|query: RawQuery| async move {
+                match crate::metrics::Group::from_query(query.0.as_deref()) {
+                    Ok(groups) => (
+                        StatusCode::OK,
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        crate::metrics::encode_groups(&groups),
+                    ),
+                    Err(message) => (
+                        StatusCode::BAD_REQUEST,
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; charset=utf-8",
+                        )],
+                        message,
+                    ),
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;

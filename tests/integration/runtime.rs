@@ -159,6 +159,30 @@ async fn the_binary_serves_health_and_metrics_and_stops_on_sigterm() {
     ] {
         assert!(metrics.contains(sample), "{sample} in /metrics:\n{metrics}");
     }
+    // One group of series at a time, as a ServiceMonitor's `params` asks (brackets
+    // encoded): the organization's series once this process has reconciled it.
+    let series = format!("tenantry_organization_workspaces{{organization=\"{name}\"}}");
+    let orgs = async {
+        loop {
+            match get(port, "/metrics?collect%5B%5D=organizations").await {
+                Some((200, m)) if m.contains(&series) => return m,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    };
+    let orgs = tokio::time::timeout(TIMEOUT, orgs)
+        .await
+        .expect("the organization's series in collect[]=organizations");
+    assert!(!orgs.contains("tenantry_reconciles_total"), "{orgs}");
+    let (status, own) = get(port, "/metrics?collect[]=controller")
+        .await
+        .expect("/metrics answers");
+    assert_eq!(status, 200);
+    assert!(own.contains("tenantry_reconciles_total{"), "{own}");
+    assert!(!own.contains("tenantry_organization_workspaces"), "{own}");
+    let (status, refused) = get(port, "/metrics?collect[]=nope").await.expect("answers");
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("collect[]=nope"), "{refused}");
     crate::core::delete_org(&client, &name).await;
 
     // SIGTERM: a clean exit, quickly.
