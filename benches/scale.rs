@@ -67,6 +67,11 @@ struct Args {
     /// Give up on one size after this many seconds.
     #[arg(long, default_value_t = 7200)]
     timeout_seconds: u64,
+    /// Restart the converged controller this many times, one after the other: a
+    /// restart's time varies by half from one to the next on this machine (the API
+    /// server's garbage collections), so one restart is not a measurement to compare.
+    #[arg(long, default_value_t = 1)]
+    restarts: usize,
     /// Skip the direct-client limits (raw and fair).
     #[arg(long)]
     no_baseline: bool,
@@ -898,10 +903,14 @@ struct SizeResult {
     heap_resident_mib: f64,
     idle_seconds: u64,
     idle_writes: u64,
+    /// The median of `restart_settles`.
     restart_settle_seconds: f64,
+    /// Each restart's time until the controller settled, in order.
+    restart_settles: Vec<f64>,
+    /// Summed over the restarts.
     restart_writes: u64,
-    /// The restarted controller's peak RSS (VmHWM) and CPU until it settled: the initial
-    /// lists of every kind at once.
+    /// The restarted controller's peak RSS (VmHWM, the highest of the restarts) and CPU
+    /// until it settled (the median): the initial lists of every kind at once.
     restart_peak_rss_mib: f64,
     restart_cpu_seconds: f64,
     /// After Tenantry was done: how long the control plane's quota controller took to give
@@ -934,6 +943,34 @@ struct CacheSize {
     /// Projections not verified (kept whole: no build found held by them yet).
     #[serde(default)]
     whole: u64,
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The restarts' settle times as the report shows them: one, or the median and range.
+fn settles(r: &SizeResult) -> String {
+    let min = r
+        .restart_settles
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let max = r.restart_settles.iter().copied().fold(0.0, f64::max);
+    match r.restart_settles.len() {
+        0 | 1 => format!("{:.1} s", r.restart_settle_seconds),
+        n => format!(
+            "{:.1} s (median of {n}: {min:.1}-{max:.1} s)",
+            r.restart_settle_seconds
+        ),
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -1182,43 +1219,63 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             .map(|k| m2.sum("tenantry_managed_objects", &[&format!("kind=\"{k}\"")]))
             .sum::<f64>()) as usize;
 
-    // Restart with everything converged.
+    // Restart with everything converged, `--restarts` times (the first one's log and
+    // metrics are kept; the others' logs are controller-restart-<n>.log).
     controller.stop();
-    let t_restart = Instant::now();
-    let controller = Controller::start(
-        &cp.kubeconfig,
-        args.concurrency,
-        &dir.join("controller-restart.log"),
-        "TENANTRY_BENCH_RESTART_LOG",
-    )
-    .await?;
-    let mut last = (0.0, Instant::now());
-    let restart_settle_seconds = loop {
-        let m = controller.metrics().await;
-        let n = m.sum("tenantry_reconciles_total", &[]);
-        if n != last.0 {
-            last = (n, Instant::now());
-        } else if n >= total as f64 && last.1.elapsed() > Duration::from_secs(3) {
-            break last.1.duration_since(t_restart).as_secs_f64();
+    let mut restart_settles = Vec::new();
+    let mut restart_cpus = Vec::new();
+    let mut restart_writes = 0;
+    let mut restart_peak_rss_mib: f64 = 0.0;
+    let mut restart_requests = BTreeMap::new();
+    let mut restart_caches = BTreeMap::new();
+    for i in 1..=args.restarts.max(1) {
+        let log = match i {
+            1 => "controller-restart.log".to_string(),
+            n => format!("controller-restart-{n}.log"),
+        };
+        let t_restart = Instant::now();
+        let controller = Controller::start(
+            &cp.kubeconfig,
+            args.concurrency,
+            &dir.join(log),
+            "TENANTRY_BENCH_RESTART_LOG",
+        )
+        .await?;
+        let mut last = (0.0, Instant::now());
+        let settle = loop {
+            let m = controller.metrics().await;
+            let n = m.sum("tenantry_reconciles_total", &[]);
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if n >= total as f64 && last.1.elapsed() > Duration::from_secs(3) {
+                break last.1.duration_since(t_restart).as_secs_f64();
+            }
+            if t_restart.elapsed() > deadline {
+                bail!("x{scale}: the restarted controller did not settle");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let requests = controller
+            .metrics()
+            .await
+            .requests_by_verb(&Metrics::default());
+        restart_writes += writes(&requests);
+        let pid = controller.child.id();
+        restart_peak_rss_mib = restart_peak_rss_mib.max(status_mib(pid, "VmHWM:"));
+        restart_cpus.push(cpu_seconds(pid));
+        restart_settles.push(settle);
+        eprintln!("bench x{scale}: restart {i}: settled in {settle:.1} s");
+        if i == 1 {
+            controller
+                .save_metrics(&dir.join("metrics-restart.txt"))
+                .await;
+            restart_caches = controller.caches().await?;
+            restart_requests = requests;
         }
-        if t_restart.elapsed() > deadline {
-            bail!("x{scale}: the restarted controller did not settle");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    controller
-        .save_metrics(&dir.join("metrics-restart.txt"))
-        .await;
-    let restart_caches = controller.caches().await?;
-    let restart_requests = controller
-        .metrics()
-        .await
-        .requests_by_verb(&Metrics::default());
-    let restart_writes = writes(&restart_requests);
-    let restart_pid = controller.child.id();
-    let restart_peak_rss_mib = status_mib(restart_pid, "VmHWM:");
-    let restart_cpu_seconds = cpu_seconds(restart_pid);
-    controller.stop();
+        controller.stop();
+    }
+    let restart_settle_seconds = median(&restart_settles);
+    let restart_cpu_seconds = median(&restart_cpus);
 
     let mut result = SizeResult {
         scale,
@@ -1242,6 +1299,7 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
         idle_seconds: args.idle_seconds,
         idle_writes,
         restart_settle_seconds,
+        restart_settles,
         restart_writes,
         restart_peak_rss_mib,
         restart_cpu_seconds,
@@ -1390,7 +1448,7 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
     for r in results {
         let q = |v: &str| r.requests.get(v).copied().unwrap_or(0);
         out.push_str(&format!(
-            "| {}x | {} / {} / {} | {} | {:.1} s | {:.1} s | {:.2} s / {:.2} s | {} | {} | {} | {} | {}/{}/{}/{}/{}/{}/{} | {:.1} s | {:.1} s | {:.0} / {:.0} MiB | {} in {} s | {:.1} s / {} |\n",
+            "| {}x | {} / {} / {} | {} | {:.1} s | {:.1} s | {:.2} s / {:.2} s | {} | {} | {} | {} | {}/{}/{}/{}/{}/{}/{} | {:.1} s | {:.1} s | {:.0} / {:.0} MiB | {} in {} s | {} / {} |\n",
             r.scale,
             r.organizations,
             r.workspaces,
@@ -1419,7 +1477,7 @@ fn report(args: &Args, results: &[SizeResult]) -> String {
             r.settled_rss_mib,
             r.idle_writes,
             r.idle_seconds,
-            r.restart_settle_seconds,
+            settles(r),
             r.restart_writes,
         ));
     }
