@@ -310,6 +310,24 @@ impl Controller {
         Metrics::parse(&self.text("/metrics?collect[]=controller").await)
     }
 
+    /// Seconds from `since` to the last reconcile, once all `total` objects have been
+    /// reconciled and none has been for 3 s (none: not by `since` + `deadline`).
+    async fn settled(&self, since: Instant, total: usize, deadline: Duration) -> Option<f64> {
+        let mut last = (0.0, Instant::now());
+        loop {
+            let n = self.metrics().await.sum("tenantry_reconciles_total", &[]);
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if n >= total as f64 && last.1.elapsed() > Duration::from_secs(3) {
+                return Some(last.1.duration_since(since).as_secs_f64());
+            }
+            if since.elapsed() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every series (kept in files for a reader of the run).
     async fn metrics_text(&self) -> String {
         self.text("/metrics").await
@@ -958,18 +976,15 @@ fn median(values: &[f64]) -> f64 {
 
 /// The restarts' settle times as the report shows them: one, or the median and range.
 fn settles(r: &SizeResult) -> String {
-    let min = r
-        .restart_settles
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min);
-    let max = r.restart_settles.iter().copied().fold(0.0, f64::max);
-    match r.restart_settles.len() {
-        0 | 1 => format!("{:.1} s", r.restart_settle_seconds),
-        n => format!(
-            "{:.1} s (median of {n}: {min:.1}-{max:.1} s)",
-            r.restart_settle_seconds
+    let mut sorted = r.restart_settles.clone();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.as_slice() {
+        [first, .., last] => format!(
+            "{:.1} s (median of {}: {first:.1}-{last:.1} s)",
+            r.restart_settle_seconds,
+            sorted.len()
         ),
+        _ => format!("{:.1} s", r.restart_settle_seconds),
     }
 }
 
@@ -1241,20 +1256,10 @@ async fn run_size(args: &Args, scale: usize) -> anyhow::Result<SizeResult> {
             "TENANTRY_BENCH_RESTART_LOG",
         )
         .await?;
-        let mut last = (0.0, Instant::now());
-        let settle = loop {
-            let m = controller.metrics().await;
-            let n = m.sum("tenantry_reconciles_total", &[]);
-            if n != last.0 {
-                last = (n, Instant::now());
-            } else if n >= total as f64 && last.1.elapsed() > Duration::from_secs(3) {
-                break last.1.duration_since(t_restart).as_secs_f64();
-            }
-            if t_restart.elapsed() > deadline {
-                bail!("x{scale}: the restarted controller did not settle");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let settle = controller
+            .settled(t_restart, total, deadline)
+            .await
+            .with_context(|| format!("x{scale}: the restarted controller did not settle"))?;
         let requests = controller
             .metrics()
             .await
